@@ -1,0 +1,90 @@
+#pragma once
+
+// The batching sequencer: the one way money moves. Commands queue in arrival order; one
+// committer thread takes everything queued (up to batch_size_max), decides each command IN
+// ORDER with the pure core against state read in the same transaction, commits the batch in ONE
+// transaction, and only then answers each caller and publishes the committed entries. At low
+// load a batch is one command; under a runaway fleet it is hundreds, and each hot budget row is
+// written once per batch instead of once per spend.
+//
+// Thread safety: submit() may be called from any thread. Callbacks run on the committer thread
+// and must not block (post to your own executor).
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "engine/event_bus.hpp"
+#include "ledger/batch.hpp"
+#include "ledger/command.hpp"
+#include "store/store.hpp"
+
+namespace stub::engine {
+
+using Clock = std::function<ledger::Micros()>;
+ledger::Micros system_clock_micros();
+
+struct BatchStats {
+  size_t commands = 0;
+  size_t entries = 0;
+  int64_t commit_micros = 0;
+  bool ok = true;
+};
+
+struct SequencerOptions {
+  size_t queue_capacity = 65'536;  // commands waiting; beyond this submit answers "overloaded"
+  size_t batch_size_max = 1'024;   // commands per transaction
+  std::function<void(const BatchStats&)> on_batch;  // metrics hook, runs on the committer
+};
+
+class Sequencer {
+ public:
+  using Callback = std::function<void(ledger::Outcome)>;
+
+  Sequencer(store::Store& store, Clock clock, SequencerOptions options, EventBus* events);
+  Sequencer(const Sequencer&) = delete;
+  Sequencer& operator=(const Sequencer&) = delete;
+  // Commits what is queued, then stops.
+  ~Sequencer();
+
+  // Queues a command. When the queue is full or the store has failed, `done` is called at once
+  // (on this thread) with an overloaded or unavailable Error.
+  void submit(ledger::Command command, Callback done);
+
+  // Blocking convenience for the CLI, tests and the sweeper.
+  ledger::Outcome execute(ledger::Command command);
+
+  void stop();
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  std::string failure_reason() const;
+  size_t queue_depth() const;
+
+ private:
+  struct Pending {
+    ledger::Command command;
+    Callback done;
+  };
+
+  void run();
+  void commit(std::vector<Pending>& batch);
+
+  store::Store& store_;
+  Clock clock_;
+  SequencerOptions options_;
+  EventBus* events_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable work_available_;
+  std::deque<Pending> queue_;   // GUARDED_BY(mutex_)
+  bool stopping_ = false;       // GUARDED_BY(mutex_)
+  std::string failure_reason_;  // GUARDED_BY(mutex_)
+  std::atomic<bool> failed_{false};
+  std::thread committer_;
+};
+
+}  // namespace stub::engine

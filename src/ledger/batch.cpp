@@ -1,0 +1,506 @@
+#include "ledger/batch.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <cassert>
+
+#include "ledger/budget_path.hpp"
+#include "ledger/canonical_json.hpp"
+#include "ledger/chain.hpp"
+#include "ledger/decision.hpp"
+#include "ledger/views.hpp"
+
+namespace stub::ledger {
+
+namespace {
+
+Error not_found(std::string subcode, std::string message) {
+  return {ErrorCode::not_found, std::move(subcode), std::move(message)};
+}
+Error conflict(std::string subcode, std::string message) {
+  return {ErrorCode::conflict, std::move(subcode), std::move(message)};
+}
+
+void add_lineage(std::set<std::string>& out, const std::string& path) {
+  const auto parsed = BudgetPath::parse(path);
+  if (!parsed)
+    return;  // The edge validates paths; an invalid one simply reads nothing.
+  for (const BudgetPath& node : parsed->lineage())
+    out.insert(node.str());
+}
+
+// The nodes from the root down to `path`, root first, or empty when any is missing.
+std::vector<BudgetNode*> lineage_of(WorkingSet& state, const std::string& path) {
+  std::vector<BudgetNode*> out;
+  const auto parsed = BudgetPath::parse(path);
+  if (!parsed)
+    return out;
+  for (const BudgetPath& node_path : parsed->lineage()) {
+    auto found = state.budgets.find(node_path.str());
+    if (found == state.budgets.end())
+      return {};
+    out.push_back(&found->second);
+  }
+  return out;
+}
+
+std::vector<const BudgetNode*> const_view(const std::vector<BudgetNode*>& nodes) {
+  return {nodes.begin(), nodes.end()};
+}
+
+// Appends an entry to its root's chain: next seq, prev_hash from the head, its own hash.
+void append_entry(WorkingSet& state, Entry entry) {
+  auto root = state.budgets.find(entry.root);
+  assert(root != state.budgets.end());
+  BudgetNode& head = root->second;
+  entry.seq = head.head_seq + 1;
+  entry.prev_hash = head.head_hash;
+  entry.hash = compute_entry_hash(entry);
+  head.head_seq = entry.seq;
+  head.head_hash = entry.hash;
+  state.dirty_budgets.insert(head.path);
+  assert(entry.seq >= 1 && entry.hash.size() == 64);
+  state.new_entries.push_back(std::move(entry));
+}
+
+Entry make_entry(const Command& command, std::string_view kind, Micros now) {
+  Entry entry;
+  entry.root = command.root;
+  entry.ts = now;
+  entry.kind = std::string(kind);
+  entry.budget = command.budget;
+  entry.actor = command.actor;
+  return entry;
+}
+
+Response respond(WorkingSet& state, const Command& command, int status,
+                 const boost::json::object& body, Micros now) {
+  Response response{status, boost::json::serialize(body)};
+  if (!command.idempotency_key.empty()) {
+    IdempotencyRecord record{command.root,         scoped_idempotency_key(command),
+                             command.request_hash, status,
+                             response.body,        now};
+    state.idempotency[{record.root, record.key}] = record;
+    state.new_idempotency.push_back(std::move(record));
+  }
+  return response;
+}
+
+std::string vendor_account(const std::string& vendor) {
+  return "vendor:" + (vendor.empty() ? std::string("unknown") : vendor);
+}
+
+Outcome deny(WorkingSet& state, const Command& command, const Decision& decision, Micros now) {
+  Entry entry = make_entry(command, "deny", now);
+  entry.amount = decision.requested;
+  entry.vendor = command.vendor;
+  entry.intent = command.intent;
+  entry.tags_json = command.tags_json;
+  entry.hold_id = command.hold_id;
+  entry.code = std::string(denial_code_name(decision.code));
+  boost::json::object detail{
+      {"attempted", command_kind_name(command.kind)},
+      {"level", decision.level},
+      {"available", decision.available ? boost::json::value(decision.available->to_string())
+                                       : boost::json::value(nullptr)}};
+  entry.detail_json = canonical_json(detail);
+  append_entry(state, std::move(entry));
+
+  boost::json::object error{
+      {"type", "denied"},
+      {"code", denial_code_name(decision.code)},
+      {"message", decision.message},
+      {"budget", decision.level},
+      {"requested", decision.requested.to_string()},
+      {"available", decision.available ? boost::json::value(decision.available->to_string())
+                                       : boost::json::value(nullptr)},
+      {"seq", state.new_entries.back().seq}};
+  return respond(state, command, 402, boost::json::object{{"error", std::move(error)}}, now);
+}
+
+// Moves `amount` into (positive) or out of (negative) `reserved`, and into `spent`, on every
+// node of the path. Callers have checked the decision, so no node can go over its limit.
+void adjust_path(WorkingSet& state, const std::vector<BudgetNode*>& path, Money reserved_delta,
+                 Money spent_delta, Micros now) {
+  for (BudgetNode* node : path) {
+    node->roll_period(now);
+    node->reserved = Money::from_micros(node->reserved.micros() + reserved_delta.micros());
+    node->spent = Money::from_micros(node->spent.micros() + spent_delta.micros());
+    node->updated_at = now;
+    assert(!node->reserved.is_negative() && !node->spent.is_negative());
+    state.dirty_budgets.insert(node->path);
+  }
+}
+
+Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
+  assert(command.amount && command.amount->is_positive());
+  std::vector<BudgetNode*> path = lineage_of(state, command.budget);
+  if (path.empty())
+    return not_found("budget_not_found", "No budget " + command.budget + ".");
+  const std::vector<const BudgetNode*> view = const_view(path);
+  const Decision decision = decide(view, SpendRequest{*command.amount, command.vendor}, now);
+  if (!decision.accepted)
+    return deny(state, command, decision, now);
+
+  const Money amount = *command.amount;
+  const std::string budget_account = "budget:" + command.budget;
+  if (command.kind == CommandKind::spend) {
+    adjust_path(state, path, Money::zero(), amount, now);
+    Entry entry = make_entry(command, "spend", now);
+    entry.amount = amount;
+    entry.vendor = command.vendor;
+    entry.intent = command.intent;
+    entry.tags_json = command.tags_json;
+    entry.receipt_json = command.receipt_json;
+    entry.hold_id = command.hold_id;
+    entry.postings = {{budget_account, amount.negated()}, {vendor_account(command.vendor), amount}};
+    append_entry(state, std::move(entry));
+    boost::json::object body{{"id", command.hold_id},
+                             {"status", "captured"},
+                             {"budget", command.budget},
+                             {"amount", amount.to_string()},
+                             {"vendor", command.vendor},
+                             {"seq", state.new_entries.back().seq},
+                             {"created_at", format_timestamp(now)}};
+    return respond(state, command, 201, body, now);
+  }
+
+  adjust_path(state, path, amount, Money::zero(), now);
+  Hold hold;
+  hold.id = command.hold_id;
+  hold.root = command.root;
+  hold.budget = command.budget;
+  hold.amount = amount;
+  hold.vendor = command.vendor;
+  hold.intent = command.intent;
+  hold.tags_json = command.tags_json;
+  hold.on_expiry = command.on_expiry;
+  hold.created_at = now;
+  hold.expires_at = now + command.ttl;
+  hold.actor = command.actor;
+  Entry entry = make_entry(command, "hold", now);
+  entry.amount = amount;
+  entry.vendor = command.vendor;
+  entry.intent = command.intent;
+  entry.tags_json = command.tags_json;
+  entry.hold_id = hold.id;
+  entry.postings = {{budget_account, amount.negated()}, {"holds:" + command.budget, amount}};
+  append_entry(state, std::move(entry));
+  boost::json::object body = hold_to_json(hold, now);
+  body["seq"] = state.new_entries.back().seq;
+  state.holds[hold.id] = std::move(hold);
+  state.dirty_holds.insert(command.hold_id);
+  return respond(state, command, 201, body, now);
+}
+
+// Settles a held hold: captures `captured` (zero for a void) and releases the rest.
+void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStatus status,
+                 Money captured, std::string_view kind, Micros now) {
+  assert(hold.status == HoldStatus::held);
+  assert(captured <= hold.amount && !captured.is_negative());
+  std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
+  assert(!path.empty());  // Nodes are never deleted, and the hold's node existed when it was made.
+  adjust_path(state, path, hold.amount.negated(), captured, now);
+  hold.status = status;
+  hold.captured = captured;
+  hold.settled_at = now;
+  state.dirty_holds.insert(hold.id);
+
+  Entry entry = make_entry(command, kind, now);
+  entry.budget = hold.budget;
+  entry.amount = captured;
+  entry.vendor = hold.vendor;
+  entry.intent = hold.intent;
+  entry.tags_json = hold.tags_json;
+  entry.receipt_json = command.receipt_json;
+  entry.hold_id = hold.id;
+  const Money released = Money::from_micros(hold.amount.micros() - captured.micros());
+  entry.postings.push_back({"holds:" + hold.budget, hold.amount.negated()});
+  if (!released.is_zero())
+    entry.postings.push_back({"budget:" + hold.budget, released});
+  if (!captured.is_zero())
+    entry.postings.push_back({vendor_account(hold.vendor), captured});
+  append_entry(state, std::move(entry));
+}
+
+void expire_hold(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+  // Conservative when unsure (guarantee 4): an unsettled hold is captured at its held amount
+  // unless it was made with on_expiry "void".
+  const Money captured = hold.on_expiry == OnExpiry::capture ? hold.amount : Money::zero();
+  Command expiry = command;
+  expiry.actor = "system";
+  expiry.receipt_json = "null";
+  settle_hold(state, expiry, hold, HoldStatus::expired, captured, "expire", now);
+}
+
+Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros now) {
+  auto found = state.holds.find(command.hold_id);
+  if (found == state.holds.end() || found->second.root != command.root) {
+    return not_found("hold_not_found", "No hold " + command.hold_id + ".");
+  }
+  Hold& hold = found->second;
+  if (command.kind == CommandKind::expire) {
+    if (hold.status == HoldStatus::held && now >= hold.expires_at)
+      expire_hold(state, command, hold, now);
+    return Response{200, boost::json::serialize(hold_to_json(hold, now))};
+  }
+  if (hold.status == HoldStatus::held && now >= hold.expires_at) {
+    expire_hold(state, command, hold, now);
+  }
+  if (hold.status != HoldStatus::held) {
+    return conflict(
+        "hold_not_held",
+        "Hold " + hold.id + " is " + std::string(hold_status_name(hold.status)) + ", not held.");
+  }
+  if (command.kind == CommandKind::void_hold) {
+    settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now);
+    boost::json::object body = hold_to_json(hold, now);
+    body["seq"] = state.new_entries.back().seq;
+    return respond(state, command, 200, body, now);
+  }
+  const Money captured = command.amount.value_or(hold.amount);
+  if (captured > hold.amount) {
+    return conflict("capture_exceeds_hold", "Capture amount " + captured.to_string() +
+                                                " is above the held amount " +
+                                                hold.amount.to_string() + ".");
+  }
+  settle_hold(state, command, hold, HoldStatus::captured, captured, "capture", now);
+  boost::json::object body = hold_to_json(hold, now);
+  body["seq"] = state.new_entries.back().seq;
+  return respond(state, command, 200, body, now);
+}
+
+Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) {
+  const auto path = BudgetPath::parse(command.budget);
+  assert(path.has_value());
+  const BudgetSettings& settings = command.settings;
+  auto existing = state.budgets.find(command.budget);
+  const bool created = existing == state.budgets.end();
+  BudgetNode node;
+  if (created) {
+    if (const auto parent = path->parent(); parent && !state.budgets.contains(parent->str())) {
+      return not_found("parent_not_found",
+                       "Parent budget " + parent->str() + " does not exist; create it first.");
+    }
+    node.path = command.budget;
+    node.root = path->root();
+    node.parent = path->parent() ? path->parent()->str() : "";
+    node.period_start = period_start(node.period, now);
+    node.created_at = now;
+  } else {
+    node = existing->second;
+  }
+  node.roll_period(now);
+  if (settings.limit_given)
+    node.limit = settings.limit;
+  if (settings.per_txn_max_given)
+    node.per_txn_max = settings.per_txn_max;
+  if (settings.currency)
+    node.currency = *settings.currency;
+  if (settings.period && *settings.period != node.period) {
+    // Spent so far carries into the new period: over-counting is the safe side.
+    node.period = *settings.period;
+    node.period_start = period_start(node.period, now);
+  }
+  if (node.limit) {
+    const Money used = Money::from_micros(node.spent.micros() + node.reserved.micros());
+    if (*node.limit < used) {
+      return conflict("limit_below_usage", "Limit " + node.limit->to_string() + " is below what " +
+                                               node.path + " has already spent or reserved (" +
+                                               used.to_string() +
+                                               "); freeze the budget to stop spending instead.");
+    }
+  }
+  node.updated_at = now;
+  state.budgets[node.path] = node;
+  state.dirty_budgets.insert(node.path);
+
+  boost::json::object detail{
+      {"created", created},
+      {"limit", node.limit ? boost::json::value(node.limit->to_string()) : nullptr},
+      {"period", period_name(node.period)},
+      {"per_txn_max",
+       node.per_txn_max ? boost::json::value(node.per_txn_max->to_string()) : nullptr}};
+  if (path->is_root())
+    detail["currency"] = node.currency;
+  Entry entry = make_entry(command, "budget_set", now);
+  entry.amount = node.limit;
+  entry.detail_json = canonical_json(detail);
+  append_entry(state, std::move(entry));
+
+  const std::vector<BudgetNode*> lineage = lineage_of(state, node.path);
+  const std::vector<const BudgetNode*> view = const_view(lineage);
+  return respond(state, command, created ? 201 : 200, budget_to_json(*lineage.back(), view, now),
+                 now);
+}
+
+Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
+  std::vector<BudgetNode*> lineage = lineage_of(state, command.budget);
+  if (lineage.empty())
+    return not_found("budget_not_found", "No budget " + command.budget + ".");
+  BudgetNode& node = *lineage.back();
+  const bool freeze = command.kind == CommandKind::freeze;
+  node.frozen = freeze;
+  node.frozen_reason = freeze ? command.reason : "";
+  node.updated_at = now;
+  state.dirty_budgets.insert(node.path);
+  Entry entry = make_entry(command, freeze ? "freeze" : "unfreeze", now);
+  entry.detail_json = canonical_json(boost::json::object{{"reason", command.reason}});
+  append_entry(state, std::move(entry));
+  const std::vector<const BudgetNode*> view = const_view(lineage);
+  return respond(state, command, 200, budget_to_json(node, view, now), now);
+}
+
+Outcome apply_create_key(WorkingSet& state, const Command& command, Micros now) {
+  if (!state.budgets.contains(command.key.budget)) {
+    return not_found("budget_not_found", "No budget " + command.key.budget + ".");
+  }
+  ApiKey key = command.key;
+  key.created_at = now;
+  state.keys[key.id] = key;
+  state.dirty_keys.insert(key.id);
+  Entry entry = make_entry(command, "key_created", now);
+  entry.detail_json = canonical_json(boost::json::object{
+      {"key_id", key.id},
+      {"name", key.name},
+      {"expires_at",
+       key.expires_at ? boost::json::value(format_timestamp(key.expires_at)) : nullptr}});
+  append_entry(state, std::move(entry));
+  // The secret is added by the edge to the first answer only; it is never stored, so a replay
+  // of this request answers with "key": null.
+  boost::json::object body = key_to_json(key);
+  body["key"] = nullptr;
+  return respond(state, command, 201, body, now);
+}
+
+Outcome apply_revoke_key(WorkingSet& state, const Command& command, Micros now) {
+  auto found = state.keys.find(command.key.id);
+  if (found == state.keys.end() ||
+      BudgetPath::parse(found->second.budget)->root() != command.root) {
+    return not_found("key_not_found", "No key " + command.key.id + ".");
+  }
+  ApiKey& key = found->second;
+  if (key.revoked_at == 0) {
+    key.revoked_at = now;
+    state.dirty_keys.insert(key.id);
+    Entry entry = make_entry(command, "key_revoked", now);
+    entry.budget = key.budget;
+    entry.detail_json = canonical_json(boost::json::object{{"key_id", key.id}});
+    append_entry(state, std::move(entry));
+  }
+  return respond(state, command, 200, key_to_json(key), now);
+}
+
+// Re-checks the acting key against the row read in this commit, so that a revoke or an expiry
+// takes effect at once on every instance whatever the edge cached.
+Status check_actor(const WorkingSet& state, const Command& command, Micros now) {
+  if (command.actor == admin_actor || command.kind == CommandKind::expire)
+    return Status::success();
+  auto found = state.keys.find(command.actor);
+  if (found == state.keys.end() || !found->second.usable_at(now)) {
+    return Error{ErrorCode::unauthorized, "key_not_usable", "The key is revoked or expired."};
+  }
+  const auto target = BudgetPath::parse(command.budget);
+  const auto bound = BudgetPath::parse(found->second.budget);
+  if (!target || !bound || !target->within(*bound)) {
+    return Error{ErrorCode::forbidden, "outside_key_subtree",
+                 "The key for " + found->second.budget + " cannot act on " + command.budget + "."};
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+std::string_view command_kind_name(CommandKind kind) {
+  switch (kind) {
+    case CommandKind::spend:
+      return "spend";
+    case CommandKind::hold:
+      return "hold";
+    case CommandKind::capture:
+      return "capture";
+    case CommandKind::void_hold:
+      return "void";
+    case CommandKind::expire:
+      return "expire";
+    case CommandKind::set_budget:
+      return "set_budget";
+    case CommandKind::freeze:
+      return "freeze";
+    case CommandKind::unfreeze:
+      return "unfreeze";
+    case CommandKind::create_key:
+      return "create_key";
+    case CommandKind::revoke_key:
+      return "revoke_key";
+  }
+  return "unknown";
+}
+
+std::string scoped_idempotency_key(const Command& command) {
+  return command.actor + ":" + command.idempotency_key;
+}
+
+ReadSet read_set_for(std::span<const Command> commands) {
+  ReadSet read;
+  for (const Command& command : commands) {
+    read.budgets.insert(command.root);
+    add_lineage(read.budgets, command.budget);
+    if (command.kind == CommandKind::set_budget) {
+      // A new node's parent must exist; its lineage is already in the set.
+    }
+    if (command.kind == CommandKind::create_key)
+      add_lineage(read.budgets, command.key.budget);
+    if (!command.hold_id.empty())
+      read.holds.insert(command.hold_id);
+    if (command.actor != admin_actor)
+      read.keys.insert(command.actor);
+    if (command.kind == CommandKind::revoke_key)
+      read.keys.insert(command.key.id);
+    if (!command.idempotency_key.empty()) {
+      read.idempotency.insert({command.root, scoped_idempotency_key(command)});
+    }
+  }
+  return read;
+}
+
+Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
+  if (!command.idempotency_key.empty()) {
+    auto found = state.idempotency.find({command.root, scoped_idempotency_key(command)});
+    if (found != state.idempotency.end()) {
+      if (found->second.request_hash != command.request_hash) {
+        return conflict("idempotency_key_reused",
+                        "Idempotency-Key " + command.idempotency_key +
+                            " was already used with a different request.");
+      }
+      return Response{found->second.status, found->second.body};
+    }
+  }
+  if (Status actor = check_actor(state, command, now); !actor.ok())
+    return actor.error();
+  if (command.kind != CommandKind::set_budget && command.kind != CommandKind::expire &&
+      command.kind != CommandKind::revoke_key && !state.budgets.contains(command.root)) {
+    return not_found("budget_not_found", "No budget " + command.root + ".");
+  }
+
+  switch (command.kind) {
+    case CommandKind::spend:
+    case CommandKind::hold:
+      return apply_spend_or_hold(state, command, now);
+    case CommandKind::capture:
+    case CommandKind::void_hold:
+    case CommandKind::expire:
+      return apply_hold_settlement(state, command, now);
+    case CommandKind::set_budget:
+      return apply_set_budget(state, command, now);
+    case CommandKind::freeze:
+    case CommandKind::unfreeze:
+      return apply_freeze(state, command, now);
+    case CommandKind::create_key:
+      return apply_create_key(state, command, now);
+    case CommandKind::revoke_key:
+      return apply_revoke_key(state, command, now);
+  }
+  return Error{ErrorCode::internal, "unknown_command", "Unknown command."};
+}
+
+}  // namespace stub::ledger

@@ -1,0 +1,62 @@
+#pragma once
+
+// Applying commands to the state read in one commit. The sequencer reads a WorkingSet for a
+// batch (every row its commands can touch), applies the commands IN ORDER with apply_command
+// (each sees the effects of those before it), then writes what the WorkingSet marks dirty and
+// the entries it appended, all in one transaction. Pure: no I/O, time passed in.
+
+#include <map>
+#include <set>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "ledger/command.hpp"
+#include "ledger/model.hpp"
+#include "ledger/result.hpp"
+
+namespace stub::ledger {
+
+// What a batch must read: every node on every path it touches, its holds, the acting keys and
+// the idempotency records of its requests.
+struct ReadSet {
+  std::set<std::string> budgets;
+  std::set<std::string> holds;
+  std::set<std::string> keys;
+  std::set<std::pair<std::string, std::string>> idempotency;  // (root, scoped key)
+};
+
+ReadSet read_set_for(std::span<const Command> commands);
+std::string scoped_idempotency_key(const Command& command);
+
+struct WorkingSet {
+  // State as read (absent: the row does not exist), then as changed by applied commands.
+  std::unordered_map<std::string, BudgetNode> budgets;
+  std::unordered_map<std::string, Hold> holds;
+  std::unordered_map<std::string, ApiKey> keys;
+  std::map<std::pair<std::string, std::string>, IdempotencyRecord> idempotency;
+
+  // Writes for the store: rows to upsert, records and entries to insert.
+  std::unordered_set<std::string> dirty_budgets;
+  std::unordered_set<std::string> dirty_holds;
+  std::unordered_set<std::string> dirty_keys;
+  std::vector<IdempotencyRecord> new_idempotency;
+  std::vector<Entry> new_entries;
+};
+
+// The answer to one command. Status is 200, 201, 202 or 402 (a denial, which is recorded as an
+// entry and replayed like any answer); failures that change nothing are Errors.
+struct Response {
+  int status = 200;
+  std::string body;
+};
+using Outcome = Result<Response>;
+
+// Applies one command to the working set. On an Error the working set is unchanged, except that
+// an expired hold met by a capture or void is expired first (that settlement is real).
+Outcome apply_command(WorkingSet& state, const Command& command, Micros now);
+
+}  // namespace stub::ledger

@@ -1,0 +1,51 @@
+#pragma once
+
+// The per-root hash chain (SPEC section 2): hash = lowercase hex SHA-256 of the JCS form of the
+// entry exactly as /v1/entries serves it, minus its "hash" member.
+
+#include <boost/json/object.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ledger/model.hpp"
+
+namespace stub::ledger {
+
+std::string sha256_hex(std::string_view data);
+
+// The entry as the API serves it, hash included.
+boost::json::object entry_to_json(const Entry& entry);
+// The JCS text of the entry without its hash, written directly (keys are known and sorted).
+std::string entry_canonical_text(const Entry& entry);
+std::string compute_entry_hash(const Entry& entry);
+// Canonical JSON text of a postings list, as stored.
+std::string postings_to_json_text(const std::vector<Posting>& postings);
+
+struct VerifyReport {
+  bool ok = true;
+  int64_t checked = 0;
+  int64_t head_seq = 0;
+  std::string head_hash = std::string(genesis_hash);
+  std::optional<int64_t> first_bad_seq;
+  std::string problem;  // one sentence naming what is wrong at first_bad_seq
+};
+
+// Checks one root's chain fed in ascending seq order: seqs are gap-free from 1, every prev_hash
+// names the previous hash, every hash recomputes, and postings sum to zero. Stops at the first
+// bad entry. finish() then compares with the head recorded in the root's row, which catches
+// entries deleted from the end.
+class ChainVerifier {
+ public:
+  // Returns false once a bad entry has been found; later entries are ignored.
+  bool feed(const Entry& entry);
+  VerifyReport finish(int64_t recorded_head_seq, std::string_view recorded_head_hash);
+  int64_t checked() const { return report_.checked; }
+
+ private:
+  void fail(int64_t seq, std::string problem);
+  VerifyReport report_;
+};
+
+}  // namespace stub::ledger

@@ -1,0 +1,62 @@
+#pragma once
+
+// Commands: the validated, authenticated requests that the sequencer decides in order. The HTTP
+// edge parses and checks the shape of input; the core re-checks everything that depends on
+// state (key still valid, node exists, hold still held) against the state read in the commit.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ledger/model.hpp"
+
+namespace stub::ledger {
+
+enum class CommandKind {
+  spend,
+  hold,
+  capture,
+  void_hold,
+  expire,
+  set_budget,
+  freeze,
+  unfreeze,
+  create_key,
+  revoke_key,
+};
+
+// A PUT of a budget node: every field that was given, and only those.
+struct BudgetSettings {
+  bool limit_given = false;
+  std::optional<Money> limit;  // given as null: no cap of its own
+  std::optional<Period> period;
+  bool per_txn_max_given = false;
+  std::optional<Money> per_txn_max;
+  std::optional<std::string> currency;
+};
+
+struct Command {
+  CommandKind kind = CommandKind::spend;
+  std::string root;             // the chain (and idempotency scope) the command belongs to
+  std::string actor;            // "admin" or the acting key's id
+  std::string idempotency_key;  // empty when the request carried none
+  std::string request_hash;     // SHA-256 of the canonical request, to detect reuse
+
+  std::string budget;  // the node acted on (for hold commands: the hold's node)
+  std::optional<Money> amount;
+  std::string vendor;
+  std::string intent;
+  std::string tags_json = "{}";
+  std::string receipt_json = "null";
+  std::string hold_id;  // new id (spend, hold) or the hold acted on
+  Micros ttl = 0;
+  OnExpiry on_expiry = OnExpiry::capture;
+
+  BudgetSettings settings;  // set_budget
+  std::string reason;       // freeze, unfreeze
+  ApiKey key;               // create_key (secret_hash set, secret never here), revoke_key (id)
+};
+
+std::string_view command_kind_name(CommandKind kind);
+
+}  // namespace stub::ledger

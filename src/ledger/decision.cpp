@@ -1,0 +1,85 @@
+#include "ledger/decision.hpp"
+
+#include <algorithm>
+#include <cassert>
+
+namespace stub::ledger {
+
+std::string_view denial_code_name(DenialCode code) {
+  switch (code) {
+    case DenialCode::frozen:
+      return "frozen";
+    case DenialCode::vendor_blocked:
+      return "vendor_blocked";
+    case DenialCode::per_txn_exceeded:
+      return "per_txn_exceeded";
+    case DenialCode::approval_required:
+      return "approval_required";
+    case DenialCode::window_exceeded:
+      return "window_exceeded";
+    case DenialCode::budget_exceeded:
+      return "budget_exceeded";
+    case DenialCode::breaker_tripped:
+      return "breaker_tripped";
+  }
+  return "budget_exceeded";
+}
+
+std::optional<Money> available_on_path(std::span<const BudgetNode* const> path, Micros now) {
+  std::optional<Money> lowest;
+  for (const BudgetNode* node : path) {
+    const std::optional<Money> room = node->available_at(now);
+    if (room && (!lowest || *room < *lowest))
+      lowest = room;
+  }
+  if (lowest && lowest->is_negative())
+    lowest = Money::zero();
+  return lowest;
+}
+
+Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& request, Micros now) {
+  assert(!path.empty());
+  assert(request.amount.is_positive());
+  Decision decision;
+  decision.requested = request.amount;
+  decision.available = available_on_path(path, now);
+
+  const auto deny = [&](DenialCode code, const BudgetNode& node, std::string message) {
+    decision.accepted = false;
+    decision.code = code;
+    decision.level = node.path;
+    decision.message = std::move(message);
+    return decision;
+  };
+
+  // Each rule scans the whole path before the next rule runs, so the code reported is the
+  // first rule in precedence order that any level breaks, and the level is the highest one
+  // that breaks it.
+  for (const BudgetNode* node : path) {
+    if (node->frozen) {
+      return deny(DenialCode::frozen, *node,
+                  "Budget " + node->path + " is frozen" +
+                      (node->frozen_reason.empty() ? "." : ": " + node->frozen_reason + "."));
+    }
+  }
+  for (const BudgetNode* node : path) {
+    if (node->per_txn_max && request.amount > *node->per_txn_max) {
+      return deny(DenialCode::per_txn_exceeded, *node,
+                  "Amount " + request.amount.to_string() +
+                      " is above the per-transaction maximum " + node->per_txn_max->to_string() +
+                      " of " + node->path + ".");
+    }
+  }
+  for (const BudgetNode* node : path) {
+    const std::optional<Money> room = node->available_at(now);
+    if (room && request.amount > *room) {
+      return deny(DenialCode::budget_exceeded, *node,
+                  "Amount " + request.amount.to_string() + " exceeds what remains of " +
+                      node->path + " (" + std::max(*room, Money::zero()).to_string() + ").");
+    }
+  }
+  assert(decision.accepted);
+  return decision;
+}
+
+}  // namespace stub::ledger

@@ -1,0 +1,61 @@
+#include "ledger/model.hpp"
+
+#include <cassert>
+
+namespace stub::ledger {
+
+Money BudgetNode::spent_at(Micros now) const {
+  return period_start == ledger::period_start(period, now) ? spent : Money::zero();
+}
+
+void BudgetNode::roll_period(Micros now) {
+  const Micros current = ledger::period_start(period, now);
+  if (current != period_start) {
+    // Entries never change; only the running total restarts for the new period.
+    spent = Money::zero();
+    period_start = current;
+  }
+  assert(period_start == ledger::period_start(period, now));
+}
+
+std::optional<Money> BudgetNode::available_at(Micros now) const {
+  if (!limit)
+    return std::nullopt;
+  return Money::from_micros(limit->micros() - spent_at(now).micros() - reserved.micros());
+}
+
+std::string_view hold_status_name(HoldStatus status) {
+  switch (status) {
+    case HoldStatus::held:
+      return "held";
+    case HoldStatus::captured:
+      return "captured";
+    case HoldStatus::voided:
+      return "voided";
+    case HoldStatus::expired:
+      return "expired";
+    case HoldStatus::pending_approval:
+      return "pending_approval";
+    case HoldStatus::rejected:
+      return "rejected";
+  }
+  return "held";
+}
+
+std::optional<HoldStatus> parse_hold_status(std::string_view text) {
+  for (HoldStatus status :
+       {HoldStatus::held, HoldStatus::captured, HoldStatus::voided, HoldStatus::expired,
+        HoldStatus::pending_approval, HoldStatus::rejected}) {
+    if (hold_status_name(status) == text)
+      return status;
+  }
+  return std::nullopt;
+}
+
+HoldStatus Hold::status_at(Micros now) const {
+  if (status == HoldStatus::held && now >= expires_at)
+    return HoldStatus::expired;
+  return status;
+}
+
+}  // namespace stub::ledger

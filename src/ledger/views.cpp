@@ -1,0 +1,80 @@
+#include "ledger/views.hpp"
+
+#include <cassert>
+
+#include "ledger/decision.hpp"
+
+namespace stub::ledger {
+
+namespace {
+
+boost::json::value money_or_null(const std::optional<Money>& money) {
+  if (!money)
+    return nullptr;
+  return boost::json::value(money->to_string());
+}
+
+boost::json::value time_or_null(Micros at) {
+  if (at == 0)
+    return nullptr;
+  return boost::json::value(format_timestamp(at));
+}
+
+}  // namespace
+
+boost::json::object budget_to_json(const BudgetNode& node,
+                                   std::span<const BudgetNode* const> lineage, Micros now) {
+  assert(!lineage.empty() && lineage.back()->path == node.path);
+  boost::json::object out;
+  out["path"] = node.path;
+  out["parent"] =
+      node.parent.empty() ? boost::json::value(nullptr) : boost::json::value(node.parent);
+  out["limit"] = money_or_null(node.limit);
+  out["period"] = period_name(node.period);
+  out["period_start"] = format_timestamp(period_start(node.period, now));
+  out["spent"] = node.spent_at(now).to_string();
+  out["reserved"] = node.reserved.to_string();
+  out["available"] = money_or_null(available_on_path(lineage, now));
+  out["frozen"] = node.frozen;
+  out["frozen_reason"] =
+      node.frozen ? boost::json::value(node.frozen_reason) : boost::json::value(nullptr);
+  out["per_txn_max"] = money_or_null(node.per_txn_max);
+  out["currency"] = lineage.front()->currency;
+  return out;
+}
+
+boost::json::object hold_to_json(const Hold& hold, Micros now) {
+  const HoldStatus status = hold.status_at(now);
+  // A hold read past its expiry but not yet swept shows the settlement the sweeper will make.
+  const bool lazily_expired = status == HoldStatus::expired && hold.status == HoldStatus::held;
+  const Money captured =
+      lazily_expired && hold.on_expiry == OnExpiry::capture ? hold.amount : hold.captured;
+  boost::json::object out;
+  out["id"] = hold.id;
+  out["status"] = hold_status_name(status);
+  out["budget"] = hold.budget;
+  out["amount"] = hold.amount.to_string();
+  out["captured_amount"] = captured.to_string();
+  out["vendor"] =
+      hold.vendor.empty() ? boost::json::value(nullptr) : boost::json::value(hold.vendor);
+  out["intent"] =
+      hold.intent.empty() ? boost::json::value(nullptr) : boost::json::value(hold.intent);
+  out["on_expiry"] = hold.on_expiry == OnExpiry::capture ? "capture" : "void";
+  out["created_at"] = format_timestamp(hold.created_at);
+  out["expires_at"] = format_timestamp(hold.expires_at);
+  out["settled_at"] = time_or_null(hold.settled_at);
+  return out;
+}
+
+boost::json::object key_to_json(const ApiKey& key) {
+  boost::json::object out;
+  out["id"] = key.id;
+  out["budget"] = key.budget;
+  out["name"] = key.name;
+  out["created_at"] = format_timestamp(key.created_at);
+  out["expires_at"] = time_or_null(key.expires_at);
+  out["revoked_at"] = time_or_null(key.revoked_at);
+  return out;
+}
+
+}  // namespace stub::ledger

@@ -1,0 +1,715 @@
+#include "store/sqlite/sqlite_store.hpp"
+
+#include <boost/json/parse.hpp>
+#include <cassert>
+#include <chrono>
+
+#include "ledger/budget_path.hpp"
+
+namespace stub::store::sqlite {
+
+namespace {
+
+using ledger::ApiKey;
+using ledger::BudgetNode;
+using ledger::Entry;
+using ledger::Hold;
+using ledger::IdempotencyRecord;
+using ledger::Money;
+
+// Migrations are embedded in the binary and applied in order, each in its own transaction.
+// Append only: a released migration is never edited.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration migrations[] = {
+    {1, R"sql(
+CREATE TABLE budgets (
+  path TEXT PRIMARY KEY,
+  root TEXT NOT NULL,
+  parent TEXT NOT NULL,
+  limit_micros INTEGER,
+  period TEXT NOT NULL,
+  period_start INTEGER NOT NULL,
+  spent INTEGER NOT NULL,
+  reserved INTEGER NOT NULL,
+  per_txn_max INTEGER,
+  frozen INTEGER NOT NULL,
+  frozen_reason TEXT NOT NULL,
+  currency TEXT NOT NULL,
+  head_seq INTEGER NOT NULL,
+  head_hash TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX budgets_by_root ON budgets (root, path);
+CREATE TABLE holds (
+  id TEXT PRIMARY KEY,
+  root TEXT NOT NULL,
+  budget TEXT NOT NULL,
+  amount INTEGER NOT NULL,
+  captured INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  vendor TEXT NOT NULL,
+  intent TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  on_expiry TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  settled_at INTEGER NOT NULL,
+  actor TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX holds_open_by_expiry ON holds (status, expires_at);
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY,
+  budget TEXT NOT NULL,
+  name TEXT NOT NULL,
+  secret_hash TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  revoked_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE entries (
+  root TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  ts INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  budget TEXT NOT NULL,
+  amount INTEGER,
+  vendor TEXT NOT NULL,
+  intent TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  receipt TEXT NOT NULL,
+  hold_id TEXT NOT NULL,
+  code TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  postings TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  PRIMARY KEY (root, seq)
+) WITHOUT ROWID;
+CREATE TABLE idempotency (
+  root TEXT NOT NULL,
+  key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (root, key)
+) WITHOUT ROWID;
+)sql"},
+};
+
+constexpr const char* budget_columns =
+    "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "
+    "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at";
+
+std::optional<Money> optional_money(const Statement& row, int column) {
+  const auto micros = row.column_optional_int(column);
+  if (!micros)
+    return std::nullopt;
+  return Money::from_micros(*micros);
+}
+
+std::optional<int64_t> optional_micros(const std::optional<Money>& money) {
+  if (!money)
+    return std::nullopt;
+  return money->micros();
+}
+
+BudgetNode read_budget(const Statement& row) {
+  BudgetNode node;
+  node.path = row.column_text(0);
+  node.root = row.column_text(1);
+  node.parent = row.column_text(2);
+  node.limit = optional_money(row, 3);
+  node.period = ledger::parse_period(row.column_text(4)).value_or(ledger::Period::month);
+  node.period_start = row.column_int(5);
+  node.spent = Money::from_micros(row.column_int(6));
+  node.reserved = Money::from_micros(row.column_int(7));
+  node.per_txn_max = optional_money(row, 8);
+  node.frozen = row.column_int(9) != 0;
+  node.frozen_reason = row.column_text(10);
+  node.currency = row.column_text(11);
+  node.head_seq = row.column_int(12);
+  node.head_hash = row.column_text(13);
+  node.created_at = row.column_int(14);
+  node.updated_at = row.column_int(15);
+  return node;
+}
+
+constexpr const char* hold_columns =
+    "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "
+    "expires_at, settled_at, actor";
+
+Hold read_hold(const Statement& row) {
+  Hold hold;
+  hold.id = row.column_text(0);
+  hold.root = row.column_text(1);
+  hold.budget = row.column_text(2);
+  hold.amount = Money::from_micros(row.column_int(3));
+  hold.captured = Money::from_micros(row.column_int(4));
+  hold.status = ledger::parse_hold_status(row.column_text(5)).value_or(ledger::HoldStatus::held);
+  hold.vendor = row.column_text(6);
+  hold.intent = row.column_text(7);
+  hold.tags_json = row.column_text(8);
+  hold.on_expiry =
+      row.column_text(9) == "void" ? ledger::OnExpiry::void_hold : ledger::OnExpiry::capture;
+  hold.created_at = row.column_int(10);
+  hold.expires_at = row.column_int(11);
+  hold.settled_at = row.column_int(12);
+  hold.actor = row.column_text(13);
+  return hold;
+}
+
+constexpr const char* key_columns =
+    "id, budget, name, secret_hash, created_at, expires_at, revoked_at";
+
+ApiKey read_key(const Statement& row) {
+  return ApiKey{row.column_text(0), row.column_text(1), row.column_text(2), row.column_text(3),
+                row.column_int(4),  row.column_int(5),  row.column_int(6)};
+}
+
+constexpr const char* entry_columns =
+    "root, seq, ts, kind, budget, amount, vendor, intent, tags, receipt, hold_id, code, actor, "
+    "detail, postings, prev_hash, hash";
+
+Entry read_entry(const Statement& row) {
+  Entry entry;
+  entry.root = row.column_text(0);
+  entry.seq = row.column_int(1);
+  entry.ts = row.column_int(2);
+  entry.kind = row.column_text(3);
+  entry.budget = row.column_text(4);
+  entry.amount = optional_money(row, 5);
+  entry.vendor = row.column_text(6);
+  entry.intent = row.column_text(7);
+  entry.tags_json = row.column_text(8);
+  entry.receipt_json = row.column_text(9);
+  entry.hold_id = row.column_text(10);
+  entry.code = row.column_text(11);
+  entry.actor = row.column_text(12);
+  entry.detail_json = row.column_text(13);
+  // Postings are stored as their canonical JSON; a row altered into something unparseable is
+  // reported by verify as a bad hash rather than crashing the reader.
+  boost::system::error_code error;
+  const boost::json::value postings = boost::json::parse(row.column_text(14), error);
+  if (!error && postings.is_array()) {
+    for (const auto& posting : postings.get_array()) {
+      if (!posting.is_object())
+        continue;
+      const auto* account = posting.get_object().if_contains("account");
+      const auto* amount = posting.get_object().if_contains("amount");
+      if (account == nullptr || amount == nullptr || !account->is_string() ||
+          !amount->is_string()) {
+        continue;
+      }
+      const auto money = Money::parse(amount->get_string());
+      entry.postings.push_back({std::string(account->get_string()), money.value_or(Money::zero())});
+    }
+  }
+  entry.prev_hash = row.column_text(15);
+  entry.hash = row.column_text(16);
+  return entry;
+}
+
+Status migrate(Connection& connection) {
+  if (Status status = connection.execute(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+          "applied_at INTEGER NOT NULL)");
+      !status.ok()) {
+    return status;
+  }
+  for (const Migration& migration : migrations) {
+    auto check = connection.prepared("SELECT 1 FROM schema_migrations WHERE version = ?");
+    if (!check.ok())
+      return check.error();
+    (*check)->bind(1, int64_t{migration.version});
+    auto found = (*check)->step();
+    (*check)->reset();
+    if (!found.ok())
+      return found.error();
+    if (found.value())
+      continue;
+    if (Status status = connection.execute("BEGIN IMMEDIATE"); !status.ok())
+      return status;
+    Status applied = connection.execute(migration.sql);
+    if (applied.ok()) {
+      applied = connection.execute("INSERT INTO schema_migrations VALUES (" +
+                                   std::to_string(migration.version) + ", strftime('%s','now'))");
+    }
+    if (!applied.ok()) {
+      (void)connection.execute("ROLLBACK");
+      return applied;
+    }
+    if (Status status = connection.execute("COMMIT"); !status.ok())
+      return status;
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
+                                                       const StoreOptions& options) {
+  std::unique_ptr<SqliteStore> store(new SqliteStore());
+  store->read_only_ = options.read_only;
+  if (!options.read_only) {
+    auto writer = Connection::open(path, false);
+    if (!writer.ok())
+      return writer.error();
+    store->writer_ = std::make_unique<Connection>(std::move(writer).value());
+    for (const char* pragma :
+         {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=OFF",
+          "PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=10000"}) {
+      if (Status status = store->writer_->execute(pragma); !status.ok())
+        return status.error();
+    }
+    if (Status status = migrate(*store->writer_); !status.ok())
+      return status.error();
+  }
+  const size_t readers = std::max<size_t>(1, options.read_connections);
+  for (size_t i = 0; i < readers; ++i) {
+    auto reader = Connection::open(path, true);
+    if (!reader.ok())
+      return reader.error();
+    store->readers_.push_back(std::make_unique<Connection>(std::move(reader).value()));
+  }
+  return store;
+}
+
+SqliteStore::Reader::~Reader() {
+  {
+    std::lock_guard lock(store_.readers_mutex_);
+    store_.readers_.push_back(std::move(connection_));
+  }
+  store_.readers_available_.notify_one();
+}
+
+SqliteStore::Reader SqliteStore::checkout_reader() {
+  std::unique_lock lock(readers_mutex_);
+  readers_available_.wait(lock, [&] { return !readers_.empty(); });
+  std::unique_ptr<Connection> connection = std::move(readers_.back());
+  readers_.pop_back();
+  return Reader(*this, std::move(connection));
+}
+
+Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
+                         ledger::WorkingSet& state) {
+  const std::string budget_sql =
+      std::string("SELECT ") + budget_columns + " FROM budgets WHERE path = ?";
+  for (const std::string& path : read.budgets) {
+    auto statement = connection.prepared(budget_sql);
+    if (!statement.ok())
+      return statement.error();
+    (*statement)->bind(1, path);
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (row.value())
+      state.budgets.emplace(path, read_budget(**statement));
+    (*statement)->reset();
+  }
+  const std::string hold_sql = std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?";
+  for (const std::string& id : read.holds) {
+    auto statement = connection.prepared(hold_sql);
+    if (!statement.ok())
+      return statement.error();
+    (*statement)->bind(1, id);
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (row.value())
+      state.holds.emplace(id, read_hold(**statement));
+    (*statement)->reset();
+  }
+  const std::string key_sql = std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?";
+  for (const std::string& id : read.keys) {
+    auto statement = connection.prepared(key_sql);
+    if (!statement.ok())
+      return statement.error();
+    (*statement)->bind(1, id);
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (row.value())
+      state.keys.emplace(id, read_key(**statement));
+    (*statement)->reset();
+  }
+  for (const auto& [root, key] : read.idempotency) {
+    auto statement = connection.prepared(
+        "SELECT request_hash, status, body, created_at FROM idempotency WHERE root = ? AND key = "
+        "?");
+    if (!statement.ok())
+      return statement.error();
+    (*statement)->bind(1, root);
+    (*statement)->bind(2, key);
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (row.value()) {
+      const Statement& found = **statement;
+      state.idempotency.emplace(
+          std::pair{root, key},
+          IdempotencyRecord{root, key, found.column_text(0), static_cast<int>(found.column_int(1)),
+                            found.column_text(2), found.column_int(3)});
+    }
+    (*statement)->reset();
+  }
+  return Status::success();
+}
+
+Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& state) {
+  for (const std::string& path : state.dirty_budgets) {
+    const BudgetNode& node = state.budgets.at(path);
+    auto statement =
+        connection.prepared(std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
+                            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    insert.bind(1, node.path);
+    insert.bind(2, node.root);
+    insert.bind(3, node.parent);
+    insert.bind_optional(4, optional_micros(node.limit));
+    insert.bind(5, ledger::period_name(node.period));
+    insert.bind(6, node.period_start);
+    insert.bind(7, node.spent.micros());
+    insert.bind(8, node.reserved.micros());
+    insert.bind_optional(9, optional_micros(node.per_txn_max));
+    insert.bind(10, int64_t{node.frozen ? 1 : 0});
+    insert.bind(11, node.frozen_reason);
+    insert.bind(12, node.currency);
+    insert.bind(13, node.head_seq);
+    insert.bind(14, node.head_hash);
+    insert.bind(15, node.created_at);
+    insert.bind(16, node.updated_at);
+    if (Status status = insert.run(); !status.ok())
+      return status;
+  }
+  for (const std::string& id : state.dirty_holds) {
+    const Hold& hold = state.holds.at(id);
+    auto statement =
+        connection.prepared(std::string("INSERT OR REPLACE INTO holds (") + hold_columns +
+                            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    insert.bind(1, hold.id);
+    insert.bind(2, hold.root);
+    insert.bind(3, hold.budget);
+    insert.bind(4, hold.amount.micros());
+    insert.bind(5, hold.captured.micros());
+    insert.bind(6, ledger::hold_status_name(hold.status));
+    insert.bind(7, hold.vendor);
+    insert.bind(8, hold.intent);
+    insert.bind(9, hold.tags_json);
+    insert.bind(10, hold.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture");
+    insert.bind(11, hold.created_at);
+    insert.bind(12, hold.expires_at);
+    insert.bind(13, hold.settled_at);
+    insert.bind(14, hold.actor);
+    if (Status status = insert.run(); !status.ok())
+      return status;
+  }
+  for (const std::string& id : state.dirty_keys) {
+    const ApiKey& key = state.keys.at(id);
+    auto statement = connection.prepared(std::string("INSERT OR REPLACE INTO api_keys (") +
+                                         key_columns + ") VALUES (?, ?, ?, ?, ?, ?, ?)");
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    insert.bind(1, key.id);
+    insert.bind(2, key.budget);
+    insert.bind(3, key.name);
+    insert.bind(4, key.secret_hash);
+    insert.bind(5, key.created_at);
+    insert.bind(6, key.expires_at);
+    insert.bind(7, key.revoked_at);
+    if (Status status = insert.run(); !status.ok())
+      return status;
+  }
+  for (const IdempotencyRecord& record : state.new_idempotency) {
+    auto statement = connection.prepared(
+        "INSERT INTO idempotency (root, key, request_hash, status, body, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)");
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    insert.bind(1, record.root);
+    insert.bind(2, record.key);
+    insert.bind(3, record.request_hash);
+    insert.bind(4, int64_t{record.status});
+    insert.bind(5, record.body);
+    insert.bind(6, record.created_at);
+    if (Status status = insert.run(); !status.ok())
+      return status;
+  }
+  for (const Entry& entry : state.new_entries) {
+    auto statement = connection.prepared(std::string("INSERT INTO entries (") + entry_columns +
+                                         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                                         "?, ?)");
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    insert.bind(1, entry.root);
+    insert.bind(2, entry.seq);
+    insert.bind(3, entry.ts);
+    insert.bind(4, entry.kind);
+    insert.bind(5, entry.budget);
+    insert.bind_optional(6, optional_micros(entry.amount));
+    insert.bind(7, entry.vendor);
+    insert.bind(8, entry.intent);
+    insert.bind(9, entry.tags_json);
+    insert.bind(10, entry.receipt_json);
+    insert.bind(11, entry.hold_id);
+    insert.bind(12, entry.code);
+    insert.bind(13, entry.actor);
+    insert.bind(14, entry.detail_json);
+    insert.bind(15, ledger::postings_to_json_text(entry.postings));
+    insert.bind(16, entry.prev_hash);
+    insert.bind(17, entry.hash);
+    if (Status status = insert.run(); !status.ok())
+      return status;
+  }
+  return Status::success();
+}
+
+Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) {
+  if (read_only_) {
+    return Error{ErrorCode::unavailable, "read_only", "The store was opened read-only."};
+  }
+  Connection& connection = *writer_;
+  if (Status status = connection.execute("BEGIN IMMEDIATE"); !status.ok())
+    return status;
+  ledger::WorkingSet state;
+  Status status = load(connection, read, state);
+  if (status.ok()) {
+    apply(state);
+    status = write(connection, state);
+  }
+  if (status.ok())
+    status = connection.execute("COMMIT");
+  if (!status.ok()) {
+    (void)connection.execute("ROLLBACK");
+    return status;
+  }
+  return Status::success();
+}
+
+Result<std::optional<BudgetNode>> SqliteStore::get_budget(const std::string& path) {
+  Reader reader = checkout_reader();
+  auto statement =
+      reader->prepared(std::string("SELECT ") + budget_columns + " FROM budgets WHERE path = ?");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, path);
+  auto row = (*statement)->step();
+  if (!row.ok())
+    return row.error();
+  std::optional<BudgetNode> out;
+  if (row.value())
+    out = read_budget(**statement);
+  (*statement)->reset();
+  return out;
+}
+
+Result<std::vector<BudgetNode>> SqliteStore::get_lineage(const std::string& path) {
+  std::vector<BudgetNode> out;
+  const auto parsed = ledger::BudgetPath::parse(path);
+  if (!parsed)
+    return out;
+  for (const ledger::BudgetPath& node_path : parsed->lineage()) {
+    auto node = get_budget(node_path.str());
+    if (!node.ok())
+      return node.error();
+    if (!node.value())
+      return std::vector<BudgetNode>{};
+    out.push_back(std::move(*node.value()));
+  }
+  return out;
+}
+
+Result<std::vector<BudgetNode>> SqliteStore::list_subtree(const std::string& root) {
+  Reader reader = checkout_reader();
+  auto statement = reader->prepared(std::string("SELECT ") + budget_columns +
+                                    " FROM budgets WHERE root = ? ORDER BY path");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, root);
+  std::vector<BudgetNode> out;
+  while (true) {
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (!row.value())
+      break;
+    out.push_back(read_budget(**statement));
+  }
+  (*statement)->reset();
+  return out;
+}
+
+Result<std::vector<std::string>> SqliteStore::list_roots() {
+  Reader reader = checkout_reader();
+  auto statement = reader->prepared("SELECT path FROM budgets WHERE parent = '' ORDER BY path");
+  if (!statement.ok())
+    return statement.error();
+  std::vector<std::string> out;
+  while (true) {
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (!row.value())
+      break;
+    out.push_back((*statement)->column_text(0));
+  }
+  (*statement)->reset();
+  return out;
+}
+
+Result<std::optional<Hold>> SqliteStore::get_hold(const std::string& id) {
+  Reader reader = checkout_reader();
+  auto statement =
+      reader->prepared(std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, id);
+  auto row = (*statement)->step();
+  if (!row.ok())
+    return row.error();
+  std::optional<Hold> out;
+  if (row.value())
+    out = read_hold(**statement);
+  (*statement)->reset();
+  return out;
+}
+
+Result<std::vector<Hold>> SqliteStore::list_expired_holds(ledger::Micros now, size_t limit) {
+  Reader reader = checkout_reader();
+  auto statement = reader->prepared(std::string("SELECT ") + hold_columns +
+                                    " FROM holds WHERE status = 'held' AND expires_at <= ? "
+                                    "ORDER BY expires_at LIMIT ?");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, now);
+  (*statement)->bind(2, static_cast<int64_t>(limit));
+  std::vector<Hold> out;
+  while (true) {
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (!row.value())
+      break;
+    out.push_back(read_hold(**statement));
+  }
+  (*statement)->reset();
+  return out;
+}
+
+Result<std::optional<ApiKey>> SqliteStore::get_key(const std::string& id) {
+  Reader reader = checkout_reader();
+  auto statement =
+      reader->prepared(std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, id);
+  auto row = (*statement)->step();
+  if (!row.ok())
+    return row.error();
+  std::optional<ApiKey> out;
+  if (row.value())
+    out = read_key(**statement);
+  (*statement)->reset();
+  return out;
+}
+
+Result<EntryPage> SqliteStore::list_entries(const std::string& root, int64_t after, size_t limit) {
+  Reader reader = checkout_reader();
+  auto statement =
+      reader->prepared(std::string("SELECT ") + entry_columns +
+                       " FROM entries WHERE root = ? AND seq > ? ORDER BY seq LIMIT ?");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, root);
+  (*statement)->bind(2, after);
+  (*statement)->bind(3, static_cast<int64_t>(limit));
+  EntryPage page;
+  page.next_after = after;
+  while (true) {
+    auto row = (*statement)->step();
+    if (!row.ok())
+      return row.error();
+    if (!row.value())
+      break;
+    page.entries.push_back(read_entry(**statement));
+    page.next_after = page.entries.back().seq;
+  }
+  (*statement)->reset();
+  return page;
+}
+
+Result<std::optional<IdempotencyRecord>> SqliteStore::get_idempotency(const std::string& root,
+                                                                      const std::string& key) {
+  Reader reader = checkout_reader();
+  auto statement = reader->prepared(
+      "SELECT request_hash, status, body, created_at FROM idempotency WHERE root = ? AND key = ?");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, root);
+  (*statement)->bind(2, key);
+  auto row = (*statement)->step();
+  if (!row.ok())
+    return row.error();
+  std::optional<IdempotencyRecord> out;
+  if (row.value()) {
+    const Statement& found = **statement;
+    out = IdempotencyRecord{root,
+                            key,
+                            found.column_text(0),
+                            static_cast<int>(found.column_int(1)),
+                            found.column_text(2),
+                            found.column_int(3)};
+  }
+  (*statement)->reset();
+  return out;
+}
+
+Result<ledger::VerifyReport> SqliteStore::verify(const std::string& root,
+                                                 const VerifyProgress& progress) {
+  auto head = get_budget(root);
+  if (!head.ok())
+    return head.error();
+  if (!head.value() || !head.value()->parent.empty()) {
+    return Error{ErrorCode::not_found, "root_not_found", "No root budget " + root + "."};
+  }
+  // The head is read first and entries are checked up to it, so verifying a live ledger checks
+  // the prefix that existed when it started, whatever commits meanwhile.
+  constexpr size_t page_size = 10'000;
+  const int64_t total = head.value()->head_seq;
+  ledger::ChainVerifier verifier;
+  int64_t after = 0;
+  bool done = false;
+  while (!done) {
+    auto page = list_entries(root, after, page_size);
+    if (!page.ok())
+      return page.error();
+    for (const Entry& entry : page->entries) {
+      if (entry.seq > total || !verifier.feed(entry)) {
+        done = true;
+        break;
+      }
+    }
+    if (progress)
+      progress(verifier.checked(), total);
+    if (page->entries.size() < page_size)
+      done = true;
+    after = page->next_after;
+  }
+  return verifier.finish(head.value()->head_seq, head.value()->head_hash);
+}
+
+}  // namespace stub::store::sqlite

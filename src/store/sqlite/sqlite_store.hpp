@@ -1,0 +1,66 @@
+#pragma once
+
+// The embedded default: one SQLite file in WAL mode with synchronous=FULL. Exactly one writer
+// connection (owned by the committing thread) and a small pool of read connections, so reads
+// never wait behind a commit.
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "store/sqlite/sqlite_connection.hpp"
+#include "store/store.hpp"
+
+namespace stub::store::sqlite {
+
+class SqliteStore final : public Store {
+ public:
+  static Result<std::unique_ptr<SqliteStore>> open(const std::string& path,
+                                                   const StoreOptions& options);
+
+  Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) override;
+  Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) override;
+  Result<std::vector<ledger::BudgetNode>> get_lineage(const std::string& path) override;
+  Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) override;
+  Result<std::vector<std::string>> list_roots() override;
+  Result<std::optional<ledger::Hold>> get_hold(const std::string& id) override;
+  Result<std::vector<ledger::Hold>> list_expired_holds(ledger::Micros now, size_t limit) override;
+  Result<std::optional<ledger::ApiKey>> get_key(const std::string& id) override;
+  Result<EntryPage> list_entries(const std::string& root, int64_t after, size_t limit) override;
+  Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,
+                                                                   const std::string& key) override;
+  Result<ledger::VerifyReport> verify(const std::string& root,
+                                      const VerifyProgress& progress) override;
+
+ private:
+  SqliteStore() = default;
+
+  // A read connection checked out of the pool for the life of this object.
+  class Reader {
+   public:
+    Reader(SqliteStore& store, std::unique_ptr<Connection> connection)
+        : store_(store), connection_(std::move(connection)) {}
+    Reader(const Reader&) = delete;
+    ~Reader();
+    Connection& operator*() { return *connection_; }
+    Connection* operator->() { return connection_.get(); }
+
+   private:
+    SqliteStore& store_;
+    std::unique_ptr<Connection> connection_;
+  };
+  Reader checkout_reader();
+
+  Status load(Connection& connection, const ledger::ReadSet& read, ledger::WorkingSet& state);
+  Status write(Connection& connection, const ledger::WorkingSet& state);
+
+  std::unique_ptr<Connection> writer_;  // used only by the committing thread
+  std::mutex readers_mutex_;
+  std::condition_variable readers_available_;
+  std::vector<std::unique_ptr<Connection>> readers_;  // GUARDED_BY(readers_mutex_)
+  bool read_only_ = false;
+};
+
+}  // namespace stub::store::sqlite

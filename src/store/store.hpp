@@ -1,0 +1,74 @@
+#pragma once
+
+// The Store: durable state in domain terms. The sequencer commits batches through
+// commit_batch; everything else is a read that never queues behind writes. SQLite implements
+// it today (sqlite/); PostgreSQL implements the same interface and passes the same
+// conformance suite (tests/store/store_conformance.cpp).
+//
+// Thread safety: commit_batch is called by one thread per store (the sequencer's committer);
+// every read method may be called from any number of threads at once.
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ledger/batch.hpp"
+#include "ledger/chain.hpp"
+#include "ledger/model.hpp"
+#include "ledger/result.hpp"
+
+namespace stub::store {
+
+// Runs the sequencer's decisions against the state read in the open transaction. It may be
+// called more than once for one commit (a store that detects a write conflict re-reads and
+// calls it again), so it must start from scratch each time.
+using ApplyBatch = std::function<void(ledger::WorkingSet&)>;
+
+struct EntryPage {
+  std::vector<ledger::Entry> entries;
+  int64_t next_after = 0;  // the last seq returned, or the `after` asked for when empty
+};
+
+// Called every `progress_every` entries during a verify with the count checked so far.
+using VerifyProgress = std::function<void(int64_t checked, int64_t total)>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Reads `read` into a WorkingSet inside one write transaction, calls `apply`, writes what it
+  // changed and commits. Returns only after the commit is durable. An Error means nothing was
+  // committed; ErrorCode::unavailable means the store cannot take writes any more.
+  virtual Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) = 0;
+
+  virtual Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) = 0;
+  // Every node from the root down to `path`, root first; empty if any is missing.
+  virtual Result<std::vector<ledger::BudgetNode>> get_lineage(const std::string& path) = 0;
+  // The root and every node below it, in path order.
+  virtual Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) = 0;
+  virtual Result<std::vector<std::string>> list_roots() = 0;
+  virtual Result<std::optional<ledger::Hold>> get_hold(const std::string& id) = 0;
+  // Held holds whose expiry is at or before `now`, oldest first.
+  virtual Result<std::vector<ledger::Hold>> list_expired_holds(ledger::Micros now,
+                                                               size_t limit) = 0;
+  virtual Result<std::optional<ledger::ApiKey>> get_key(const std::string& id) = 0;
+  virtual Result<EntryPage> list_entries(const std::string& root, int64_t after, size_t limit) = 0;
+  virtual Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(
+      const std::string& root, const std::string& key) = 0;
+
+  // Re-verifies a root's whole chain from the stored entries (SPEC guarantee 5).
+  virtual Result<ledger::VerifyReport> verify(const std::string& root,
+                                              const VerifyProgress& progress) = 0;
+};
+
+struct StoreOptions {
+  size_t read_connections = 4;
+  bool read_only = false;  // offline verification opens the database without writing
+};
+
+// Opens a store from a URL: a path, "sqlite:PATH", or (once it lands) "postgres://...".
+Result<std::unique_ptr<Store>> open_store(const std::string& url, const StoreOptions& options);
+
+}  // namespace stub::store
