@@ -1,0 +1,136 @@
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <iostream>
+
+#include "cli/client_settings.hpp"
+#include "cli/commands.hpp"
+
+namespace stub::cli {
+
+namespace {
+
+// `limit` and friends go on the wire as strings so they never pass through a float.
+void set_money(boost::json::object& body, const char* name, const std::string& value) {
+  if (value.empty())
+    return;
+  if (value == "none") {
+    body[name] = nullptr;
+  } else {
+    body[name] = value;
+  }
+}
+
+void print_tree(const boost::json::array& budgets) {
+  for (const auto& item : budgets) {
+    const auto& node = item.as_object();
+    const std::string path(node.at("path").as_string());
+    const size_t depth = static_cast<size_t>(std::count(path.begin(), path.end(), '/'));
+    const std::string name =
+        path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+    std::string limit =
+        node.at("limit").is_null() ? "no limit" : std::string(node.at("limit").as_string());
+    std::cout << std::string(depth * 2, ' ') << name << "  spent " << node.at("spent").as_string()
+              << " + reserved " << node.at("reserved").as_string() << " of " << limit << " / "
+              << node.at("period").as_string();
+    if (node.at("frozen").as_bool())
+      std::cout << "  [FROZEN]";
+    std::cout << "\n";
+  }
+}
+
+}  // namespace
+
+void add_budget_commands(CLI::App& app, int& exit_code) {
+  auto client = std::make_shared<ClientSettings>();
+  CLI::App* budget = app.add_subcommand("budget", "Create, inspect and list budgets");
+  budget->require_subcommand(1);
+
+  struct SetArgs {
+    std::string path, limit, period, per_txn_max, currency, idempotency_key;
+  };
+  auto set_args = std::make_shared<SetArgs>();
+  CLI::App* set = budget->add_subcommand("set", "Create or update a budget node");
+  set->add_option("path", set_args->path, "Budget path, e.g. acme/marketing")->required();
+  set->add_option("--limit", set_args->limit, "Limit per period, e.g. 100.00 ('none': no cap)");
+  set->add_option("--period", set_args->period, "none | day | week | month")
+      ->check(CLI::IsMember({"none", "day", "week", "month"}));
+  set->add_option("--per-txn-max", set_args->per_txn_max, "Largest single spend ('none' clears)");
+  set->add_option("--currency", set_args->currency, "Currency of a root, e.g. USD");
+  set->add_option("--idempotency-key", set_args->idempotency_key, "Default: a fresh random key");
+  add_client_options(*set, *client);
+  set->callback([client, set_args, &exit_code] {
+    auto http = make_client(*client);
+    if (!http)
+      return void(exit_code = 1);
+    boost::json::object body;
+    set_money(body, "limit", set_args->limit);
+    set_money(body, "per_txn_max", set_args->per_txn_max);
+    if (!set_args->period.empty())
+      body["period"] = set_args->period;
+    if (!set_args->currency.empty())
+      body["currency"] = set_args->currency;
+    const std::string key =
+        set_args->idempotency_key.empty() ? new_idempotency_key() : set_args->idempotency_key;
+    exit_code = report(
+        http->request("PUT", "/v1/budgets/" + set_args->path, boost::json::serialize(body), key));
+  });
+
+  auto show_path = std::make_shared<std::string>();
+  CLI::App* show = budget->add_subcommand("show", "Show one budget's state");
+  show->add_option("path", *show_path, "Budget path")->required();
+  add_client_options(*show, *client);
+  show->callback([client, show_path, &exit_code] {
+    auto http = make_client(*client);
+    if (!http)
+      return void(exit_code = 1);
+    exit_code = report(http->request("GET", "/v1/budgets/" + *show_path));
+  });
+
+  struct TreeArgs {
+    std::string root;
+    bool json = false;
+  };
+  auto tree_args = std::make_shared<TreeArgs>();
+  CLI::App* tree = budget->add_subcommand("tree", "Show a root's whole budget tree");
+  tree->add_option("root", tree_args->root, "Root budget, e.g. acme")->required();
+  tree->add_flag("--json", tree_args->json, "Print JSON instead of a tree");
+  add_client_options(*tree, *client);
+  tree->callback([client, tree_args, &exit_code] {
+    auto http = make_client(*client);
+    if (!http)
+      return void(exit_code = 1);
+    auto response = http->request("GET", "/v1/budgets?root=" + tree_args->root);
+    if (tree_args->json || !response.ok() || response->status != 200) {
+      exit_code = report(response);
+      return;
+    }
+    print_tree(boost::json::parse(response->body).at("budgets").as_array());
+    exit_code = 0;
+  });
+
+  for (const bool freeze : {true, false}) {
+    struct FreezeArgs {
+      std::string path, reason;
+    };
+    auto args = std::make_shared<FreezeArgs>();
+    CLI::App* command =
+        app.add_subcommand(freeze ? "freeze" : "unfreeze",
+                           freeze ? "Freeze a budget node (a root freezes the whole fleet)"
+                                  : "Unfreeze a budget node");
+    command->add_option("path", args->path, "Budget path")->required();
+    command->add_option("--reason", args->reason, "Why, for the audit trail");
+    add_client_options(*command, *client);
+    command->callback([client, args, freeze, &exit_code] {
+      auto http = make_client(*client);
+      if (!http)
+        return void(exit_code = 1);
+      const std::string body =
+          boost::json::serialize(boost::json::object{{"reason", args->reason}});
+      exit_code = report(
+          http->request("POST", "/v1/budgets/" + args->path + (freeze ? "/freeze" : "/unfreeze"),
+                        body, new_idempotency_key()));
+    });
+  }
+}
+
+}  // namespace stub::cli

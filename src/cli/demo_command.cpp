@@ -1,0 +1,4 @@
+#include "cli/commands.hpp"
+namespace stub::cli {
+void add_demo_command(CLI::App&, int&) {}
+}  // namespace stub::cli

@@ -1,0 +1,98 @@
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+
+#include "cli/commands.hpp"
+#include "cli/serve_options.hpp"
+#include "http/service.hpp"
+
+namespace stub::cli {
+
+Result<http::ServerOptions> parse_listen_address(const std::string& address) {
+  http::ServerOptions options;
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return Error::invalid("invalid_address", "--addr must be HOST:PORT, got " + address + ".");
+  }
+  options.address = address.substr(0, colon);
+  try {
+    const int port = std::stoi(address.substr(colon + 1));
+    if (port < 0 || port > 65535)
+      throw std::out_of_range("port");
+    options.port = static_cast<uint16_t>(port);
+  } catch (const std::exception&) {
+    return Error::invalid("invalid_address", "--addr has no valid port: " + address + ".");
+  }
+  return options;
+}
+
+void wait_for_shutdown_signal() {
+  boost::asio::io_context signals_io;
+  boost::asio::signal_set signals(signals_io, SIGINT, SIGTERM);
+  signals.async_wait([](const boost::system::error_code&, int) {});
+  signals_io.run();
+}
+
+void add_serve_command(CLI::App& app, int& exit_code) {
+  struct Settings {
+    std::string address = "127.0.0.1:8402";
+    std::string db = "stub.db";
+    size_t io_threads = 2;
+    size_t batch_size_max = 1'024;
+  };
+  auto settings = std::make_shared<Settings>();
+  CLI::App* command = app.add_subcommand("serve", "Run the Stub server");
+  command->add_option("--addr", settings->address, "Listen address HOST:PORT")
+      ->capture_default_str();
+  command->add_option("--db", settings->db, "Database: PATH, sqlite:PATH (postgres:// later)")
+      ->capture_default_str();
+  command->add_option("--io-threads", settings->io_threads, "HTTP threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  command->add_option("--batch-size-max", settings->batch_size_max, "Commands per commit")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 8192));
+  command->footer(
+      "The admin token comes from STUB_ADMIN_TOKEN; without it one is generated and "
+      "printed once.");
+  command->callback([settings, &exit_code] {
+    auto listen = parse_listen_address(settings->address);
+    if (!listen.ok()) {
+      std::cerr << "stub serve: " << listen.error().message << "\n";
+      exit_code = 1;
+      return;
+    }
+    http::ServiceOptions options;
+    options.db = settings->db;
+    options.server = *listen;
+    options.server.io_threads = settings->io_threads;
+    options.sequencer.batch_size_max = settings->batch_size_max;
+    options.sequencer.queue_capacity = std::max<size_t>(65'536, settings->batch_size_max * 4);
+    if (const char* token = std::getenv("STUB_ADMIN_TOKEN"); token != nullptr) {
+      options.admin_token = token;
+    }
+    auto service = http::Service::start(std::move(options));
+    if (!service.ok()) {
+      std::cerr << "stub serve: " << service.error().message << "\n";
+      exit_code = 1;
+      return;
+    }
+    std::cout << "stub: serving on http://" << listen->address << ":" << (*service)->port()
+              << " (db: " << settings->db << ")\n";
+    if ((*service)->admin_token_generated()) {
+      std::cout << "stub: admin token (shown once; set STUB_ADMIN_TOKEN to choose it): "
+                << (*service)->admin_token() << "\n";
+    }
+    std::cout.flush();
+    wait_for_shutdown_signal();
+    spdlog::info("shutting down: finishing in-flight requests");
+    (*service)->stop();
+    exit_code = 0;
+  });
+}
+
+}  // namespace stub::cli

@@ -1,0 +1,71 @@
+#pragma once
+
+// The HTTP API of SPEC section 3: routing, authentication, input checks, and the mapping of
+// outcomes to replies. Commands go to the sequencer; reads go to the read pool. Speaks domain
+// types; error_mapping.hpp is the one place codes become statuses.
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <string>
+
+#include "engine/event_bus.hpp"
+#include "engine/sequencer.hpp"
+#include "http/credentials.hpp"
+#include "http/metrics.hpp"
+#include "store/store.hpp"
+
+namespace stub::http {
+
+struct ApiRequest {
+  std::string method;  // "GET", "POST", "PUT", "DELETE"
+  std::string target;  // path and query
+  std::string authorization;
+  std::string idempotency_key;
+  std::string body;
+};
+
+struct ApiReply {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::string route;  // the route template, for metrics and logs
+};
+
+struct ApiContext {
+  store::Store& store;
+  engine::Sequencer& sequencer;
+  engine::EventBus& events;
+  Authenticator& authenticator;
+  Metrics& metrics;
+  boost::asio::thread_pool& read_pool;
+  engine::Clock clock;
+};
+
+// Which committed entries an event stream sends.
+struct EventFilter {
+  std::string root;     // empty: every root the caller may see
+  std::string subtree;  // empty: everything under root; else only entries within this node
+  int64_t after = 0;    // resume after this seq (root must be set)
+};
+
+class Api {
+ public:
+  static constexpr size_t entries_page_max = 1'000;
+
+  explicit Api(ApiContext context) : context_(std::move(context)) {}
+
+  boost::asio::awaitable<ApiReply> handle(ApiRequest request);
+
+  // For GET /v1/events, which the server streams itself: authenticates and builds the filter,
+  // or returns the reply to send instead.
+  boost::asio::awaitable<Result<EventFilter>> open_event_stream(const ApiRequest& request);
+  ApiContext& context() { return context_; }
+
+ private:
+  ApiContext context_;
+};
+
+// The reply for an error, with the status from the one mapping table.
+ApiReply error_reply(const Error& error);
+
+}  // namespace stub::http

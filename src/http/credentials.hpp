@@ -1,0 +1,64 @@
+#pragma once
+
+// Who is calling: the admin token, or an agent key bound to one budget node. Key tokens look
+// like "sk.<key id>.<secret>"; only the SHA-256 of the secret is stored. Lookups are cached for
+// a short time at the edge; revocation and expiry are re-checked inside every commit, so the
+// cache can never let a revoked key move money.
+//
+// Thread safety: every method may be called from any thread.
+
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "ledger/model.hpp"
+#include "ledger/result.hpp"
+#include "store/store.hpp"
+
+namespace stub::http {
+
+struct Principal {
+  bool admin = false;
+  ledger::ApiKey key;  // set when !admin
+
+  std::string actor() const { return admin ? std::string(ledger::admin_actor) : key.id; }
+};
+
+// Random identifiers and secrets from OpenSSL's CSPRNG.
+std::string random_hex(size_t bytes);
+std::string new_hold_id();
+std::string new_key_id();
+
+struct IssuedKey {
+  ledger::ApiKey key;  // secret_hash set
+  std::string token;   // shown once
+};
+IssuedKey issue_key(std::string budget, std::string name, ledger::Micros expires_at);
+
+class Authenticator {
+ public:
+  static constexpr std::chrono::milliseconds cache_ttl{2'000};
+  static constexpr size_t cache_entries_max = 10'000;
+
+  Authenticator(std::string admin_token, store::Store& store);
+
+  // Blocking (may read the store): call from a read-pool thread.
+  Result<Principal> authenticate(std::string_view authorization_header, ledger::Micros now);
+
+ private:
+  std::optional<ledger::ApiKey> find_key(const std::string& id);
+
+  std::string admin_token_hash_;
+  store::Store& store_;
+  std::mutex mutex_;
+  struct Cached {
+    ledger::ApiKey key;
+    std::chrono::steady_clock::time_point fetched;
+  };
+  std::unordered_map<std::string, Cached> cache_;  // GUARDED_BY(mutex_)
+};
+
+}  // namespace stub::http

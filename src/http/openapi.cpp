@@ -1,0 +1,99 @@
+#include "http/openapi.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+namespace stub::http {
+
+namespace {
+
+struct Operation {
+  const char* method;
+  const char* path;
+  const char* summary;
+  const char* success;  // the success status
+  bool admin_only;
+  bool idempotent_post;
+};
+
+constexpr Operation operations[] = {
+    {"put", "/v1/budgets/{path}", "Create or update a budget node (parent must exist)", "200", true,
+     true},
+    {"get", "/v1/budgets/{path}", "Budget state: spent, reserved, available over the path", "200",
+     false, false},
+    {"get", "/v1/budgets", "Every node of a root's subtree (?root=R)", "200", false, false},
+    {"post", "/v1/budgets/{path}/freeze", "Freeze a node (a root: the fleet kill switch)", "200",
+     true, true},
+    {"post", "/v1/budgets/{path}/unfreeze", "Unfreeze a node", "200", true, true},
+    {"post", "/v1/keys", "Issue an agent key bound to a node; the secret is shown once", "201",
+     true, true},
+    {"delete", "/v1/keys/{id}", "Revoke an agent key", "200", true, false},
+    {"post", "/v1/holds", "Reserve an amount (two-phase); 402 when denied", "201", false, true},
+    {"get", "/v1/holds/{id}", "A hold", "200", false, false},
+    {"post", "/v1/holds/{id}/capture", "Capture up to the held amount", "200", false, true},
+    {"post", "/v1/holds/{id}/void", "Release a hold", "200", false, true},
+    {"post", "/v1/spends", "One-shot spend (hold and capture in one commit); 402 when denied",
+     "201", false, true},
+    {"get", "/v1/budget", "The calling key's own budget state", "200", false, false},
+    {"get", "/v1/entries", "Ledger entries of a root (?root=R&after=SEQ&limit=N)", "200", false,
+     false},
+    {"get", "/v1/events", "Server-Sent Events: each committed entry as it commits", "200", false,
+     false},
+    {"get", "/v1/audit/verify", "Re-verify a root's hash chain (?root=R)", "200", true, false},
+    {"get", "/healthz", "Liveness and store health", "200", false, false},
+    {"get", "/metrics", "Prometheus metrics", "200", false, false},
+    {"get", "/openapi.json", "This document", "200", false, false},
+};
+
+}  // namespace
+
+std::string openapi_document() {
+  boost::json::object paths;
+  for (const Operation& operation : operations) {
+    boost::json::object responses{{operation.success, boost::json::object{{"description", "OK"}}},
+                                  {"400", boost::json::object{{"description", "Invalid input"}}},
+                                  {"401", boost::json::object{{"description", "No or bad token"}}}};
+    if (std::string_view(operation.method) == "post") {
+      responses["402"] = boost::json::object{{"description", "Denied by a policy or budget"}};
+      responses["409"] = boost::json::object{{"description", "Conflict"}};
+    }
+    boost::json::array parameters;
+    const std::string_view path = operation.path;
+    for (const char* name : {"path", "id"}) {
+      if (path.find(std::string("{") + name + "}") != std::string_view::npos) {
+        parameters.push_back(boost::json::object{
+            {"name", name}, {"in", "path"}, {"required", true}, {"schema", {{"type", "string"}}}});
+      }
+    }
+    if (operation.idempotent_post) {
+      parameters.push_back(
+          boost::json::object{{"name", "Idempotency-Key"},
+                              {"in", "header"},
+                              {"required", false},
+                              {"schema", {{"type", "string"}, {"maxLength", 255}}}});
+    }
+    boost::json::object details{{"summary", operation.summary},
+                                {"responses", std::move(responses)},
+                                {"parameters", std::move(parameters)},
+                                {"x-admin-only", operation.admin_only}};
+    const bool open = path == "/healthz" || path == "/metrics" || path == "/openapi.json";
+    if (!open)
+      details["security"] =
+          boost::json::array{boost::json::object{{"bearer", boost::json::array{}}}};
+    boost::json::value& item = paths[operation.path];
+    if (!item.is_object())
+      item.emplace_object();
+    item.as_object()[operation.method] = std::move(details);
+  }
+  boost::json::object document{
+      {"openapi", "3.1.0"},
+      {"info",
+       {{"title", "Stub"},
+        {"version", "0.1.0"},
+        {"description", "The general ledger for AI-agent spend. See docs/api.md."}}},
+      {"components", {{"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
+      {"paths", std::move(paths)}};
+  return boost::json::serialize(document);
+}
+
+}  // namespace stub::http

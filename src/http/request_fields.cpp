@@ -1,0 +1,160 @@
+#include "http/request_fields.hpp"
+
+#include <boost/json/parse.hpp>
+#include <charconv>
+
+#include "http/number_literals.hpp"
+#include "ledger/canonical_json.hpp"
+
+namespace stub::http {
+
+namespace {
+
+Error invalid(std::string subcode, std::string message) {
+  return Error::invalid(std::move(subcode), std::move(message));
+}
+
+}  // namespace
+
+Result<RequestBody> parse_request_body(std::string_view text) {
+  RequestBody body;
+  const bool blank = text.find_first_not_of(" \t\r\n") == std::string_view::npos;
+  if (blank) {
+    body.canonical = "{}";
+    return body;
+  }
+  boost::system::error_code error;
+  boost::json::value value = boost::json::parse(text, error);
+  if (error)
+    return invalid("malformed_json", "The body is not valid JSON: " + error.message() + ".");
+  if (!value.is_object())
+    return invalid("malformed_json", "The body must be a JSON object.");
+  body.object = std::move(value.get_object());
+  body.canonical = ledger::canonical_json(body.object);
+  body.number_literals = top_level_number_literals(text);
+  return body;
+}
+
+Status reject_unknown_fields(const RequestBody& body,
+                             std::initializer_list<std::string_view> allowed) {
+  for (const auto& member : body.object) {
+    bool known = false;
+    for (std::string_view name : allowed)
+      known = known || member.key() == name;
+    if (!known) {
+      return invalid("unknown_field", "Unknown field \"" + std::string(member.key()) + "\".");
+    }
+  }
+  return Status::success();
+}
+
+Result<std::optional<ledger::Money>> money_field(const RequestBody& body, std::string_view name) {
+  const boost::json::value* value = body.object.if_contains(name);
+  if (value == nullptr || value->is_null())
+    return std::optional<ledger::Money>{};
+  std::string text;
+  if (value->is_string()) {
+    text = value->get_string();
+  } else if (value->is_number()) {
+    auto literal = body.number_literals.find(std::string(name));
+    if (literal == body.number_literals.end()) {
+      return invalid("invalid_amount", "Field \"" + std::string(name) + "\" is not a number.");
+    }
+    text = literal->second;
+  } else {
+    return invalid("invalid_amount", "Field \"" + std::string(name) +
+                                         "\" must be a decimal string such as \"0.04\".");
+  }
+  const auto money = ledger::Money::parse(text);
+  if (!money) {
+    return invalid("invalid_amount", "Field \"" + std::string(name) +
+                                         "\" must be a decimal amount with at most 6 " +
+                                         "fraction digits and no exponent, got " + text + ".");
+  }
+  return std::optional<ledger::Money>{*money};
+}
+
+Result<ledger::Money> required_amount(const RequestBody& body, std::string_view name) {
+  auto money = money_field(body, name);
+  if (!money.ok())
+    return money.error();
+  if (!money.value()) {
+    return invalid("missing_field", "Field \"" + std::string(name) + "\" is required.");
+  }
+  if (!money.value()->is_positive()) {
+    return invalid("invalid_amount", "Field \"" + std::string(name) + "\" must be above zero.");
+  }
+  return *money.value();
+}
+
+Result<std::string> text_field(const RequestBody& body, std::string_view name, size_t length_max) {
+  const boost::json::value* value = body.object.if_contains(name);
+  if (value == nullptr || value->is_null())
+    return std::string();
+  if (!value->is_string()) {
+    return invalid("invalid_field", "Field \"" + std::string(name) + "\" must be a string.");
+  }
+  if (value->get_string().size() > length_max) {
+    return invalid("field_too_long", "Field \"" + std::string(name) + "\" is longer than " +
+                                         std::to_string(length_max) + " bytes.");
+  }
+  return std::string(value->get_string());
+}
+
+Result<std::string> tags_field(const RequestBody& body) {
+  const boost::json::value* value = body.object.if_contains("tags");
+  if (value == nullptr || value->is_null())
+    return std::string("{}");
+  if (!value->is_object())
+    return invalid("invalid_tags", "Field \"tags\" must be an object.");
+  const auto& tags = value->get_object();
+  if (tags.size() > tags_count_max) {
+    return invalid("invalid_tags",
+                   "At most " + std::to_string(tags_count_max) + " tags are allowed.");
+  }
+  for (const auto& tag : tags) {
+    if (tag.key().empty() || tag.key().size() > tag_key_length_max) {
+      return invalid("invalid_tags",
+                     "Tag keys must be 1 to " + std::to_string(tag_key_length_max) + " bytes.");
+    }
+    if (!tag.value().is_string() || tag.value().get_string().size() > tag_value_length_max) {
+      return invalid("invalid_tags", "Tag \"" + std::string(tag.key()) +
+                                         "\" must be a string of at most " +
+                                         std::to_string(tag_value_length_max) + " bytes.");
+    }
+  }
+  return ledger::canonical_json(*value);
+}
+
+Result<std::string> receipt_field(const RequestBody& body) {
+  const boost::json::value* value = body.object.if_contains("receipt");
+  if (value == nullptr)
+    return std::string("null");
+  std::string canonical = ledger::canonical_json(*value);
+  if (canonical.size() > receipt_bytes_max) {
+    return invalid("receipt_too_large", "Field \"receipt\" is larger than " +
+                                            std::to_string(receipt_bytes_max) + " bytes.");
+  }
+  return canonical;
+}
+
+Result<std::optional<ledger::Micros>> duration_field(const RequestBody& body,
+                                                     std::string_view name) {
+  const boost::json::value* value = body.object.if_contains(name);
+  if (value == nullptr || value->is_null())
+    return std::optional<ledger::Micros>{};
+  std::optional<ledger::Micros> duration;
+  if (value->is_string()) {
+    duration = ledger::parse_duration(value->get_string());
+  } else if (value->is_int64() && value->get_int64() >= 0 && value->get_int64() <= 3650LL * 86400) {
+    duration = value->get_int64() * ledger::micros_per_second;
+  }
+  if (!duration) {
+    return invalid("invalid_duration", "Field \"" + std::string(name) +
+                                           "\" must be a duration such as \"30s\", \"5m\", " +
+                                           "\"1h\", \"1d\" or whole seconds.");
+  }
+  return duration;
+}
+
+}  // namespace stub::http

@@ -1,0 +1,61 @@
+#include "http/service.hpp"
+
+#include <boost/asio/thread_pool.hpp>
+
+namespace stub::http {
+
+Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
+  std::unique_ptr<Service> service(new Service());
+  store::StoreOptions store_options;
+  store_options.read_connections = options.read_threads;
+  auto store = store::open_store(options.db, store_options);
+  if (!store.ok())
+    return store.error();
+  service->store_ = std::move(store).value();
+
+  service->admin_token_generated_ = options.admin_token.empty();
+  service->admin_token_ =
+      options.admin_token.empty() ? "stub_admin_" + random_hex(24) : options.admin_token;
+
+  Metrics* metrics = &service->metrics_;
+  auto user_hook = options.sequencer.on_batch;
+  options.sequencer.on_batch = [metrics, user_hook](const engine::BatchStats& stats) {
+    metrics->record_batch(stats);
+    if (user_hook)
+      user_hook(stats);
+  };
+  service->sequencer_ = std::make_unique<engine::Sequencer>(*service->store_, options.clock,
+                                                            options.sequencer, &service->events_);
+  service->sweeper_ = std::make_unique<engine::HoldSweeper>(*service->store_, *service->sequencer_,
+                                                            options.clock, options.sweep_interval);
+  service->read_pool_ = std::make_unique<boost::asio::thread_pool>(options.read_threads);
+  service->authenticator_ =
+      std::make_unique<Authenticator>(service->admin_token_, *service->store_);
+  service->api_ = std::make_unique<Api>(
+      ApiContext{*service->store_, *service->sequencer_, service->events_, *service->authenticator_,
+                 service->metrics_, *service->read_pool_, options.clock});
+  if (options.listen) {
+    service->server_ = std::make_unique<Server>(*service->api_, options.server);
+    auto port = service->server_->start();
+    if (!port.ok())
+      return port.error();
+    service->port_ = *port;
+  }
+  return service;
+}
+
+void Service::stop() {
+  if (server_)
+    server_->stop();
+  sweeper_.reset();
+  if (sequencer_)
+    sequencer_->stop();
+  if (read_pool_)
+    read_pool_->join();
+}
+
+Service::~Service() {
+  stop();
+}
+
+}  // namespace stub::http

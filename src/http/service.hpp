@@ -1,0 +1,64 @@
+#pragma once
+
+// One running Stub: store, sequencer, hold sweeper, API and HTTP server, started in that order
+// and stopped in reverse. `stub serve`, `stub demo`, the benchmarks and the tests all use it.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "engine/event_bus.hpp"
+#include "engine/hold_sweeper.hpp"
+#include "engine/sequencer.hpp"
+#include "http/api.hpp"
+#include "http/credentials.hpp"
+#include "http/metrics.hpp"
+#include "http/server.hpp"
+#include "store/store.hpp"
+
+namespace stub::http {
+
+struct ServiceOptions {
+  std::string db;           // a path, sqlite:PATH or postgres://...
+  std::string admin_token;  // empty: generate one
+  ServerOptions server;
+  engine::SequencerOptions sequencer;
+  size_t read_threads = 4;
+  std::chrono::milliseconds sweep_interval{1'000};
+  engine::Clock clock = engine::system_clock_micros;
+  bool listen = true;  // false: no HTTP server (in-process benchmarks)
+};
+
+class Service {
+ public:
+  static Result<std::unique_ptr<Service>> start(ServiceOptions options);
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+  ~Service();
+
+  uint16_t port() const { return port_; }
+  const std::string& admin_token() const { return admin_token_; }
+  bool admin_token_generated() const { return admin_token_generated_; }
+  store::Store& store() { return *store_; }
+  engine::Sequencer& sequencer() { return *sequencer_; }
+  engine::EventBus& events() { return events_; }
+  void stop();
+
+ private:
+  Service() = default;
+
+  std::string admin_token_;
+  bool admin_token_generated_ = false;
+  uint16_t port_ = 0;
+  std::unique_ptr<store::Store> store_;
+  engine::EventBus events_;
+  Metrics metrics_;
+  std::unique_ptr<engine::Sequencer> sequencer_;
+  std::unique_ptr<engine::HoldSweeper> sweeper_;
+  std::unique_ptr<boost::asio::thread_pool> read_pool_;
+  std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<Api> api_;
+  std::unique_ptr<Server> server_;
+};
+
+}  // namespace stub::http
