@@ -584,7 +584,9 @@ class Handler {
     auto page = co_await run_blocking(context_.read_pool, std::move(page_work));
     if (!page.ok())
       co_return error_reply(page.error());
-    boost::json::array entries;
+    // Entries are written as text from their stored canonical parts (see entry_to_json_text).
+    std::string body = "{\"entries\":[";
+    bool first = true;
     const auto bound = principal_.admin ? std::nullopt : BudgetPath::parse(principal_.key.budget);
     for (const auto& entry : page->entries) {
       if (bound) {
@@ -592,10 +594,13 @@ class Handler {
         if (!entry_path || !entry_path->within(*bound))
           continue;
       }
-      entries.push_back(ledger::entry_to_json(entry));
+      if (!first)
+        body += ',';
+      first = false;
+      body += ledger::entry_to_json_text(entry);
     }
-    co_return json_reply(200, boost::json::object{{"entries", std::move(entries)},
-                                                  {"next_after", page->next_after}});
+    body += "],\"next_after\":" + std::to_string(page->next_after) + "}";
+    co_return json_reply(200, std::move(body));
   }
 
   awaitable<ApiReply> verify() {

@@ -14,11 +14,12 @@ struct Operation {
   const char* success;  // the success status
   bool admin_only;
   bool idempotent_post;
+  const char* also_success = nullptr;  // a second success status, e.g. 201 when a PUT creates
 };
 
 constexpr Operation operations[] = {
     {"put", "/v1/budgets/{path}", "Create or update a budget node (parent must exist)", "200", true,
-     true},
+     true, "201"},
     {"get", "/v1/budgets/{path}", "Budget state: spent, reserved, available over the path", "200",
      false, false},
     {"get", "/v1/budgets", "Every node of a root's subtree (?root=R)", "200", false, false},
@@ -53,6 +54,8 @@ std::string openapi_document() {
     boost::json::object responses{{operation.success, boost::json::object{{"description", "OK"}}},
                                   {"400", boost::json::object{{"description", "Invalid input"}}},
                                   {"401", boost::json::object{{"description", "No or bad token"}}}};
+    if (operation.also_success != nullptr)
+      responses[operation.also_success] = boost::json::object{{"description", "Created"}};
     if (std::string_view(operation.method) == "post") {
       responses["402"] = boost::json::object{{"description", "Denied by a policy or budget"}};
       responses["409"] = boost::json::object{{"description", "Conflict"}};

@@ -2,6 +2,7 @@
 
 #include <boost/json/parse.hpp>
 #include <charconv>
+#include <cmath>
 
 #include "http/number_literals.hpp"
 #include "ledger/canonical_json.hpp"
@@ -12,6 +13,29 @@ namespace {
 
 Error invalid(std::string subcode, std::string message) {
   return Error::invalid(std::move(subcode), std::move(message));
+}
+
+// True when any number in `value` is not finite: Boost.JSON reads an out-of-range literal such
+// as 1e400 as infinity, which has no JSON (nor RFC 8785) form and must never reach the books.
+bool has_non_finite_number(const boost::json::value& value) {
+  switch (value.kind()) {
+    case boost::json::kind::double_:
+      return !std::isfinite(value.get_double());
+    case boost::json::kind::array:
+      for (const auto& item : value.get_array()) {
+        if (has_non_finite_number(item))
+          return true;
+      }
+      return false;
+    case boost::json::kind::object:
+      for (const auto& member : value.get_object()) {
+        if (has_non_finite_number(member.value()))
+          return true;
+      }
+      return false;
+    default:
+      return false;
+  }
 }
 
 }  // namespace
@@ -29,6 +53,10 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     return invalid("malformed_json", "The body is not valid JSON: " + error.message() + ".");
   if (!value.is_object())
     return invalid("malformed_json", "The body must be a JSON object.");
+  if (has_non_finite_number(value)) {
+    return invalid("invalid_number",
+                   "The body has a number outside the range of a double (such as 1e400).");
+  }
   body.object = std::move(value.get_object());
   body.canonical = ledger::canonical_json(body.object);
   body.number_literals = top_level_number_literals(text);

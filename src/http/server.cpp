@@ -46,7 +46,7 @@ class CountGuard {
 std::string format_event(const ledger::Entry& entry) {
   std::string out =
       "id: " + entry.root + ":" + std::to_string(entry.seq) + "\nevent: entry\ndata: ";
-  out += boost::json::serialize(ledger::entry_to_json(entry));
+  out += ledger::entry_to_json_text(entry);
   out += "\n\n";
   return out;
 }

@@ -11,6 +11,8 @@ namespace stub::ledger {
 
 namespace {
 
+constexpr int64_t max_exact_integer = int64_t{1} << 53;
+
 // Decodes valid UTF-8 (Boost.JSON validates on parse) into UTF-16 code units, the order that
 // RFC 8785 section 3.2.3 sorts object members by.
 std::u16string to_utf16(std::string_view text) {
@@ -159,11 +161,20 @@ void append_canonical_json(std::string& out, const boost::json::value& value) {
     case boost::json::kind::bool_:
       out += value.get_bool() ? "true" : "false";
       return;
+    // JCS numbers are IEEE doubles: integers beyond 2^53 take the double's ECMAScript form.
     case boost::json::kind::int64:
-      out += std::to_string(value.get_int64());
+      if (value.get_int64() > max_exact_integer || value.get_int64() < -max_exact_integer) {
+        append_ecmascript_number(out, static_cast<double>(value.get_int64()));
+      } else {
+        out += std::to_string(value.get_int64());
+      }
       return;
     case boost::json::kind::uint64:
-      out += std::to_string(value.get_uint64());
+      if (value.get_uint64() > static_cast<uint64_t>(max_exact_integer)) {
+        append_ecmascript_number(out, static_cast<double>(value.get_uint64()));
+      } else {
+        out += std::to_string(value.get_uint64());
+      }
       return;
     case boost::json::kind::double_:
       append_ecmascript_number(out, value.get_double());

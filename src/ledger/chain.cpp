@@ -2,7 +2,6 @@
 
 #include <openssl/evp.h>
 
-#include <boost/json/parse.hpp>
 #include <cassert>
 
 #include "ledger/canonical_json.hpp"
@@ -10,12 +9,6 @@
 namespace stub::ledger {
 
 namespace {
-
-boost::json::value text_or_null(const std::string& text) {
-  if (text.empty())
-    return nullptr;
-  return boost::json::string(text);
-}
 
 void append_member(std::string& out, std::string_view key, bool& first) {
   if (!first)
@@ -69,32 +62,6 @@ std::string postings_to_json_text(const std::vector<Posting>& postings) {
   return out;
 }
 
-boost::json::object entry_to_json(const Entry& entry) {
-  boost::json::object out;
-  out["seq"] = entry.seq;
-  out["ts"] = format_timestamp(entry.ts);
-  out["kind"] = entry.kind;
-  out["budget"] = entry.budget;
-  out["amount"] = entry.amount ? boost::json::value(entry.amount->to_string()) : nullptr;
-  out["vendor"] = text_or_null(entry.vendor);
-  out["intent"] = text_or_null(entry.intent);
-  out["tags"] = boost::json::parse(entry.tags_json);
-  out["receipt"] = boost::json::parse(entry.receipt_json);
-  out["hold_id"] = text_or_null(entry.hold_id);
-  out["code"] = text_or_null(entry.code);
-  out["actor"] = text_or_null(entry.actor);
-  out["detail"] = boost::json::parse(entry.detail_json);
-  boost::json::array postings;
-  for (const Posting& posting : entry.postings) {
-    postings.push_back(
-        boost::json::object{{"account", posting.account}, {"amount", posting.amount.to_string()}});
-  }
-  out["postings"] = std::move(postings);
-  out["prev_hash"] = entry.prev_hash;
-  out["hash"] = entry.hash;
-  return out;
-}
-
 std::string entry_canonical_text(const Entry& entry) {
   // Members in JCS order (all keys are ASCII, so byte order is UTF-16 order). A unit test
   // checks this against canonical_json(entry_to_json(entry) minus "hash").
@@ -136,6 +103,16 @@ std::string entry_canonical_text(const Entry& entry) {
   append_json_string(out, format_timestamp(entry.ts));
   append_member(out, "vendor", first);
   append_text_or_null(out, entry.vendor);
+  out += '}';
+  return out;
+}
+
+std::string entry_to_json_text(const Entry& entry) {
+  std::string out = entry_canonical_text(entry);
+  assert(!out.empty() && out.back() == '}');
+  out.pop_back();
+  out += ",\"hash\":";
+  append_json_string(out, entry.hash);
   out += '}';
   return out;
 }

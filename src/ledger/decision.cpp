@@ -71,6 +71,16 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
     }
   }
   for (const BudgetNode* node : path) {
+    // Every node, limited or not, tracks at most Money::micros_max: sums stay far from INT64_MAX,
+    // so the running totals can never wrap.
+    const int64_t used = node->spent_at(now).micros() + node->reserved.micros();
+    if (used > Money::micros_max - request.amount.micros()) {
+      return deny(DenialCode::budget_exceeded, *node,
+                  "Amount " + request.amount.to_string() + " would take " + node->path +
+                      " beyond the largest total a budget can track.");
+    }
+  }
+  for (const BudgetNode* node : path) {
     const std::optional<Money> room = node->available_at(now);
     if (room && request.amount > *room) {
       return deny(DenialCode::budget_exceeded, *node,

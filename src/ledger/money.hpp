@@ -16,8 +16,9 @@ class Money {
  public:
   static constexpr int64_t micros_per_unit = 1'000'000;
   static constexpr int fraction_digits_max = 6;
-  // The largest magnitude accepted from the outside: a trillion units. Sums of many such values
-  // stay far below INT64_MAX, so the checked arithmetic below never fails for valid ledgers.
+  // The largest magnitude accepted from the outside: a trillion units (1e18 micros, about a
+  // ninth of INT64_MAX). The decision function also caps every node's spent + reserved at this
+  // value, so adding one more accepted amount can never overflow.
   static constexpr int64_t units_max = 1'000'000'000'000;
   static constexpr int64_t micros_max = units_max * micros_per_unit;
 

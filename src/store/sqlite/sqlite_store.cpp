@@ -709,7 +709,29 @@ Result<ledger::VerifyReport> SqliteStore::verify(const std::string& root,
       done = true;
     after = page->next_after;
   }
-  return verifier.finish(head.value()->head_seq, head.value()->head_hash);
+  ledger::VerifyReport report = verifier.finish(head.value()->head_seq, head.value()->head_hash);
+  if (report.ok) {
+    // A commit writes its entries and the head in one transaction, so in any one snapshot no
+    // entry lies beyond the head; one that does was inserted behind the ledger's back.
+    Reader reader = checkout_reader();
+    auto statement = reader->prepared(
+        "SELECT (SELECT max(seq) FROM entries WHERE root = ?), "
+        "(SELECT head_seq FROM budgets WHERE path = ?)");
+    if (!statement.ok()) return statement.error();
+    (*statement)->bind(1, root);
+    (*statement)->bind(2, root);
+    auto row = (*statement)->step();
+    if (!row.ok()) return row.error();
+    const int64_t max_seq = (*statement)->column_int(0);
+    const int64_t head_seq = (*statement)->column_int(1);
+    (*statement)->reset();
+    if (max_seq > head_seq) {
+      report.ok = false;
+      report.first_bad_seq = head_seq + 1;
+      report.problem = "entry was inserted after the recorded head";
+    }
+  }
+  return report;
 }
 
 }  // namespace stub::store::sqlite

@@ -1,0 +1,918 @@
+// The Store conformance suite: one set of behaviours that every store (SQLite today, PostgreSQL
+// next) must show, driven through the real engine::Sequencer with an injected clock.
+//
+// To run it against another store, add one StoreKind to INSTANTIATE_TEST_SUITE_P at the bottom.
+// A factory gets a fresh temporary directory per test; called twice with the same directory it
+// must open the same database again (the reopen case relies on that). Everything in the cases
+// themselves stays store-agnostic: only the Store interface is used.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/json/parse.hpp>
+#include <functional>
+#include <latch>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "edge_commands.hpp"
+#include "engine/event_bus.hpp"
+#include "engine/sequencer.hpp"
+#include "ledger/batch.hpp"
+#include "store/store.hpp"
+
+namespace stub::store::conformance {
+namespace {
+
+using ledger::ApiKey;
+using ledger::BudgetNode;
+using ledger::Entry;
+using ledger::Hold;
+using ledger::HoldStatus;
+using ledger::Outcome;
+
+using StoreFactory = std::function<std::unique_ptr<Store>(const std::string& temp_dir)>;
+
+struct StoreKind {
+  std::string name;
+  StoreFactory factory;
+};
+
+void PrintTo(const StoreKind& kind, std::ostream* os) {
+  *os << kind.name;
+}
+
+std::unique_ptr<Store> open_sqlite(const std::string& temp_dir) {
+  StoreOptions options;
+  options.read_connections = 4;
+  auto opened = open_store("sqlite:" + temp_dir + "/stub.db", options);
+  if (!opened.ok()) {
+    ADD_FAILURE() << "open_store: " << opened.error().message;
+    return nullptr;
+  }
+  return std::move(opened).value();
+}
+
+void expect_same_entry(const Entry& actual, const Entry& expected) {
+  EXPECT_EQ(actual.root, expected.root);
+  EXPECT_EQ(actual.seq, expected.seq);
+  EXPECT_EQ(actual.ts, expected.ts);
+  EXPECT_EQ(actual.kind, expected.kind);
+  EXPECT_EQ(actual.budget, expected.budget);
+  EXPECT_EQ(actual.amount, expected.amount);
+  EXPECT_EQ(actual.vendor, expected.vendor);
+  EXPECT_EQ(actual.intent, expected.intent);
+  EXPECT_EQ(actual.tags_json, expected.tags_json);
+  EXPECT_EQ(actual.receipt_json, expected.receipt_json);
+  EXPECT_EQ(actual.hold_id, expected.hold_id);
+  EXPECT_EQ(actual.code, expected.code);
+  EXPECT_EQ(actual.actor, expected.actor);
+  EXPECT_EQ(actual.detail_json, expected.detail_json);
+  ASSERT_EQ(actual.postings.size(), expected.postings.size());
+  for (size_t i = 0; i < actual.postings.size(); ++i) {
+    EXPECT_EQ(actual.postings[i].account, expected.postings[i].account);
+    EXPECT_EQ(actual.postings[i].amount, expected.postings[i].amount);
+  }
+  EXPECT_EQ(actual.prev_hash, expected.prev_hash);
+  EXPECT_EQ(actual.hash, expected.hash);
+}
+
+class StoreConformance : public ::testing::TestWithParam<StoreKind> {
+ protected:
+  void SetUp() override { open(); }
+  void TearDown() override { close(); }
+
+  void open() {
+    store_ = GetParam().factory(directory_.str());
+    ASSERT_NE(store_, nullptr);
+    engine::SequencerOptions options;
+    options.batch_size_max = 256;
+    options.queue_capacity = 4'096;
+    sequencer_ = std::make_unique<engine::Sequencer>(
+        *store_, [this] { return clock_.load(); }, std::move(options), &events_);
+  }
+
+  void close() {
+    sequencer_.reset();  // commits what is queued, then stops
+    store_.reset();
+  }
+
+  Outcome run(const ledger::Command& command) { return sequencer_->execute(command); }
+
+  // Runs a command that must succeed with `status`, and returns its body.
+  boost::json::object expect_status(const ledger::Command& command, int status) {
+    const Outcome outcome = run(command);
+    EXPECT_TRUE(outcome.ok()) << (outcome.ok() ? "" : outcome.error().message);
+    if (!outcome.ok())
+      return {};
+    EXPECT_EQ(outcome->status, status) << outcome->body;
+    return boost::json::parse(outcome->body).as_object();
+  }
+
+  // Runs a command that must fail with `subcode`.
+  Error expect_error(const ledger::Command& command, const std::string& subcode) {
+    const Outcome outcome = run(command);
+    EXPECT_FALSE(outcome.ok()) << (outcome.ok() ? outcome->body : "");
+    if (outcome.ok())
+      return Error{};
+    EXPECT_EQ(outcome.error().subcode, subcode) << outcome.error().message;
+    return outcome.error();
+  }
+
+  BudgetNode budget(const std::string& path) {
+    auto found = store_->get_budget(path);
+    EXPECT_TRUE(found.ok());
+    if (!found.ok() || !found.value()) {
+      ADD_FAILURE() << "no budget " << path;
+      return {};
+    }
+    return *found.value();
+  }
+
+  Hold hold_row(const std::string& id) {
+    auto found = store_->get_hold(id);
+    EXPECT_TRUE(found.ok());
+    if (!found.ok() || !found.value()) {
+      ADD_FAILURE() << "no hold " << id;
+      return {};
+    }
+    return *found.value();
+  }
+
+  std::vector<Entry> all_entries(const std::string& root) {
+    std::vector<Entry> out;
+    int64_t after = 0;
+    while (true) {
+      auto page = store_->list_entries(root, after, 100);
+      EXPECT_TRUE(page.ok());
+      if (!page.ok() || page->entries.empty())
+        break;
+      out.insert(out.end(), page->entries.begin(), page->entries.end());
+      after = page->next_after;
+    }
+    return out;
+  }
+
+  ledger::VerifyReport verify(const std::string& root) {
+    auto report = store_->verify(root, nullptr);
+    EXPECT_TRUE(report.ok());
+    if (!report.ok())
+      return {};
+    return report.value();
+  }
+
+  void advance(Micros by) { clock_ += by; }
+  Micros now() const { return clock_.load(); }
+
+  TempDirectory directory_;
+  std::atomic<Micros> clock_{t0};
+  engine::EventBus events_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<engine::Sequencer> sequencer_;
+};
+
+// A small company: acme (100.00) -> research (40.00 a day, at most 5.00 a spend) -> agent.
+class StoreConformanceWithTree : public StoreConformance {
+ protected:
+  void SetUp() override {
+    StoreConformance::SetUp();
+    expect_status(set_budget("acme", units(100)), 201);
+    expect_status(set_budget("acme/research", units(40), ledger::Period::day, units(5)), 201);
+    expect_status(set_budget("acme/research/agent", std::nullopt), 201);
+  }
+};
+
+TEST_P(StoreConformance, EmptyStoreReadsNothing) {
+  EXPECT_FALSE(store_->get_budget("acme").value().has_value());
+  EXPECT_TRUE(store_->get_lineage("acme/research").value().empty());
+  EXPECT_TRUE(store_->list_subtree("acme").value().empty());
+  EXPECT_TRUE(store_->list_roots().value().empty());
+  EXPECT_FALSE(store_->get_hold("hold_1").value().has_value());
+  EXPECT_TRUE(store_->list_expired_holds(now() + 365 * 86'400 * second, 100).value().empty());
+  EXPECT_FALSE(store_->get_key("key_1").value().has_value());
+  const auto page = store_->list_entries("acme", 0, 100);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->entries.empty());
+  EXPECT_EQ(page->next_after, 0);
+  EXPECT_EQ(store_->list_entries("acme", 5, 100)->next_after, 5);
+  EXPECT_FALSE(store_->get_idempotency("acme", "admin:k1").value().has_value());
+  const auto report = store_->verify("acme", nullptr);
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.error().code, ErrorCode::not_found);
+}
+
+TEST_P(StoreConformance, SetBudgetCreatesNodesAndReadsThemBack) {
+  const boost::json::object root = expect_status(set_budget("acme", units(100)), 201);
+  EXPECT_EQ(root.at("limit").as_string(), "100.00");
+  expect_status(set_budget("acme/research", units(40), ledger::Period::day, units(5)), 201);
+  expect_status(set_budget("acme/research/agent", std::nullopt), 201);
+  ledger::Command beta = set_budget("beta", std::nullopt, ledger::Period::none);
+  beta.settings.currency = "EUR";
+  expect_status(beta, 201);
+
+  const BudgetNode research = budget("acme/research");
+  EXPECT_EQ(research.path, "acme/research");
+  EXPECT_EQ(research.root, "acme");
+  EXPECT_EQ(research.parent, "acme");
+  EXPECT_EQ(research.limit, units(40));
+  EXPECT_EQ(research.period, ledger::Period::day);
+  EXPECT_EQ(research.period_start, ledger::period_start(ledger::Period::day, now()));
+  EXPECT_EQ(research.per_txn_max, units(5));
+  EXPECT_FALSE(research.frozen);
+  EXPECT_EQ(research.spent, Money::zero());
+  EXPECT_EQ(research.reserved, Money::zero());
+  EXPECT_EQ(research.created_at, now());
+  EXPECT_FALSE(budget("acme/research/agent").limit.has_value());
+  EXPECT_EQ(budget("acme").period, ledger::Period::month);
+  EXPECT_EQ(budget("beta").currency, "EUR");
+  EXPECT_EQ(budget("beta").period, ledger::Period::none);
+
+  const auto lineage = store_->get_lineage("acme/research/agent");
+  ASSERT_TRUE(lineage.ok());
+  ASSERT_EQ(lineage->size(), 3u);
+  EXPECT_EQ((*lineage)[0].path, "acme");
+  EXPECT_EQ((*lineage)[1].path, "acme/research");
+  EXPECT_EQ((*lineage)[2].path, "acme/research/agent");
+  EXPECT_TRUE(store_->get_lineage("acme/nobody/agent").value().empty());
+
+  const auto subtree = store_->list_subtree("acme");
+  ASSERT_TRUE(subtree.ok());
+  std::vector<std::string> paths;
+  for (const BudgetNode& node : subtree.value())
+    paths.push_back(node.path);
+  EXPECT_EQ(paths, (std::vector<std::string>{"acme", "acme/research", "acme/research/agent"}));
+  EXPECT_EQ(store_->list_subtree("beta")->size(), 1u);
+  EXPECT_EQ(store_->list_roots().value(), (std::vector<std::string>{"acme", "beta"}));
+
+  // Each root has its own chain: three entries on acme, one on beta.
+  EXPECT_EQ(budget("acme").head_seq, 3);
+  EXPECT_EQ(budget("beta").head_seq, 1);
+  EXPECT_EQ(budget("acme").head_hash, all_entries("acme").back().hash);
+  EXPECT_EQ(budget("acme/research").head_seq, 0);  // only roots carry a chain head
+}
+
+TEST_P(StoreConformance, SetBudgetRefusalsWriteNothing) {
+  expect_status(set_budget("acme", units(10)), 201);
+  expect_error(set_budget("acme/nobody/agent", units(1)), "parent_not_found");
+  expect_error(set_budget("other/team", units(1)), "parent_not_found");
+  EXPECT_FALSE(store_->get_budget("acme/nobody/agent").value().has_value());
+  EXPECT_FALSE(store_->get_budget("other/team").value().has_value());
+  expect_status(spend("acme", units(6), "hold_1"), 201);
+  expect_error(set_budget("acme", units(5)), "limit_below_usage");
+  EXPECT_EQ(budget("acme").limit, units(10));
+  EXPECT_EQ(budget("acme").head_seq, 2);
+  EXPECT_EQ(all_entries("acme").size(), 2u);
+}
+
+TEST_P(StoreConformanceWithTree, SpendsCountOnEveryLevel) {
+  const boost::json::object body =
+      expect_status(spend("acme/research/agent", units(3), "hold_s1"), 201);
+  EXPECT_EQ(body.at("status").as_string(), "captured");
+  expect_status(spend("acme/research", cents(150), "hold_s2"), 201);
+  EXPECT_EQ(budget("acme").spent, cents(450));
+  EXPECT_EQ(budget("acme/research").spent, cents(450));
+  EXPECT_EQ(budget("acme/research/agent").spent, units(3));
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+
+  // Above the per-transaction maximum of research: a denial, recorded, nothing spent.
+  const boost::json::object denied =
+      expect_status(spend("acme/research/agent", cents(501), "hold_s3"), 402);
+  EXPECT_EQ(denied.at("error").at("code").as_string(), "per_txn_exceeded");
+  EXPECT_EQ(denied.at("error").at("budget").as_string(), "acme/research");
+  EXPECT_EQ(budget("acme").spent, cents(450));
+  const std::vector<Entry> entries = all_entries("acme");
+  ASSERT_EQ(entries.size(), 6u);
+  EXPECT_EQ(entries[3].kind, "spend");
+  EXPECT_EQ(entries[3].amount, units(3));
+  EXPECT_EQ(entries[3].budget, "acme/research/agent");
+  EXPECT_EQ(entries[3].receipt_json, R"({"usage":{"cost":0.5,"tokens":1200}})");
+  EXPECT_EQ(entries[5].kind, "deny");
+  EXPECT_EQ(entries[5].code, "per_txn_exceeded");
+  EXPECT_TRUE(entries[5].postings.empty());
+}
+
+TEST_P(StoreConformanceWithTree, SpentResetsLazilyInANewPeriod) {
+  for (int i = 0; i < 8; ++i)
+    expect_status(spend("acme/research", units(5), "hold_" + std::to_string(i)), 201);
+  EXPECT_EQ(expect_status(spend("acme/research", units(1), "hold_x"), 402)
+                .at("error")
+                .at("budget")
+                .as_string(),
+            "acme/research");
+  EXPECT_EQ(budget("acme").spent, units(40));
+  // Research has a daily limit; the root a monthly one. Within the same month only research
+  // starts afresh the next day.
+  advance(86'400 * second);  // 2024-02-29 -> 2024-03-01: a new day AND a new month
+  EXPECT_EQ(budget("acme/research").spent_at(now()), Money::zero());
+  EXPECT_EQ(budget("acme").spent_at(now()), Money::zero());
+  expect_status(spend("acme/research", units(5), "hold_y"), 201);
+  EXPECT_EQ(budget("acme/research").spent, units(5));
+  EXPECT_EQ(budget("acme/research").period_start, ledger::period_start(ledger::Period::day, now()));
+  EXPECT_EQ(budget("acme").spent, units(5));
+  EXPECT_EQ(budget("acme").period_start, ledger::period_start(ledger::Period::month, now()));
+  advance(86'400 * second);  // 2024-03-02: research resets, the root does not
+  for (int i = 0; i < 8; ++i)
+    expect_status(spend("acme/research", units(5), "hold_z" + std::to_string(i)), 201);
+  EXPECT_EQ(budget("acme").spent, units(45));
+  EXPECT_EQ(budget("acme/research").spent, units(40));
+}
+
+TEST_P(StoreConformanceWithTree, HoldCaptureAndVoid) {
+  const boost::json::object held =
+      expect_status(hold("acme/research/agent", units(4), "hold_h1", 300 * second), 201);
+  EXPECT_EQ(held.at("status").as_string(), "held");
+  Hold row = hold_row("hold_h1");
+  EXPECT_EQ(row.status, HoldStatus::held);
+  EXPECT_EQ(row.root, "acme");
+  EXPECT_EQ(row.budget, "acme/research/agent");
+  EXPECT_EQ(row.amount, units(4));
+  EXPECT_EQ(row.created_at, now());
+  EXPECT_EQ(row.expires_at, now() + 300 * second);
+  EXPECT_EQ(row.vendor, "anthropic");
+  EXPECT_EQ(row.actor, "admin");
+  for (const char* path : {"acme", "acme/research", "acme/research/agent"})
+    EXPECT_EQ(budget(path).reserved, units(4)) << path;
+
+  advance(10 * second);
+  const boost::json::object captured =
+      expect_status(capture("acme/research/agent", "hold_h1", cents(275)), 200);
+  EXPECT_EQ(captured.at("status").as_string(), "captured");
+  row = hold_row("hold_h1");
+  EXPECT_EQ(row.status, HoldStatus::captured);
+  EXPECT_EQ(row.captured, cents(275));
+  EXPECT_EQ(row.settled_at, now());
+  for (const char* path : {"acme", "acme/research", "acme/research/agent"}) {
+    EXPECT_EQ(budget(path).reserved, Money::zero()) << path;
+    EXPECT_EQ(budget(path).spent, cents(275)) << path;
+  }
+
+  expect_status(hold("acme/research", units(5), "hold_h2", 300 * second), 201);
+  EXPECT_EQ(budget("acme").reserved, units(5));
+  expect_status(void_hold("acme/research", "hold_h2"), 200);
+  EXPECT_EQ(hold_row("hold_h2").status, HoldStatus::voided);
+  EXPECT_EQ(hold_row("hold_h2").captured, Money::zero());
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").spent, cents(275));
+
+  expect_error(capture("acme/research", "hold_h2"), "hold_not_held");
+  expect_error(void_hold("acme/research/agent", "hold_h1"), "hold_not_held");
+  expect_error(capture("acme/research", "hold_none"), "hold_not_found");
+  const std::vector<Entry> entries = all_entries("acme");
+  std::vector<std::string> kinds;
+  for (const Entry& entry : entries)
+    kinds.push_back(entry.kind);
+  EXPECT_EQ(kinds, (std::vector<std::string>{"budget_set", "budget_set", "budget_set", "hold",
+                                             "capture", "hold", "void"}));
+}
+
+TEST_P(StoreConformanceWithTree, ExpiredHoldsAreListedAndSwept) {
+  expect_status(hold("acme/research", units(2), "hold_e1", 10 * second), 201);
+  expect_status(
+      hold("acme/research/agent", units(3), "hold_e2", 20 * second, ledger::OnExpiry::void_hold),
+      201);
+  expect_status(hold("acme/research", units(4), "hold_e3", 3'600 * second), 201);
+  expect_status(hold("acme/research", units(1), "hold_e4", 5 * second), 201);
+  expect_status(void_hold("acme/research", "hold_e4"), 200);  // settled: never listed
+
+  EXPECT_TRUE(store_->list_expired_holds(now() + 10 * second - 1, 10).value().empty());
+  advance(20 * second);  // exactly hold_e2's expiry: due
+  const auto due = store_->list_expired_holds(now(), 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 2u);
+  EXPECT_EQ((*due)[0].id, "hold_e1");  // oldest expiry first
+  EXPECT_EQ((*due)[1].id, "hold_e2");
+  const auto first = store_->list_expired_holds(now(), 1);
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ((*first)[0].id, "hold_e1");
+
+  for (const Hold& expired : due.value())
+    expect_status(expire(expired), 200);
+  EXPECT_TRUE(store_->list_expired_holds(now(), 10).value().empty());
+  EXPECT_EQ(hold_row("hold_e1").status, HoldStatus::expired);
+  EXPECT_EQ(hold_row("hold_e1").captured, units(2));  // conservative: captured at its amount
+  EXPECT_EQ(hold_row("hold_e2").status, HoldStatus::expired);
+  EXPECT_EQ(hold_row("hold_e2").captured, Money::zero());  // created with on_expiry "void"
+  EXPECT_EQ(budget("acme").spent, units(2));
+  EXPECT_EQ(budget("acme").reserved, units(4));
+  EXPECT_EQ(budget("acme/research/agent").reserved, Money::zero());
+  const Entry last = all_entries("acme").back();
+  EXPECT_EQ(last.kind, "expire");
+  EXPECT_EQ(last.actor, "system");
+
+  // A capture that arrives after the expiry but before the sweeper: the expiry is recorded, and
+  // the capture conflicts.
+  advance(3'600 * second);
+  expect_error(capture("acme/research", "hold_e3", units(1)), "hold_not_held");
+  EXPECT_EQ(hold_row("hold_e3").status, HoldStatus::expired);
+  EXPECT_EQ(hold_row("hold_e3").captured, units(4));
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").spent, units(6));
+  EXPECT_EQ(all_entries("acme").back().kind, "expire");
+  EXPECT_TRUE(store_->list_expired_holds(now(), 10).value().empty());
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, FreezeRefusesSpendsUntilUnfrozen) {
+  const boost::json::object frozen = expect_status(freeze("acme/research", "runaway loop"), 200);
+  EXPECT_TRUE(frozen.at("frozen").as_bool());
+  EXPECT_TRUE(budget("acme/research").frozen);
+  EXPECT_EQ(budget("acme/research").frozen_reason, "runaway loop");
+  const boost::json::object denied =
+      expect_status(spend("acme/research/agent", units(1), "hold_f1"), 402);
+  EXPECT_EQ(denied.at("error").at("code").as_string(), "frozen");
+  EXPECT_EQ(denied.at("error").at("budget").as_string(), "acme/research");
+  expect_status(unfreeze("acme/research"), 200);
+  EXPECT_FALSE(budget("acme/research").frozen);
+  EXPECT_EQ(budget("acme/research").frozen_reason, "");
+  expect_status(spend("acme/research/agent", units(1), "hold_f2"), 201);
+  EXPECT_EQ(budget("acme").spent, units(1));
+  std::vector<std::string> kinds;
+  for (const Entry& entry : all_entries("acme"))
+    kinds.push_back(entry.kind);
+  EXPECT_EQ(kinds, (std::vector<std::string>{"budget_set", "budget_set", "budget_set", "freeze",
+                                             "deny", "unfreeze", "spend"}));
+}
+
+TEST_P(StoreConformanceWithTree, KeysAreCreatedUsedAndRevoked) {
+  expect_status(set_budget("acme/sales", std::nullopt), 201);
+  const boost::json::object created = expect_status(
+      create_key("acme/research", "key_r1", "research bot", now() + 3'600 * second), 201);
+  EXPECT_EQ(created.at("id").as_string(), "key_r1");
+  EXPECT_TRUE(created.at("key").is_null());  // the secret is never stored
+  const auto key = store_->get_key("key_r1");
+  ASSERT_TRUE(key.ok() && key->has_value());
+  EXPECT_EQ(key->value().budget, "acme/research");
+  EXPECT_EQ(key->value().name, "research bot");
+  EXPECT_EQ(key->value().secret_hash, ledger::sha256_hex("secret-for-key_r1"));
+  EXPECT_EQ(key->value().created_at, now());
+  EXPECT_EQ(key->value().expires_at, now() + 3'600 * second);
+  EXPECT_EQ(key->value().revoked_at, 0);
+
+  expect_status(as_actor(spend("acme/research/agent", units(1), "hold_k1"), "key_r1"), 201);
+  EXPECT_EQ(all_entries("acme").back().actor, "key_r1");
+  expect_error(as_actor(spend("acme/sales", units(1), "hold_k2"), "key_r1"), "outside_key_subtree");
+
+  expect_status(revoke_key("acme", "key_r1"), 200);
+  EXPECT_EQ(store_->get_key("key_r1").value()->revoked_at, now());
+  expect_error(as_actor(spend("acme/research", units(1), "hold_k3"), "key_r1"), "key_not_usable");
+  expect_error(revoke_key("acme", "key_none"), "key_not_found");
+  expect_error(create_key("acme/nobody", "key_r2", "orphan"), "budget_not_found");
+  EXPECT_FALSE(store_->get_key("key_r2").value().has_value());
+
+  // An expired key is refused too.
+  expect_status(create_key("acme/sales", "key_s1", "sales bot", now() + 60 * second), 201);
+  advance(60 * second);
+  expect_error(as_actor(spend("acme/sales", units(1), "hold_k4"), "key_s1"), "key_not_usable");
+
+  std::vector<std::string> kinds;
+  for (const Entry& entry : all_entries("acme"))
+    kinds.push_back(entry.kind);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "key_created"), 2);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "key_revoked"), 1);
+  EXPECT_EQ(budget("acme").spent, units(1));
+}
+
+TEST_P(StoreConformanceWithTree, EntriesPageWithAfterAndLimit) {
+  // Shared with the subscriber: a publish may still be running when unsubscribe returns.
+  struct Published {
+    std::mutex mutex;
+    std::vector<Entry> entries;
+  };
+  auto published = std::make_shared<Published>();
+  const uint64_t subscription = events_.subscribe([published](const engine::EntryBatch& batch) {
+    std::lock_guard lock(published->mutex);
+    published->entries.insert(published->entries.end(), batch->begin(), batch->end());
+  });
+  for (int i = 0; i < 7; ++i) {
+    expect_status(spend("acme/research/agent", cents(10 + i), "hold_p" + std::to_string(i)), 201);
+  }
+  // Another root, another chain. Its answer also means the committer has published the batches
+  // before it (answers come before the publish of the same batch).
+  expect_status(set_budget("zeta", std::nullopt), 201);
+  events_.unsubscribe(subscription);
+
+  // 3 budget_set + 7 spends on acme.
+  std::vector<Entry> paged;
+  int64_t after = 0;
+  std::vector<int64_t> next_afters;
+  while (true) {
+    const auto page = store_->list_entries("acme", after, 3);
+    ASSERT_TRUE(page.ok());
+    ASSERT_LE(page->entries.size(), 3u);
+    if (page->entries.empty()) {
+      EXPECT_EQ(page->next_after, after);
+      break;
+    }
+    EXPECT_EQ(page->entries.front().seq, after + 1);
+    EXPECT_EQ(page->next_after, page->entries.back().seq);
+    next_afters.push_back(page->next_after);
+    paged.insert(paged.end(), page->entries.begin(), page->entries.end());
+    after = page->next_after;
+  }
+  EXPECT_EQ(next_afters, (std::vector<int64_t>{3, 6, 9, 10}));
+  ASSERT_EQ(paged.size(), 10u);
+  for (size_t i = 0; i < paged.size(); ++i) {
+    EXPECT_EQ(paged[i].seq, static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(paged[i].root, "acme");
+  }
+  const auto middle = store_->list_entries("acme", 4, 2);
+  ASSERT_EQ(middle->entries.size(), 2u);
+  EXPECT_EQ(middle->entries[0].seq, 5);
+  EXPECT_EQ(middle->next_after, 6);
+  EXPECT_TRUE(store_->list_entries("acme", 10, 5)->entries.empty());
+  EXPECT_EQ(store_->list_entries("zeta", 0, 10)->entries.size(), 1u);
+
+  // What the store gives back is exactly what the sequencer committed and published. (The
+  // publish of SetUp's last batch may also arrive, since answers precede the publish.)
+  std::lock_guard lock(published->mutex);
+  std::map<int64_t, Entry> published_acme;
+  for (const Entry& entry : published->entries) {
+    if (entry.root == "acme") {
+      EXPECT_TRUE(published_acme.emplace(entry.seq, entry).second) << "published twice";
+    }
+  }
+  for (int64_t seq = 4; seq <= 10; ++seq)
+    EXPECT_TRUE(published_acme.contains(seq)) << seq;
+  for (const auto& [seq, entry] : published_acme) {
+    ASSERT_GE(seq, 1);
+    ASSERT_LE(seq, 10);
+    expect_same_entry(paged[static_cast<size_t>(seq) - 1], entry);
+  }
+}
+
+TEST_P(StoreConformanceWithTree, IdempotentReplayReturnsTheOriginalAnswer) {
+  const ledger::Command first =
+      with_key(spend("acme/research/agent", units(2), "hold_i1"), "key-1", "hash-1");
+  const Outcome original = run(first);
+  ASSERT_TRUE(original.ok());
+  ASSERT_EQ(original->status, 201);
+  const int64_t head = budget("acme").head_seq;
+
+  // The edge would give the retry a new hold id; the answer must still be the first one.
+  ledger::Command retry = first;
+  retry.hold_id = "hold_i2";
+  for (int i = 0; i < 3; ++i) {
+    const Outcome replay = run(retry);
+    ASSERT_TRUE(replay.ok());
+    EXPECT_EQ(replay->status, original->status);
+    EXPECT_EQ(replay->body, original->body);
+  }
+  EXPECT_EQ(budget("acme").head_seq, head);
+  EXPECT_EQ(budget("acme").spent, units(2));
+  EXPECT_FALSE(store_->get_hold("hold_i2").value().has_value());
+
+  const auto record = store_->get_idempotency("acme", "admin:key-1");
+  ASSERT_TRUE(record.ok() && record->has_value());
+  EXPECT_EQ(record->value().request_hash, "hash-1");
+  EXPECT_EQ(record->value().status, 201);
+  EXPECT_EQ(record->value().body, original->body);
+  EXPECT_EQ(record->value().created_at, now());
+
+  // The same key with a different request is a conflict, and writes nothing.
+  ledger::Command reused = first;
+  reused.request_hash = "hash-2";
+  const Error conflict = expect_error(reused, "idempotency_key_reused");
+  EXPECT_EQ(conflict.code, ErrorCode::conflict);
+  EXPECT_EQ(budget("acme").head_seq, head);
+  EXPECT_EQ(store_->get_idempotency("acme", "admin:key-1").value()->request_hash, "hash-1");
+
+  // A denial stays a denial, even once there would be room.
+  const ledger::Command big =
+      with_key(spend("acme/research", units(5), "hold_i3"), "key-2", "hash-3");
+  expect_status(set_budget("acme/research", units(3)), 200);
+  const Outcome denied = run(big);
+  ASSERT_TRUE(denied.ok());
+  ASSERT_EQ(denied->status, 402);
+  expect_status(set_budget("acme/research", units(40)), 200);
+  const Outcome denied_again = run(big);
+  ASSERT_TRUE(denied_again.ok());
+  EXPECT_EQ(denied_again->status, 402);
+  EXPECT_EQ(denied_again->body, denied->body);
+  EXPECT_EQ(budget("acme").spent, units(2));
+}
+
+TEST_P(StoreConformanceWithTree, IdempotencyKeyIsUsedOnceWithinOneBatch) {
+  // Two identical requests decided in the same commit: the second replays the first.
+  const ledger::Command request =
+      with_key(spend("acme/research", units(1), "hold_b1"), "key-b", "hash-b");
+  ledger::Command duplicate = request;
+  duplicate.hold_id = "hold_b2";
+  const std::vector<ledger::Command> commands = {request, duplicate};
+  const ledger::ReadSet read = ledger::read_set_for(commands);
+  std::vector<Outcome> outcomes;
+  const Status status = store_->commit_batch(read, [&](ledger::WorkingSet& state) {
+    outcomes.clear();
+    for (const ledger::Command& command : commands)
+      outcomes.push_back(ledger::apply_command(state, command, now()));
+  });
+  ASSERT_TRUE(status.ok()) << status.error().message;
+  ASSERT_EQ(outcomes.size(), 2u);
+  ASSERT_TRUE(outcomes[0].ok() && outcomes[1].ok());
+  EXPECT_EQ(outcomes[1]->body, outcomes[0]->body);
+  EXPECT_EQ(budget("acme").spent, units(1));
+  EXPECT_EQ(budget("acme").head_seq, 4);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, EveryApplyStartsFromTheCommittedState) {
+  const ledger::Command command = spend("acme/research", units(1), "hold_a1");
+  const std::vector<ledger::Command> commands = {command};
+  const ledger::ReadSet read = ledger::read_set_for(commands);
+
+  struct Seen {
+    size_t new_entries;
+    size_t dirty;
+    size_t new_idempotency;
+    bool has_budgets;
+    int64_t spent;
+    int64_t head_seq;
+  };
+  std::vector<Seen> seen;
+  std::vector<Outcome> outcomes;
+  // One apply callback reused for two commits: every call, including any retry a store makes,
+  // must get a fresh WorkingSet that holds exactly the committed state.
+  const ApplyBatch apply = [&](ledger::WorkingSet& state) {
+    const bool has_budgets =
+        state.budgets.contains("acme") && state.budgets.contains("acme/research");
+    seen.push_back({state.new_entries.size(),
+                    state.dirty_budgets.size() + state.dirty_holds.size() + state.dirty_keys.size(),
+                    state.new_idempotency.size(), has_budgets,
+                    has_budgets ? state.budgets.at("acme/research").spent.micros() : -1,
+                    has_budgets ? state.budgets.at("acme").head_seq : -1});
+    outcomes.clear();
+    outcomes.push_back(ledger::apply_command(state, command, now()));
+  };
+
+  ASSERT_TRUE(store_->commit_batch(read, apply).ok());
+  const size_t first_calls = seen.size();
+  ASSERT_GE(first_calls, 1u);
+  for (const Seen& call : seen) {
+    EXPECT_EQ(call.new_entries, 0u);
+    EXPECT_EQ(call.dirty, 0u);
+    EXPECT_EQ(call.new_idempotency, 0u);
+    EXPECT_TRUE(call.has_budgets);
+    EXPECT_EQ(call.spent, 0);
+    EXPECT_EQ(call.head_seq, 3);
+  }
+  EXPECT_EQ(budget("acme/research").spent, units(1));  // applied once, not once per call
+  EXPECT_EQ(budget("acme").head_seq, 4);
+
+  // The same callback again: it sees the first commit, and nothing left over from it.
+  ASSERT_TRUE(store_->commit_batch(read, apply).ok());
+  ASSERT_GT(seen.size(), first_calls);
+  for (size_t i = first_calls; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].new_entries, 0u);
+    EXPECT_EQ(seen[i].dirty, 0u);
+    EXPECT_EQ(seen[i].spent, units(1).micros());
+    EXPECT_EQ(seen[i].head_seq, 4);
+  }
+  EXPECT_EQ(budget("acme/research").spent, units(2));
+  EXPECT_EQ(budget("acme").head_seq, 5);
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0]->status, 201);
+
+  // An apply that changes nothing commits nothing.
+  ASSERT_TRUE(store_->commit_batch(read, [](ledger::WorkingSet&) {}).ok());
+  EXPECT_EQ(budget("acme").head_seq, 5);
+  EXPECT_EQ(all_entries("acme").size(), 5u);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VerifyChecksARealChainAndReportsProgress) {
+  expect_status(hold("acme/research", units(3), "hold_v1", 60 * second), 201);
+  expect_status(capture("acme/research", "hold_v1", units(2)), 200);
+  expect_status(hold("acme/research", units(1), "hold_v2", 60 * second), 201);
+  expect_status(void_hold("acme/research", "hold_v2"), 200);
+  expect_status(spend("acme/research/agent", units(1), "hold_v3"), 201);
+  expect_status(spend("acme/research/agent", units(50), "hold_v4"), 402);
+  expect_status(freeze("acme", "audit"), 200);
+  expect_status(create_key("acme/research", "key_v", "v"), 201);
+  expect_status(revoke_key("acme", "key_v"), 200);
+  expect_status(set_budget("other", units(1)), 201);
+
+  std::vector<std::pair<int64_t, int64_t>> progress;
+  const auto report = store_->verify("acme", [&](int64_t checked, int64_t total) {
+    progress.push_back({checked, total});
+  });
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok) << report->problem;
+  const BudgetNode root = budget("acme");
+  EXPECT_EQ(report->checked, 12);
+  EXPECT_EQ(report->head_seq, root.head_seq);
+  EXPECT_EQ(report->head_hash, root.head_hash);
+  EXPECT_FALSE(report->first_bad_seq.has_value());
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back(), (std::pair<int64_t, int64_t>{12, 12}));
+  for (size_t i = 1; i < progress.size(); ++i)
+    EXPECT_GE(progress[i].first, progress[i - 1].first);
+
+  EXPECT_TRUE(verify("other").ok);
+  EXPECT_EQ(verify("other").checked, 1);
+  EXPECT_EQ(store_->verify("acme/research", nullptr).error().code, ErrorCode::not_found);
+  EXPECT_EQ(store_->verify("nobody", nullptr).error().code, ErrorCode::not_found);
+}
+
+TEST_P(StoreConformanceWithTree, ReopeningKeepsEverything) {
+  expect_status(with_key(spend("acme/research/agent", units(2), "hold_r1"), "key-r", "hash-r"),
+                201);
+  expect_status(hold("acme/research", units(3), "hold_r2", 600 * second), 201);
+  expect_status(create_key("acme/research", "key_r", "bot"), 201);
+  expect_status(freeze("acme/research/agent", "paused"), 200);
+  const std::vector<BudgetNode> budgets_before = store_->list_subtree("acme").value();
+  const std::vector<Entry> entries_before = all_entries("acme");
+  const Hold hold_before = hold_row("hold_r2");
+  const ApiKey key_before = store_->get_key("key_r").value().value();
+
+  close();
+  open();
+
+  const std::vector<BudgetNode> budgets_after = store_->list_subtree("acme").value();
+  ASSERT_EQ(budgets_after.size(), budgets_before.size());
+  for (size_t i = 0; i < budgets_after.size(); ++i) {
+    const BudgetNode& a = budgets_after[i];
+    const BudgetNode& b = budgets_before[i];
+    EXPECT_EQ(a.path, b.path);
+    EXPECT_EQ(a.parent, b.parent);
+    EXPECT_EQ(a.limit, b.limit);
+    EXPECT_EQ(a.period, b.period);
+    EXPECT_EQ(a.period_start, b.period_start);
+    EXPECT_EQ(a.spent, b.spent);
+    EXPECT_EQ(a.reserved, b.reserved);
+    EXPECT_EQ(a.per_txn_max, b.per_txn_max);
+    EXPECT_EQ(a.frozen, b.frozen);
+    EXPECT_EQ(a.frozen_reason, b.frozen_reason);
+    EXPECT_EQ(a.head_seq, b.head_seq);
+    EXPECT_EQ(a.head_hash, b.head_hash);
+  }
+  const std::vector<Entry> entries_after = all_entries("acme");
+  ASSERT_EQ(entries_after.size(), entries_before.size());
+  for (size_t i = 0; i < entries_after.size(); ++i)
+    expect_same_entry(entries_after[i], entries_before[i]);
+  const Hold hold_after = hold_row("hold_r2");
+  EXPECT_EQ(hold_after.status, hold_before.status);
+  EXPECT_EQ(hold_after.amount, hold_before.amount);
+  EXPECT_EQ(hold_after.expires_at, hold_before.expires_at);
+  const ApiKey key_after = store_->get_key("key_r").value().value();
+  EXPECT_EQ(key_after.secret_hash, key_before.secret_hash);
+  EXPECT_EQ(key_after.budget, key_before.budget);
+  EXPECT_TRUE(verify("acme").ok);
+
+  // The replay still answers from the record, and the chain continues where it stopped.
+  const Outcome replay =
+      run(with_key(spend("acme/research/agent", units(2), "hold_r9"), "key-r", "hash-r"));
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(replay->status, 201);
+  EXPECT_EQ(budget("acme").spent, units(2));
+  expect_status(capture("acme/research", "hold_r2", units(1)), 200);
+  EXPECT_EQ(all_entries("acme").back().seq, entries_before.back().seq + 1);
+  EXPECT_EQ(all_entries("acme").back().prev_hash, entries_before.back().hash);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+// Race tests: many threads spend on ONE hot root with a limit, then every invariant is checked
+// from the database, never from the callers' memory.
+class StoreConformanceRace : public StoreConformance {
+ protected:
+  static constexpr int agents = 4;
+  static constexpr int threads = 8;
+  static constexpr int spends_per_thread = 200;
+  static constexpr int total = threads * spends_per_thread;
+
+  struct Counts {
+    std::atomic<int> accepted{0};
+    std::atomic<int> denied{0};
+    std::atomic<int> failed{0};
+  };
+
+  void create_hot_root(Money limit) {
+    expect_status(set_budget("hot", limit, ledger::Period::none), 201);
+    for (int agent = 0; agent < agents; ++agent)
+      expect_status(set_budget("hot/agent-" + std::to_string(agent), std::nullopt), 201);
+  }
+
+  // Submits `spends_per_thread` spends of `amount` from each of `threads` threads, thread t
+  // through sequencers[t % size] (each sequencer is one server instance), and waits for every
+  // answer. Half of the requests carry an Idempotency-Key.
+  void hammer(const std::vector<engine::Sequencer*>& sequencers, Money amount, Counts& counts) {
+    // Owned by the callbacks too, so that a count_down still returning cannot outlive it.
+    auto answered = std::make_shared<std::latch>(total);
+    std::vector<std::thread> workers;
+    for (int thread = 0; thread < threads; ++thread) {
+      engine::Sequencer* sequencer = sequencers[static_cast<size_t>(thread) % sequencers.size()];
+      workers.emplace_back([&counts, answered, sequencer, amount, thread] {
+        for (int i = 0; i < spends_per_thread; ++i) {
+          const std::string id = "hold_t" + std::to_string(thread) + "_" + std::to_string(i);
+          ledger::Command command =
+              spend("hot/agent-" + std::to_string((thread + i) % agents), amount, id);
+          if (i % 2 == 0)
+            command = with_key(std::move(command), "idem-" + id, "hash-" + id);
+          sequencer->submit(std::move(command), [&counts, answered](Outcome outcome) {
+            if (!outcome.ok()) {
+              ++counts.failed;
+            } else if (outcome->status == 201) {
+              ++counts.accepted;
+            } else if (outcome->status == 402) {
+              ++counts.denied;
+            } else {
+              ++counts.failed;
+            }
+            answered->count_down();
+          });
+        }
+      });
+    }
+    for (std::thread& worker : workers)
+      worker.join();
+    answered->wait();
+  }
+
+  // Reads everything back from the store and checks it against the expected split.
+  void expect_hot_root_consistent(Money amount, Money limit, int64_t expected_accepted) {
+    const BudgetNode root = budget("hot");
+    EXPECT_LE(root.spent.micros() + root.reserved.micros(), limit.micros());
+    EXPECT_EQ(root.spent.micros(), expected_accepted * amount.micros());
+    EXPECT_EQ(root.reserved, Money::zero());
+    int64_t children = 0;
+    for (int agent = 0; agent < agents; ++agent)
+      children += budget("hot/agent-" + std::to_string(agent)).spent.micros();
+    EXPECT_EQ(children, root.spent.micros());
+
+    const std::vector<Entry> entries = all_entries("hot");
+    ASSERT_EQ(static_cast<int64_t>(entries.size()), 1 + agents + total);
+    int64_t spends = 0;
+    int64_t denials = 0;
+    int64_t spent_by_entries = 0;
+    for (const Entry& entry : entries) {
+      if (entry.kind == "spend") {
+        ++spends;
+        spent_by_entries += entry.amount->micros();
+      } else if (entry.kind == "deny") {
+        ++denials;
+        EXPECT_EQ(entry.code, "budget_exceeded");
+      }
+    }
+    EXPECT_EQ(spends, expected_accepted);
+    EXPECT_EQ(denials, total - expected_accepted);
+    EXPECT_EQ(spent_by_entries, root.spent.micros());
+    const ledger::VerifyReport report = verify("hot");
+    EXPECT_TRUE(report.ok) << report.problem;
+    EXPECT_EQ(report.checked, root.head_seq);
+    EXPECT_EQ(root.head_seq, static_cast<int64_t>(entries.size()));
+  }
+};
+
+TEST_P(StoreConformanceRace, ConcurrentSpendsOnOneHotRootNeverOverspend) {
+  const Money amount = cents(25);
+  const Money limit = Money::from_micros(units(300).micros() + cents(10).micros());  // 300.10
+  const int64_t expected_accepted = limit.micros() / amount.micros();                // 1200
+  ASSERT_LT(expected_accepted, total);
+  create_hot_root(limit);
+
+  Counts counts;
+  hammer({sequencer_.get()}, amount, counts);
+  EXPECT_EQ(counts.failed.load(), 0);
+  EXPECT_EQ(counts.accepted.load(), expected_accepted);
+  EXPECT_EQ(counts.denied.load(), total - expected_accepted);
+  expect_hot_root_consistent(amount, limit, expected_accepted);
+}
+
+TEST_P(StoreConformanceRace, TwoInstancesOnOneDatabaseNeverOverspend) {
+  // A second store and sequencer on the same database: a second `stub serve` instance.
+  const Money amount = cents(30);
+  const Money limit = units(201);
+  const int64_t expected_accepted = limit.micros() / amount.micros();  // 670
+  create_hot_root(limit);
+  std::unique_ptr<Store> second_store = GetParam().factory(directory_.str());
+  ASSERT_NE(second_store, nullptr);
+  auto second = std::make_unique<engine::Sequencer>(
+      *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+
+  Counts counts;
+  hammer({sequencer_.get(), second.get()}, amount, counts);
+  second.reset();
+  second_store.reset();
+  EXPECT_EQ(counts.failed.load(), 0);
+  EXPECT_EQ(counts.accepted.load(), expected_accepted);
+  EXPECT_EQ(counts.denied.load(), total - expected_accepted);
+  expect_hot_root_consistent(amount, limit, expected_accepted);
+}
+
+// Every store the suite runs against. PostgreSQL joins here once it lands.
+const auto all_stores = ::testing::Values(StoreKind{"sqlite", open_sqlite});
+
+std::string store_name(const ::testing::TestParamInfo<StoreKind>& info) {
+  return info.param.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, all_stores, store_name);
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceWithTree, all_stores, store_name);
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceRace, all_stores, store_name);
+
+}  // namespace
+}  // namespace stub::store::conformance
