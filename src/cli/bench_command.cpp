@@ -44,7 +44,8 @@ boost::json::object machine_info() {
   int64_t memory_kb = 0;
   std::ifstream meminfo("/proc/meminfo");
   for (std::string line; std::getline(meminfo, line);) {
-    if (line.starts_with("MemTotal:")) memory_kb = std::stoll(line.substr(9));
+    if (line.starts_with("MemTotal:"))
+      memory_kb = std::stoll(line.substr(9));
   }
   return {{"cpus", std::thread::hardware_concurrency()},
           {"cpu_model", model},
@@ -69,7 +70,8 @@ Result<BenchResult> run_one(http::Service& service, const BenchArgs& args, const
   std::vector<std::string> tokens;
   if (mode == "http") {
     auto issued = loadgen::issue_agent_tokens(service.sequencer(), tree);
-    if (!issued.ok()) return issued.error();
+    if (!issued.ok())
+      return issued.error();
     tokens = std::move(issued).value();
   }
   loadgen::DriveOptions options;
@@ -89,19 +91,22 @@ Result<BenchResult> run_one(http::Service& service, const BenchArgs& args, const
             << std::flush;
 
   // Run-out: leave room for a few thousand spends and hammer until every caller is refused.
-  const auto headroom =
-      ledger::Money::from_micros(amount.micros() * static_cast<int64_t>(std::max<size_t>(2'000, callers * 8)));
-  if (Status status = loadgen::set_org_headroom(service.sequencer(), service.store(), tree, headroom);
+  const auto headroom = ledger::Money::from_micros(
+      amount.micros() * static_cast<int64_t>(std::max<size_t>(2'000, callers * 8)));
+  if (Status status =
+          loadgen::set_org_headroom(service.sequencer(), service.store(), tree, headroom);
       !status.ok()) {
     return status.error();
   }
   options.duration = std::chrono::milliseconds(120'000);
   options.stop_after_refusals_per_caller = 3;
-  const loadgen::RunStats run_out = mode == "http"
-                                        ? loadgen::drive_http(service.port(), tokens, tree, options)
-                                        : loadgen::drive_in_process(service.sequencer(), tree, options);
-  auto overspend = loadgen::measure_overspend(service.store(), tree.root, engine::system_clock_micros());
-  if (!overspend.ok()) return overspend.error();
+  const loadgen::RunStats run_out =
+      mode == "http" ? loadgen::drive_http(service.port(), tokens, tree, options)
+                     : loadgen::drive_in_process(service.sequencer(), tree, options);
+  auto overspend =
+      loadgen::measure_overspend(service.store(), tree.root, engine::system_clock_micros());
+  if (!overspend.ok())
+    return overspend.error();
   result.overspend = overspend->is_zero() ? "0" : overspend->to_string();
   std::cerr << " (" << run_out.committed << " committed, " << run_out.refused
             << " refused), overspend " << result.overspend << "\n";
@@ -153,7 +158,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     }
     std::vector<BenchResult> results;
     std::vector<std::string> modes{"inprocess"};
-    if (args->http) modes.push_back("http");
+    if (args->http)
+      modes.push_back("http");
     for (const std::string& mode : modes) {
       for (size_t callers : args->callers) {
         auto result = run_one(**service, *args, mode, callers);
@@ -165,10 +171,12 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       }
     }
     (*service)->stop();
-    if (!temp_dir.empty()) std::filesystem::remove_all(temp_dir);
+    if (!temp_dir.empty())
+      std::filesystem::remove_all(temp_dir);
 
     bool overspent = false;
-    for (const auto& result : results) overspent = overspent || result.overspend != "0";
+    for (const auto& result : results)
+      overspent = overspent || result.overspend != "0";
     if (args->json) {
       boost::json::array rows;
       for (const auto& result : results) {

@@ -52,21 +52,24 @@ constexpr Seed history[] = {
 boost::json::object parse_object(const HttpResponse& response) {
   boost::system::error_code error;
   auto value = boost::json::parse(response.body, error);
-  if (error || !value.is_object()) return {};
+  if (error || !value.is_object())
+    return {};
   return value.as_object();
 }
 
 std::string text(const boost::json::object& object, const char* key) {
   const auto* value = object.if_contains(key);
-  if (value == nullptr || !value->is_string()) return "-";
+  if (value == nullptr || !value->is_string())
+    return "-";
   return std::string(value->get_string());
 }
 
 // Sends a request that must succeed during setup; prints why and returns false otherwise.
 bool must(const Result<HttpResponse>& response, const std::string& what) {
-  if (response.ok() && response->status >= 200 && response->status < 300) return true;
-  std::cerr << "stub demo: " << what << " failed: "
-            << (response.ok() ? response->body : response.error().message) << "\n";
+  if (response.ok() && response->status >= 200 && response->status < 300)
+    return true;
+  std::cerr << "stub demo: " << what
+            << " failed: " << (response.ok() ? response->body : response.error().message) << "\n";
   return false;
 }
 
@@ -94,9 +97,10 @@ bool seed_org(HttpClient& admin, const DemoArgs& args, std::vector<std::string>&
     }
   }
   for (size_t runner = 1; runner <= args.runners; ++runner) {
-    const std::string path = "acme/engineering/batch-runner-" + std::string(runner < 10 ? "0" : "") +
-                             std::to_string(runner);
-    if (!must(admin.request("PUT", "/v1/budgets/" + path, R"({"limit":"25.00","per_txn_max":"1.00"})"),
+    const std::string path = "acme/engineering/batch-runner-" +
+                             std::string(runner < 10 ? "0" : "") + std::to_string(runner);
+    if (!must(admin.request("PUT", "/v1/budgets/" + path,
+                            R"({"limit":"25.00","per_txn_max":"1.00"})"),
               "creating " + path)) {
       return false;
     }
@@ -104,18 +108,20 @@ bool seed_org(HttpClient& admin, const DemoArgs& args, std::vector<std::string>&
                              boost::json::serialize(boost::json::object{
                                  {"budget", path}, {"name", "batch runner"}, {"expires_in", "1d"}}),
                              "demo-key-" + path);
-    if (!must(key, "issuing a key for " + path)) return false;
+    if (!must(key, "issuing a key for " + path))
+      return false;
     runner_tokens.push_back(text(parse_object(*key), "key"));
   }
   for (const Seed& seed : history) {
     for (int i = 0; i < seed.times; ++i) {
-      const std::string body = boost::json::serialize(
-          boost::json::object{{"budget", std::string("acme/") + seed.agent},
-                              {"amount", seed.amount},
-                              {"vendor", seed.vendor},
-                              {"intent", seed.intent},
-                              {"tags", {{"feature", "demo-history"}}}});
-      if (!must(admin.request("POST", "/v1/spends", body, http::random_hex(8)), "seeding history")) {
+      const std::string body =
+          boost::json::serialize(boost::json::object{{"budget", std::string("acme/") + seed.agent},
+                                                     {"amount", seed.amount},
+                                                     {"vendor", seed.vendor},
+                                                     {"intent", seed.intent},
+                                                     {"tags", {{"feature", "demo-history"}}}});
+      if (!must(admin.request("POST", "/v1/spends", body, http::random_hex(8)),
+                "seeding history")) {
         return false;
       }
     }
@@ -142,8 +148,9 @@ void run_worker(const Endpoint& endpoint, const std::string& token, size_t worke
       {"tags", {{"job", "nightly-backlog"}, {"worker", std::to_string(worker)}}}});
   int consecutive_refusals = 0;
   for (int attempt = 0; attempt < 60 && consecutive_refusals < 3; ++attempt) {
-    auto response = client.request("POST", "/v1/spends", body,
-                                    "replay-" + std::to_string(worker) + "-" + std::to_string(attempt));
+    auto response =
+        client.request("POST", "/v1/spends", body,
+                       "replay-" + std::to_string(worker) + "-" + std::to_string(attempt));
     std::lock_guard lock(totals.mutex);
     ++totals.attempted;
     char line[256];
@@ -164,7 +171,8 @@ void run_worker(const Endpoint& endpoint, const std::string& token, size_t worke
       ++totals.refused;
       ++consecutive_refusals;
       const auto& error = object.at("error").as_object();
-      std::snprintf(line, sizeof line, "  \u2717  worker %02zu  %-34s %s  REFUSED    %s at %s (available %s)\n",
+      std::snprintf(line, sizeof line,
+                    "  \u2717  worker %02zu  %-34s %s  REFUSED    %s at %s (available %s)\n",
                     worker, "", args.amount.c_str(), text(error, "code").c_str(),
                     text(error, "budget").c_str(), text(error, "available").c_str());
     } else {
@@ -180,12 +188,14 @@ void run_worker(const Endpoint& endpoint, const std::string& token, size_t worke
 // Worst spent + reserved - limit over every node of the tree, from the server.
 std::string overspend_of(HttpClient& admin) {
   auto tree = admin.request("GET", "/v1/budgets?root=acme");
-  if (!tree.ok() || tree->status != 200) return "unknown";
+  if (!tree.ok() || tree->status != 200)
+    return "unknown";
   int64_t worst = 0;
   const boost::json::object listing = parse_object(*tree);
   for (const auto& node : listing.at("budgets").as_array()) {
     const auto& budget = node.as_object();
-    if (budget.at("limit").is_null()) continue;
+    if (budget.at("limit").is_null())
+      continue;
     const int64_t used = ledger::Money::parse(text(budget, "spent"))->micros() +
                          ledger::Money::parse(text(budget, "reserved"))->micros();
     worst = std::max(worst, used - ledger::Money::parse(text(budget, "limit"))->micros());
@@ -219,9 +229,11 @@ int run_demo(const DemoArgs& args) {
   const Endpoint endpoint{listen->address, std::to_string((*service)->port())};
   HttpClient admin(endpoint, (*service)->admin_token());
   std::vector<std::string> runner_tokens;
-  std::cout << "Creating the demo org: acme -> marketing, engineering -> agents, a month of history..."
-            << std::endl;
-  if (!seed_org(admin, args, runner_tokens)) return 1;
+  std::cout
+      << "Creating the demo org: acme -> marketing, engineering -> agents, a month of history..."
+      << std::endl;
+  if (!seed_org(admin, args, runner_tokens))
+    return 1;
   std::cout << "  acme 955.00 of 1000.00 spent; engineering 560.00 of 650.00; each batch runner "
                "0.00 of 25.00\n\n";
 
@@ -235,7 +247,8 @@ int run_demo(const DemoArgs& args) {
                          std::cref(runner_tokens[worker % runner_tokens.size()]), worker,
                          std::cref(args), std::ref(totals));
   }
-  for (auto& worker : workers) worker.join();
+  for (auto& worker : workers)
+    worker.join();
 
   auto org = admin.request("GET", "/v1/budgets/acme");
   auto verified = admin.request("GET", "/v1/audit/verify?root=acme");
@@ -257,7 +270,8 @@ int run_demo(const DemoArgs& args) {
                          : "NOT VERIFIED")
             << "\n";
   const bool good = totals.errors == 0 && overspend == "0.00" && chain_ok;
-  if (args.exit_after) return good ? 0 : 1;
+  if (args.exit_after)
+    return good ? 0 : 1;
   std::cout << "\nStub is running at " << url << " with the demo data. Try:\n"
             << "  export STUB_URL=" << url << " STUB_TOKEN=" << (*service)->admin_token() << "\n"
             << "  stub budget tree acme\n  stub ledger tail --root acme\n"

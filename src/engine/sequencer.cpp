@@ -117,6 +117,9 @@ void Sequencer::commit(std::vector<Pending>& batch) {
   const ledger::Micros now = clock_();
   std::vector<ledger::Outcome> outcomes;
   auto entries = std::make_shared<std::vector<ledger::Entry>>();
+  size_t entry_count = 0;
+  // Copying the entries out is only worth it when someone is listening.
+  const bool publish = events_ != nullptr && events_->subscriber_count() > 0;
   // The store may call this more than once (after a write conflict); each call starts afresh
   // from the state it read.
   const Status status = store_.commit_batch(read, [&](ledger::WorkingSet& state) {
@@ -125,7 +128,9 @@ void Sequencer::commit(std::vector<Pending>& batch) {
     for (const ledger::Command& command : commands) {
       outcomes.push_back(ledger::apply_command(state, command, now));
     }
-    *entries = state.new_entries;
+    entry_count = state.new_entries.size();
+    if (publish)
+      *entries = state.new_entries;
   });
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
                            std::chrono::steady_clock::now() - started)
@@ -151,8 +156,8 @@ void Sequencer::commit(std::vector<Pending>& batch) {
   for (size_t i = 0; i < batch.size(); ++i)
     batch[i].done(std::move(outcomes[i]));
   if (options_.on_batch)
-    options_.on_batch(BatchStats{batch.size(), entries->size(), elapsed, true});
-  if (events_ != nullptr && !entries->empty())
+    options_.on_batch(BatchStats{batch.size(), entry_count, elapsed, true});
+  if (publish && !entries->empty())
     events_->publish(entries);
 }
 

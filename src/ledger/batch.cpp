@@ -72,9 +72,9 @@ Entry make_entry(const Command& command, std::string_view kind, Micros now) {
   return entry;
 }
 
-Response respond(WorkingSet& state, const Command& command, int status,
-                 const boost::json::object& body, Micros now) {
-  Response response{status, boost::json::serialize(body)};
+Response respond(WorkingSet& state, const Command& command, int status, std::string body,
+                 Micros now) {
+  Response response{status, std::move(body)};
   if (!command.idempotency_key.empty()) {
     IdempotencyRecord record{command.root,         scoped_idempotency_key(command),
                              command.request_hash, status,
@@ -83,6 +83,25 @@ Response respond(WorkingSet& state, const Command& command, int status,
     state.new_idempotency.push_back(std::move(record));
   }
   return response;
+}
+
+Response respond(WorkingSet& state, const Command& command, int status,
+                 const boost::json::object& body, Micros now) {
+  return respond(state, command, status, boost::json::serialize(body), now);
+}
+
+// The answer to an accepted spend, written directly: it is on the hot path of every spend.
+std::string spend_body(const Command& command, Money amount, int64_t seq, Micros now) {
+  std::string out;
+  out.reserve(256);
+  out += "{\"id\":";
+  append_json_string(out, command.hold_id);
+  out += ",\"status\":\"captured\",\"budget\":";
+  append_json_string(out, command.budget);
+  out += ",\"amount\":\"" + amount.to_string() + "\",\"vendor\":";
+  append_json_string(out, command.vendor);
+  out += ",\"seq\":" + std::to_string(seq) + ",\"created_at\":\"" + format_timestamp(now) + "\"}";
+  return out;
 }
 
 std::string vendor_account(const std::string& vendor) {
@@ -154,14 +173,8 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
     entry.hold_id = command.hold_id;
     entry.postings = {{budget_account, amount.negated()}, {vendor_account(command.vendor), amount}};
     append_entry(state, std::move(entry));
-    boost::json::object body{{"id", command.hold_id},
-                             {"status", "captured"},
-                             {"budget", command.budget},
-                             {"amount", amount.to_string()},
-                             {"vendor", command.vendor},
-                             {"seq", state.new_entries.back().seq},
-                             {"created_at", format_timestamp(now)}};
-    return respond(state, command, 201, body, now);
+    return respond(state, command, 201,
+                   spend_body(command, amount, state.new_entries.back().seq, now), now);
   }
 
   adjust_path(state, path, amount, Money::zero(), now);
@@ -442,15 +455,18 @@ std::string scoped_idempotency_key(const Command& command) {
 
 ReadSet read_set_for(std::span<const Command> commands) {
   ReadSet read;
+  // A hot batch repeats a few paths many times: expand each distinct one once.
+  std::unordered_set<std::string_view> expanded;
   for (const Command& command : commands) {
-    read.budgets.insert(command.root);
-    add_lineage(read.budgets, command.budget);
-    if (command.kind == CommandKind::set_budget) {
-      // A new node's parent must exist; its lineage is already in the set.
+    if (expanded.insert(command.budget).second) {
+      read.budgets.insert(command.root);
+      add_lineage(read.budgets, command.budget);  // A new node's parent is in its lineage.
     }
     if (command.kind == CommandKind::create_key)
       add_lineage(read.budgets, command.key.budget);
-    if (!command.hold_id.empty())
+    // A spend's id names no hold row (spends are captured in the same commit), so only hold
+    // commands read theirs.
+    if (!command.hold_id.empty() && command.kind != CommandKind::spend)
       read.holds.insert(command.hold_id);
     if (command.actor != admin_actor)
       read.keys.insert(command.actor);

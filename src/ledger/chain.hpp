@@ -14,9 +14,9 @@ namespace stub::ledger {
 
 std::string sha256_hex(std::string_view data);
 
-// The entry as the API serves it, hash included, as JSON text, written from the stored canonical parts without re-parsing them
-// (Boost.JSON 1.81 may round a receipt's doubles differently on a second parse), so that the
-// served text is exactly what was hashed plus the "hash" member.
+// The entry as the API serves it, hash included, as JSON text, written from the stored canonical
+// parts without re-parsing them (Boost.JSON 1.81 may round a receipt's doubles differently on a
+// second parse), so that the served text is exactly what was hashed plus the "hash" member.
 std::string entry_to_json_text(const Entry& entry);
 // The JCS text of the entry without its hash, written directly (keys are known and sorted).
 std::string entry_canonical_text(const Entry& entry);

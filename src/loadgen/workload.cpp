@@ -22,9 +22,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double percentile_ms(std::vector<int64_t>& micros, double fraction) {
-  if (micros.empty()) return 0;
+  if (micros.empty())
+    return 0;
   const size_t index = std::min(micros.size() - 1, static_cast<size_t>(fraction * micros.size()));
-  std::nth_element(micros.begin(), micros.begin() + static_cast<std::ptrdiff_t>(index), micros.end());
+  std::nth_element(micros.begin(), micros.begin() + static_cast<std::ptrdiff_t>(index),
+                   micros.end());
   return static_cast<double>(micros[index]) / 1000.0;
 }
 
@@ -44,20 +46,24 @@ Status set_budget(engine::Sequencer& sequencer, const std::string& path,
   command.settings.limit = limit;
   command.settings.period = ledger::Period::none;
   const ledger::Outcome outcome = sequencer.execute(std::move(command));
-  if (!outcome.ok()) return outcome.error();
+  if (!outcome.ok())
+    return outcome.error();
   return Status::success();
 }
 
 }  // namespace
 
-std::string BenchTree::team_path(int team) const { return root + "/team-" + std::to_string(team); }
+std::string BenchTree::team_path(int team) const {
+  return root + "/team-" + std::to_string(team);
+}
 
 std::string BenchTree::agent_path(int agent) const {
   return team_path(agent % teams) + "/agent-" + std::to_string(agent);
 }
 
 Status create_tree(engine::Sequencer& sequencer, const BenchTree& tree, ledger::Money org_limit) {
-  if (Status status = set_budget(sequencer, tree.root, org_limit); !status.ok()) return status;
+  if (Status status = set_budget(sequencer, tree.root, org_limit); !status.ok())
+    return status;
   const auto generous = ledger::Money::from_micros(ledger::Money::micros_max / 1'000);
   for (int team = 0; team < tree.teams; ++team) {
     if (Status status = set_budget(sequencer, tree.team_path(team), generous); !status.ok()) {
@@ -77,10 +83,12 @@ Result<std::vector<std::string>> issue_agent_tokens(engine::Sequencer& sequencer
   std::vector<std::string> tokens;
   for (int agent = 0; agent < tree.agent_count(); ++agent) {
     http::IssuedKey issued = http::issue_key(tree.agent_path(agent), "bench", 0);
-    ledger::Command command = admin_command(ledger::CommandKind::create_key, tree.agent_path(agent));
+    ledger::Command command =
+        admin_command(ledger::CommandKind::create_key, tree.agent_path(agent));
     command.key = issued.key;
     const ledger::Outcome outcome = sequencer.execute(std::move(command));
-    if (!outcome.ok()) return outcome.error();
+    if (!outcome.ok())
+      return outcome.error();
     tokens.push_back(issued.token);
   }
   return tokens;
@@ -89,8 +97,10 @@ Result<std::vector<std::string>> issue_agent_tokens(engine::Sequencer& sequencer
 Status set_org_headroom(engine::Sequencer& sequencer, store::Store& store, const BenchTree& tree,
                         ledger::Money headroom) {
   auto root = store.get_budget(tree.root);
-  if (!root.ok()) return root.error();
-  if (!root.value()) return Error{ErrorCode::not_found, "not_found", "No bench root."};
+  if (!root.ok())
+    return root.error();
+  if (!root.value())
+    return Error{ErrorCode::not_found, "not_found", "No bench root."};
   const int64_t used = root.value()->spent.micros() + root.value()->reserved.micros();
   return set_budget(sequencer, tree.root, ledger::Money::from_micros(used + headroom.micros()));
 }
@@ -128,30 +138,33 @@ RunStats drive_in_process(engine::Sequencer& sequencer, const BenchTree& tree,
     command.idempotency_key = key_prefix + std::to_string(caller) + "-" + std::to_string(count);
     command.request_hash = command.idempotency_key;
     const auto started = Clock::now();
-    sequencer.submit(std::move(command), [&, shared, caller, count, started](ledger::Outcome outcome) {
-      const auto now = Clock::now();
-      bool again = false;
-      {
-        std::lock_guard lock(shared->mutex);
-        shared->latencies.push_back(
-            std::chrono::duration_cast<std::chrono::microseconds>(now - started).count());
-        if (!outcome.ok()) {
-          ++shared->stats.failed;
-        } else if (outcome->status == 402) {
-          ++shared->stats.refused;
-          ++shared->consecutive_refusals[caller];
-        } else {
-          ++shared->stats.committed;
-          shared->consecutive_refusals[caller] = 0;
-        }
-        const bool refused_out = options.stop_after_refusals_per_caller > 0 &&
-                                 shared->consecutive_refusals[caller] >=
-                                     options.stop_after_refusals_per_caller;
-        again = !shared->stopping && now < shared->deadline && !refused_out && outcome.ok();
-        if (!again && --shared->outstanding == 0) shared->finished.notify_all();
-      }
-      if (again) submit_next(caller, count + 1);
-    });
+    sequencer.submit(
+        std::move(command), [&, shared, caller, count, started](ledger::Outcome outcome) {
+          const auto now = Clock::now();
+          bool again = false;
+          {
+            std::lock_guard lock(shared->mutex);
+            shared->latencies.push_back(
+                std::chrono::duration_cast<std::chrono::microseconds>(now - started).count());
+            if (!outcome.ok()) {
+              ++shared->stats.failed;
+            } else if (outcome->status == 402) {
+              ++shared->stats.refused;
+              ++shared->consecutive_refusals[caller];
+            } else {
+              ++shared->stats.committed;
+              shared->consecutive_refusals[caller] = 0;
+            }
+            const bool refused_out =
+                options.stop_after_refusals_per_caller > 0 &&
+                shared->consecutive_refusals[caller] >= options.stop_after_refusals_per_caller;
+            again = !shared->stopping && now < shared->deadline && !refused_out && outcome.ok();
+            if (!again && --shared->outstanding == 0)
+              shared->finished.notify_all();
+          }
+          if (again)
+            submit_next(caller, count + 1);
+        });
   };
 
   const auto started = Clock::now();
@@ -159,7 +172,8 @@ RunStats drive_in_process(engine::Sequencer& sequencer, const BenchTree& tree,
     std::lock_guard lock(shared->mutex);
     shared->outstanding = options.callers;
   }
-  for (size_t caller = 0; caller < options.callers; ++caller) submit_next(caller, 0);
+  for (size_t caller = 0; caller < options.callers; ++caller)
+    submit_next(caller, 0);
   {
     std::unique_lock lock(shared->mutex);
     shared->finished.wait(lock, [&] { return shared->outstanding == 0; });
@@ -187,8 +201,8 @@ asio::awaitable<void> http_caller(uint16_t port, std::string token, std::string 
                                   HttpShared& shared) {
   auto executor = co_await asio::this_coro::executor;
   asio::ip::tcp::socket socket(executor);
-  auto [connect_error] = co_await socket.async_connect(
-      {asio::ip::make_address("127.0.0.1"), port}, asio::as_tuple(asio::use_awaitable));
+  auto [connect_error] = co_await socket.async_connect({asio::ip::make_address("127.0.0.1"), port},
+                                                       asio::as_tuple(asio::use_awaitable));
   if (connect_error) {
     ++shared.stats.failed;
     co_return;
@@ -213,8 +227,8 @@ asio::awaitable<void> http_caller(uint16_t port, std::string token, std::string 
     bhttp::response<bhttp::string_body> response;
     boost::system::error_code read_error;
     if (!write_error) {
-      std::tie(read_error, std::ignore) = co_await bhttp::async_read(
-          socket, buffer, response, asio::as_tuple(asio::use_awaitable));
+      std::tie(read_error, std::ignore) =
+          co_await bhttp::async_read(socket, buffer, response, asio::as_tuple(asio::use_awaitable));
     }
     if (write_error || read_error) {
       ++shared.stats.failed;
@@ -266,10 +280,12 @@ RunStats drive_http(uint16_t port, const std::vector<std::string>& tokens, const
 Result<ledger::Money> measure_overspend(store::Store& store, const std::string& root,
                                         ledger::Micros now) {
   auto nodes = store.list_subtree(root);
-  if (!nodes.ok()) return nodes.error();
+  if (!nodes.ok())
+    return nodes.error();
   int64_t worst = 0;
   for (const ledger::BudgetNode& node : *nodes) {
-    if (!node.limit) continue;
+    if (!node.limit)
+      continue;
     const int64_t excess =
         node.spent_at(now).micros() + node.reserved.micros() - node.limit->micros();
     worst = std::max(worst, excess);

@@ -133,6 +133,22 @@ TEST_F(SqliteStoreTest, ReadOnlyStoreVerifiesButRefusesWrites) {
   EXPECT_EQ(status.error().code, ErrorCode::unavailable);
 }
 
+TEST(OpenStore, ASecondOwnerOfOneFileIsRefusedUntilTheFirstCloses) {
+  TempDirectory directory;
+  const std::string url = "sqlite:" + directory.str() + "/stub.db";
+  auto first = open_store(url, StoreOptions{});
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = open_store(url, StoreOptions{});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().subcode, "database_in_use");
+  // Offline verification only reads, so it may open a file that a server owns.
+  StoreOptions read_only;
+  read_only.read_only = true;
+  EXPECT_TRUE(open_store(url, read_only).ok());
+  first.value().reset();
+  EXPECT_TRUE(open_store(url, StoreOptions{}).ok());
+}
+
 TEST(OpenStore, RejectsUnsupportedOrEmptyLocations) {
   const auto postgres = open_store("postgres://localhost/stub", StoreOptions{});
   ASSERT_FALSE(postgres.ok());

@@ -42,6 +42,9 @@ using StoreFactory = std::function<std::unique_ptr<Store>(const std::string& tem
 struct StoreKind {
   std::string name;
   StoreFactory factory;
+  // Whether several instances (processes) may serve one database. SQLite has one owner; a
+  // second open is refused (see sqlite_store_test.cpp).
+  bool multi_instance = false;
 };
 
 void PrintTo(const StoreKind& kind, std::ostream* os) {
@@ -884,6 +887,8 @@ TEST_P(StoreConformanceRace, ConcurrentSpendsOnOneHotRootNeverOverspend) {
 
 TEST_P(StoreConformanceRace, TwoInstancesOnOneDatabaseNeverOverspend) {
   // A second store and sequencer on the same database: a second `stub serve` instance.
+  if (!GetParam().multi_instance)
+    GTEST_SKIP() << GetParam().name << " has a single owner per database";
   const Money amount = cents(30);
   const Money limit = units(201);
   const int64_t expected_accepted = limit.micros() / amount.micros();  // 670
@@ -904,7 +909,7 @@ TEST_P(StoreConformanceRace, TwoInstancesOnOneDatabaseNeverOverspend) {
 }
 
 // Every store the suite runs against. PostgreSQL joins here once it lands.
-const auto all_stores = ::testing::Values(StoreKind{"sqlite", open_sqlite});
+const auto all_stores = ::testing::Values(StoreKind{"sqlite", open_sqlite, false});
 
 std::string store_name(const ::testing::TestParamInfo<StoreKind>& info) {
   return info.param.name;

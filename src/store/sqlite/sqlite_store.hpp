@@ -8,6 +8,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "store/sqlite/sqlite_connection.hpp"
@@ -19,6 +22,7 @@ class SqliteStore final : public Store {
  public:
   static Result<std::unique_ptr<SqliteStore>> open(const std::string& path,
                                                    const StoreOptions& options);
+  ~SqliteStore() override;
 
   Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) override;
   Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) override;
@@ -56,7 +60,26 @@ class SqliteStore final : public Store {
   Status load(Connection& connection, const ledger::ReadSet& read, ledger::WorkingSet& state);
   Status write(Connection& connection, const ledger::WorkingSet& state);
 
+  // Copies committed WAL frames into the database file on its own thread and connection, so
+  // that the committing thread never pays for checkpoints (wal_autocheckpoint is off).
+  void run_checkpointer(std::unique_ptr<Connection> connection);
+
+  static std::string index_key(const std::string& root, const std::string& key);
+  Result<std::optional<ledger::IdempotencyRecord>> find_idempotency(Connection& connection,
+                                                                    const std::string& root,
+                                                                    const std::string& key);
+  Status build_idempotency_index(Connection& connection);
+
   std::unique_ptr<Connection> writer_;  // used only by the committing thread
+  int lock_fd_ = -1;
+  std::mutex idempotency_mutex_;
+  // (root, scoped key) -> idempotency_log.id of committed records.
+  std::unordered_map<std::string, int64_t> idempotency_index_;  // GUARDED_BY(idempotency_mutex_)
+  std::vector<std::pair<std::string, int64_t>> staged_idempotency_;  // committing thread only
+  std::mutex checkpointer_mutex_;
+  std::condition_variable checkpointer_wake_;
+  bool stopping_ = false;  // GUARDED_BY(checkpointer_mutex_)
+  std::thread checkpointer_;
   std::mutex readers_mutex_;
   std::condition_variable readers_available_;
   std::vector<std::unique_ptr<Connection>> readers_;  // GUARDED_BY(readers_mutex_)
