@@ -62,25 +62,48 @@ Authenticator::Authenticator(std::string admin_token, store::Store& store)
   assert(!admin_token.empty());
 }
 
-std::optional<ledger::ApiKey> Authenticator::find_key(const std::string& id) {
+std::optional<ledger::ApiKey> Authenticator::cached_key(const std::string& id) {
   const auto now = std::chrono::steady_clock::now();
-  {
-    std::lock_guard lock(mutex_);
-    auto found = cache_.find(id);
-    if (found != cache_.end() && now - found->second.fetched < cache_ttl)
-      return found->second.key;
-  }
+  std::lock_guard lock(mutex_);
+  auto found = cache_.find(id);
+  if (found != cache_.end() && now - found->second.fetched < cache_ttl)
+    return found->second.key;
+  return std::nullopt;
+}
+
+std::optional<ledger::ApiKey> Authenticator::find_key(const std::string& id) {
+  if (auto cached = cached_key(id))
+    return cached;
   auto key = store_.get_key(id);
   if (!key.ok() || !key.value())
     return std::nullopt;
   std::lock_guard lock(mutex_);
   if (cache_.size() >= cache_entries_max)
     cache_.clear();
-  cache_[id] = Cached{*key.value(), now};
+  cache_[id] = Cached{*key.value(), std::chrono::steady_clock::now()};
   return *key.value();
 }
 
 Result<Principal> Authenticator::authenticate(std::string_view header, ledger::Micros now) {
+  return check(header, now, [this](const std::string& id) { return find_key(id); });
+}
+
+std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::string_view header,
+                                                                           ledger::Micros now) {
+  bool missed = false;
+  Result<Principal> result = check(header, now, [this, &missed](const std::string& id) {
+    auto key = cached_key(id);
+    missed = !key.has_value();
+    return key;
+  });
+  if (missed)
+    return std::nullopt;
+  return result;
+}
+
+Result<Principal> Authenticator::check(
+    std::string_view header, ledger::Micros now,
+    const std::function<std::optional<ledger::ApiKey>(const std::string&)>& lookup) {
   constexpr std::string_view bearer = "Bearer ";
   if (header.empty())
     return unauthorized("Missing Authorization: Bearer <token>.");
@@ -98,7 +121,7 @@ Result<Principal> Authenticator::authenticate(std::string_view header, ledger::M
     return unauthorized("Malformed key token.");
   const std::string id(token.substr(3, dot - 3));
   const std::string_view secret = token.substr(dot + 1);
-  const std::optional<ledger::ApiKey> key = find_key(id);
+  const std::optional<ledger::ApiKey> key = lookup(id);
   if (!key || !constant_time_equal(ledger::sha256_hex(secret), key->secret_hash)) {
     return unauthorized("Unknown token.");
   }

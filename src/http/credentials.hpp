@@ -8,6 +8,7 @@
 // Thread safety: every method may be called from any thread.
 
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -47,9 +48,17 @@ class Authenticator {
 
   // Blocking (may read the store): call from a read-pool thread.
   Result<Principal> authenticate(std::string_view authorization_header, ledger::Micros now);
+  // Never blocks: the answer when it needs no store read (admin token, a cached key, a
+  // malformed header), nullopt when the key must be looked up with authenticate().
+  std::optional<Result<Principal>> authenticate_without_store(std::string_view authorization_header,
+                                                              ledger::Micros now);
 
  private:
   std::optional<ledger::ApiKey> find_key(const std::string& id);
+  std::optional<ledger::ApiKey> cached_key(const std::string& id);
+  Result<Principal> check(
+      std::string_view header, ledger::Micros now,
+      const std::function<std::optional<ledger::ApiKey>(const std::string&)>& lookup);
 
   std::string admin_token_hash_;
   store::Store& store_;

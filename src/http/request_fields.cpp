@@ -1,5 +1,6 @@
 #include "http/request_fields.hpp"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <charconv>
 #include <cmath>
@@ -59,7 +60,12 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   }
   body.object = std::move(value.get_object());
   body.canonical = ledger::canonical_json(body.object);
-  body.number_literals = top_level_number_literals(text);
+  // The literal pass is a second parse: run it only when some top-level member is a number.
+  const bool has_number =
+      std::any_of(body.object.begin(), body.object.end(),
+                  [](const auto& member) { return member.value().is_number(); });
+  if (has_number)
+    body.number_literals = top_level_number_literals(text);
   return body;
 }
 

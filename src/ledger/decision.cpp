@@ -53,8 +53,8 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
   };
 
   // Each rule scans the whole path before the next rule runs, so the code reported is the
-  // first rule in precedence order that any level breaks, and the level is the highest one
-  // that breaks it.
+  // first rule in precedence order that any level breaks; the level is the highest one that
+  // breaks it (for a budget shortfall, the one with the least room).
   for (const BudgetNode* node : path) {
     if (node->frozen) {
       return deny(DenialCode::frozen, *node,
@@ -80,13 +80,22 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
                       " beyond the largest total a budget can track.");
     }
   }
+  // The level reported for a shortfall is the one with the least room (the highest such one on
+  // a tie): it is the binding level, so `budget` and `available` in the denial agree.
+  const BudgetNode* binding = nullptr;
+  std::optional<Money> least_room;
   for (const BudgetNode* node : path) {
     const std::optional<Money> room = node->available_at(now);
-    if (room && request.amount > *room) {
-      return deny(DenialCode::budget_exceeded, *node,
-                  "Amount " + request.amount.to_string() + " exceeds what remains of " +
-                      node->path + " (" + std::max(*room, Money::zero()).to_string() + ").");
+    if (room && (!least_room || *room < *least_room)) {
+      least_room = room;
+      binding = node;
     }
+  }
+  if (least_room && request.amount > *least_room) {
+    assert(binding != nullptr);
+    return deny(DenialCode::budget_exceeded, *binding,
+                "Amount " + request.amount.to_string() + " exceeds what remains of " +
+                    binding->path + " (" + std::max(*least_room, Money::zero()).to_string() + ").");
   }
   assert(decision.accepted);
   return decision;

@@ -7,7 +7,8 @@
 //     reserved is the sum of the held holds below it;
 //   - a spend or hold is accepted exactly when no node on its path is frozen, no per-transaction
 //     maximum is below it and every limit on the path has room for it (no false refusals), and
-//     otherwise denied with the first failing rule at the highest level breaking it.
+//     otherwise denied with the first failing rule at the highest level breaking it (for a
+//     budget shortfall, the level with the least room).
 //
 // After every step the invariants of SPEC section 1 are checked on the implementation's state:
 // no node over its limit, every new entry balanced, seqs gap-free per root, and every root's
@@ -282,10 +283,20 @@ class Model {
       if (nodes[at].per_txn && amount > *nodes[at].per_txn)
         return std::pair{std::string("per_txn_exceeded"), node_paths[at]};
     }
+    // A shortfall is reported at the level with the least room (the highest one on a tie).
+    std::optional<int> binding;
+    int64_t least_room = 0;
     for (int at : path) {
-      if (nodes[at].limit && spent_at(at, now) + reserved(at) + amount > *nodes[at].limit)
-        return std::pair{std::string("budget_exceeded"), node_paths[at]};
+      if (!nodes[at].limit)
+        continue;
+      const int64_t room = *nodes[at].limit - spent_at(at, now) - reserved(at);
+      if (!binding || room < least_room) {
+        binding = at;
+        least_room = room;
+      }
     }
+    if (binding && amount > least_room)
+      return std::pair{std::string("budget_exceeded"), node_paths[*binding]};
     return std::nullopt;
   }
 

@@ -120,7 +120,14 @@ TEST(Decide, ReportsTheHighestLevelBreakingTheFirstRule) {
   budget.agent.limit = units(1);
   const Decision decision = budget.decide_spend(units(6).micros());
   EXPECT_EQ(decision.code, DenialCode::budget_exceeded);
-  EXPECT_EQ(decision.level, "acme");
+  // Every level is short; the one with the least room binds, and the denial's level and
+  // available agree.
+  EXPECT_EQ(decision.level, "acme/team/agent");
+  EXPECT_EQ(decision.available, units(1));
+  Tree tie;
+  tie.root.limit = units(1);
+  tie.agent.limit = units(1);
+  EXPECT_EQ(tie.decide_spend(units(2).micros()).level, "acme");
   // Only the agent is short: it is the level reported.
   const Decision agent_only = budget.decide_spend(units(2).micros());
   EXPECT_EQ(agent_only.level, "acme/team/agent");

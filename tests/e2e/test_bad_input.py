@@ -1,0 +1,278 @@
+"""Bad input gets a clear error and changes nothing (guarantee 6).
+
+Each row: (name, method, path, token, body, expected status, expected error code). `token`
+names a principal set up below (None: no Authorization header). `body` is a dict (sent as
+JSON), a str (sent as is) or None. Paths and bodies may use {placeholders} filled from the
+module's context. For every row the entry count in the SQLite file must not change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stubclient import Client, db_entry_count, db_rows, new_key, parse_ts, wait_until
+
+ROOT = "bad"
+
+
+@pytest.fixture(scope="module")
+def ctx(server, admin):
+    admin.put_budget(ROOT, "100.00")
+    admin.put_budget(f"{ROOT}/a", "20.00")
+    admin.put_budget(f"{ROOT}/b", "20.00")
+    keys = {
+        "admin": server.admin_token,
+        "agent": admin.create_key(f"{ROOT}/a", name="agent")["key"],
+        "other": admin.create_key(f"{ROOT}/b", name="other")["key"],
+    }
+    expiring = admin.create_key(f"{ROOT}/a", name="short-lived", expires_in="1s")
+    keys["expired"] = expiring["key"]
+    revoked = admin.create_key(f"{ROOT}/a", name="revoked")
+    keys["revoked"] = revoked["key"]
+    # The revoked key is used once first, so any cache at the edge knows it as valid.
+    assert Client(server.port, revoked["key"]).get("/v1/budget").status == 200
+    assert admin.delete(f"/v1/keys/{revoked['id']}").status == 200
+
+    agent = Client(server.port, keys["agent"])
+    held = agent.post("/v1/holds", {"amount": "1.00", "vendor": "v"}, idem=new_key())
+    assert held.status == 201, held
+    voided = agent.post("/v1/holds", {"amount": "2.00", "vendor": "v"}, idem=new_key())
+    assert voided.status == 201, voided
+    assert agent.post(f"/v1/holds/{voided.json['id']}/void", idem=new_key()).status == 200
+    return {
+        "keys": keys,
+        "held": held.json["id"],
+        "voided": voided.json["id"],
+        "expired_at": parse_ts(expiring["expires_at"]),
+        "deep": "/".join([ROOT] + [f"s{i}" for i in range(8)]),  # 9 segments
+    }
+
+
+def tags(n: int) -> dict:
+    return {f"k{i}": "v" for i in range(n)}
+
+
+CASES = [
+    # --- malformed bodies -------------------------------------------------------------------
+    ("malformed_json", "POST", "/v1/spends", "agent", '{"amount": "1.00",', 400, "malformed_json"),
+    ("body_not_object", "POST", "/v1/spends", "agent", '["1.00"]', 400, "malformed_json"),
+    ("unknown_field_spend", "POST", "/v1/spends", "agent", {"amount": "1.00", "colour": "red"},
+     400, "unknown_field"),
+    ("unknown_field_hold", "POST", "/v1/holds", "agent", {"amount": "1.00", "receipt": {}},
+     400, "unknown_field"),
+    ("unknown_field_budget", "PUT", f"/v1/budgets/{ROOT}/a", "admin", {"limit": "5", "cap": "1"},
+     400, "unknown_field"),
+    ("unknown_field_capture", "POST", "/v1/holds/{held}/capture", "agent", {"amount": "0.5", "x": 1},
+     400, "unknown_field"),
+    ("unknown_field_key", "POST", "/v1/keys", "admin", {"budget": f"{ROOT}/a", "scope": "all"},
+     400, "unknown_field"),
+    # --- amounts ----------------------------------------------------------------------------
+    ("amount_missing", "POST", "/v1/spends", "agent", {"vendor": "v"}, 400, "missing_field"),
+    ("amount_zero", "POST", "/v1/spends", "agent", {"amount": "0"}, 400, "invalid_amount"),
+    ("amount_zero_number", "POST", "/v1/spends", "agent", '{"amount": 0}', 400, "invalid_amount"),
+    ("amount_negative", "POST", "/v1/spends", "agent", {"amount": "-1.00"}, 400, "invalid_amount"),
+    ("amount_negative_number", "POST", "/v1/spends", "agent", '{"amount": -5}', 400, "invalid_amount"),
+    ("amount_7_decimals", "POST", "/v1/spends", "agent", {"amount": "0.0000001"}, 400, "invalid_amount"),
+    ("amount_7_decimals_number", "POST", "/v1/spends", "agent", '{"amount": 1.1234567}', 400,
+     "invalid_amount"),
+    ("amount_float_inexact", "POST", "/v1/spends", "agent", '{"amount": 0.30000000000000004}', 400,
+     "invalid_amount"),
+    ("amount_exponent", "POST", "/v1/spends", "agent", '{"amount": 1e2}', 400, "invalid_amount"),
+    ("amount_exponent_string", "POST", "/v1/spends", "agent", {"amount": "1e2"}, 400, "invalid_amount"),
+    ("amount_not_a_number", "POST", "/v1/spends", "agent", {"amount": "ten"}, 400, "invalid_amount"),
+    ("amount_bool", "POST", "/v1/spends", "agent", '{"amount": true}', 400, "invalid_amount"),
+    ("amount_hold_negative", "POST", "/v1/holds", "agent", {"amount": "-0.01"}, 400, "invalid_amount"),
+    ("capture_zero", "POST", "/v1/holds/{held}/capture", "agent", {"amount": "0"}, 400,
+     "invalid_amount"),
+    ("limit_negative", "PUT", f"/v1/budgets/{ROOT}/a", "admin", {"limit": "-1"}, 400, "invalid_amount"),
+    ("limit_inexact_number", "PUT", f"/v1/budgets/{ROOT}/a", "admin", '{"limit": 0.30000000000000004}',
+     400, "invalid_amount"),
+    # --- paths and routes -------------------------------------------------------------------
+    ("unknown_route", "GET", "/v1/nope", "admin", None, 404, "not_found"),
+    ("unknown_route_post", "POST", "/v1/spend", "agent", {"amount": "1.00"}, 404, "not_found"),
+    ("unknown_top_level", "GET", "/nope", None, None, 404, "not_found"),
+    ("path_too_deep", "PUT", "/v1/budgets/{deep}", "admin", {"limit": "1"}, 400, "invalid_budget_path"),
+    ("path_too_deep_spend", "POST", "/v1/spends", "admin", {"amount": "1", "budget": "{deep}"}, 400,
+     "invalid_budget_path"),
+    ("path_upper_case", "PUT", "/v1/budgets/Bad", "admin", {"limit": "1"}, 400, "invalid_budget_path"),
+    ("path_segment_too_long", "PUT", "/v1/budgets/" + "a" * 64, "admin", {"limit": "1"}, 400,
+     "invalid_budget_path"),
+    ("parent_missing", "PUT", f"/v1/budgets/{ROOT}/nope/child", "admin", {"limit": "1"}, 404,
+     "parent_not_found"),
+    ("spend_unknown_budget", "POST", "/v1/spends", "admin", {"amount": "1", "budget": f"{ROOT}/zz"},
+     404, "budget_not_found"),
+    ("admin_spend_without_budget", "POST", "/v1/spends", "admin", {"amount": "1"}, 400,
+     "missing_budget"),
+    ("hold_unknown", "POST", "/v1/holds/hold_000000000000000000000000/capture", "agent", {}, 404,
+     "not_found"),
+    ("freeze_unknown_budget", "POST", f"/v1/budgets/{ROOT}/zz/freeze", "admin", {"reason": "x"}, 404,
+     "budget_not_found"),
+    # --- tags and receipts ------------------------------------------------------------------
+    ("tags_17", "POST", "/v1/spends", "agent", {"amount": "1", "tags": tags(17)}, 400, "invalid_tags"),
+    ("tag_value_oversized", "POST", "/v1/spends", "agent", {"amount": "1", "tags": {"k": "x" * 257}},
+     400, "invalid_tags"),
+    ("tag_value_not_string", "POST", "/v1/spends", "agent", {"amount": "1", "tags": {"k": 1}}, 400,
+     "invalid_tags"),
+    ("tags_not_object", "POST", "/v1/spends", "agent", {"amount": "1", "tags": ["a"]}, 400,
+     "invalid_tags"),
+    ("tag_key_oversized", "POST", "/v1/spends", "agent", {"amount": "1", "tags": {"k" * 65: "v"}},
+     400, "invalid_tags"),
+    ("receipt_number_overflow", "POST", "/v1/spends", "agent",
+     '{"amount": "1", "receipt": {"tokens": 1e400}}', 400, "invalid_number"),
+    ("tag_number_overflow_nested", "POST", "/v1/holds", "agent",
+     '{"amount": "1", "tags": {"a": "b"}, "intent": "x", "ttl": "1m", "vendor": "v", "x": [-1e999]}',
+     400, "invalid_number"),
+    ("receipt_too_large", "POST", "/v1/spends", "agent", {"amount": "1", "receipt": {"r": "x" * 17000}},
+     400, "receipt_too_large"),
+    ("capture_receipt_too_large", "POST", "/v1/holds/{held}/capture", "agent",
+     {"receipt": {"r": "x" * 17000}}, 400, "receipt_too_large"),
+    ("body_over_64k", "POST", "/v1/spends", "agent", {"amount": "1", "intent": "x" * 70000}, 413,
+     "too_large"),
+    # --- other fields -----------------------------------------------------------------------
+    ("vendor_not_string", "POST", "/v1/spends", "agent", {"amount": "1", "vendor": 7}, 400,
+     "invalid_field"),
+    ("hold_ttl_too_short", "POST", "/v1/holds", "agent", {"amount": "1", "ttl": "0s"}, 400,
+     "invalid_duration"),
+    ("hold_ttl_too_long", "POST", "/v1/holds", "agent", {"amount": "1", "ttl": "25h"}, 400,
+     "invalid_duration"),
+    ("hold_ttl_garbage", "POST", "/v1/holds", "agent", {"amount": "1", "ttl": "soon"}, 400,
+     "invalid_duration"),
+    ("hold_on_expiry_unknown", "POST", "/v1/holds", "agent", {"amount": "1", "on_expiry": "maybe"},
+     400, "invalid_on_expiry"),
+    ("period_unknown", "PUT", f"/v1/budgets/{ROOT}/a", "admin", {"period": "year"}, 400,
+     "invalid_period"),
+    ("currency_on_child", "PUT", f"/v1/budgets/{ROOT}/a", "admin", {"currency": "EUR"}, 400,
+     "invalid_currency"),
+    ("key_expires_in_zero", "POST", "/v1/keys", "admin", {"budget": f"{ROOT}/a", "expires_in": "0s"},
+     400, "invalid_duration"),
+    ("entries_limit_zero", "GET", f"/v1/entries?root={ROOT}&limit=0", "admin", None, 400,
+     "invalid_query"),
+    ("entries_root_not_root", "GET", f"/v1/entries?root={ROOT}/a", "admin", None, 400, "invalid_root"),
+    # --- auth -------------------------------------------------------------------------------
+    ("no_token", "POST", "/v1/spends", None, {"amount": "1", "budget": f"{ROOT}/a"}, 401,
+     "invalid_token"),
+    ("bad_token", "POST", "/v1/spends", "sk.key_00.nope", {"amount": "1"}, 401, "invalid_token"),
+    ("no_token_get", "GET", f"/v1/budgets/{ROOT}", None, None, 401, "invalid_token"),
+    ("outside_subtree_spend", "POST", "/v1/spends", "agent", {"amount": "1", "budget": f"{ROOT}/b"},
+     403, "outside_key_subtree"),
+    ("outside_subtree_parent", "POST", "/v1/spends", "agent", {"amount": "1", "budget": ROOT}, 403,
+     "outside_key_subtree"),
+    ("outside_subtree_hold", "POST", "/v1/holds", "other", {"amount": "1", "budget": f"{ROOT}/a"}, 403,
+     "outside_key_subtree"),
+    ("outside_subtree_capture", "POST", "/v1/holds/{held}/capture", "other", {}, 403,
+     "outside_key_subtree"),
+    ("outside_subtree_read", "GET", f"/v1/budgets/{ROOT}/b", "agent", None, 403, "outside_key_subtree"),
+    ("agent_puts_budget", "PUT", f"/v1/budgets/{ROOT}/a", "agent", {"limit": "1000"}, 403, "admin_only"),
+    ("agent_creates_key", "POST", "/v1/keys", "agent", {"budget": f"{ROOT}/a"}, 403, "admin_only"),
+    ("agent_freezes", "POST", f"/v1/budgets/{ROOT}/b/freeze", "agent", {"reason": "x"}, 403,
+     "admin_only"),
+    ("expired_key", "POST", "/v1/spends", "expired", {"amount": "1"}, 401, "key_not_usable"),
+    ("revoked_key", "POST", "/v1/spends", "revoked", {"amount": "1"}, 401, "key_not_usable"),
+    ("revoked_key_hold", "POST", "/v1/holds", "revoked", {"amount": "1"}, 401, "key_not_usable"),
+    # --- conflicts --------------------------------------------------------------------------
+    ("capture_exceeds_hold", "POST", "/v1/holds/{held}/capture", "agent", {"amount": "1.01"}, 409,
+     "capture_exceeds_hold"),
+    ("capture_voided_hold", "POST", "/v1/holds/{voided}/capture", "agent", {}, 409, "hold_not_held"),
+    ("void_voided_hold", "POST", "/v1/holds/{voided}/void", "agent", {}, 409, "hold_not_held"),
+    ("limit_below_usage", "PUT", f"/v1/budgets/{ROOT}/a", "admin", {"limit": "0.50"}, 409,
+     "limit_below_usage"),
+    ("idempotency_key_too_long", "POST", "/v1/spends", "agent", {"amount": "1"}, 400,
+     "invalid_idempotency_key"),
+]
+
+
+def fill_path(path: str, ctx: dict) -> str:
+    return path.format(**ctx)
+
+
+def fill_body(body, ctx: dict):
+    """Dict bodies: a value "{name}" becomes ctx[name]. Raw (str) bodies are sent untouched."""
+    if isinstance(body, dict):
+        return {k: fill_body(v, ctx) for k, v in body.items()}
+    if isinstance(body, str) and body.startswith("{") and body.endswith("}") and body[1:-1] in ctx:
+        return ctx[body[1:-1]]
+    return body
+
+
+@pytest.mark.parametrize("name,method,path,token,body,status,code", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_and_changes_nothing(server, ctx, name, method, path, token, body,
+                                                  status, code):
+    if name == "expired_key":
+        wait_until(ctx["expired_at"])  # the one wait on the clock: the key's expiry time
+    bearer = ctx["keys"].get(token, token) if token is not None else None
+    idem = "k" * 256 if name == "idempotency_key_too_long" else new_key()
+    raw = body if isinstance(body, str) else (json.dumps(fill_body(body, ctx)) if body is not None else None)
+    before = db_entry_count(server.db)
+    state_before = db_rows(server.db, "SELECT path, spent, reserved, limit_micros, frozen FROM budgets")
+
+    reply = Client(server.port).request(method, fill_path(path, ctx), raw=raw, token=bearer,
+                                        idem=idem if method != "GET" else None)
+
+    assert reply.status == status, reply
+    error = reply.json["error"]
+    assert error["code"] == code, reply
+    assert error["type"] and error["message"]
+    assert db_entry_count(server.db) == before, "a refused request wrote an entry"
+    state_after = db_rows(server.db, "SELECT path, spent, reserved, limit_micros, frozen FROM budgets")
+    assert [tuple(r) for r in state_after] == [tuple(r) for r in state_before]
+
+
+def test_well_formed_denied_spend_writes_exactly_one_deny_entry(server, ctx):
+    agent = Client(server.port, ctx["keys"]["agent"])
+    before = db_entry_count(server.db, ROOT)
+    reply = agent.post("/v1/spends", {"amount": "25.00", "vendor": "openai", "intent": "too big",
+                                      "tags": {"t": "1"}}, idem=new_key())
+    assert reply.status == 402, reply
+    error = reply.json["error"]
+    assert error["type"] == "denied" and error["code"] == "budget_exceeded"
+    assert error["budget"] == f"{ROOT}/a" and error["requested"] == "25.00"
+    assert db_entry_count(server.db, ROOT) == before + 1
+    rows = db_rows(server.db, "SELECT * FROM entries WHERE root = ? AND seq > ?", (ROOT, before))
+    assert len(rows) == 1
+    deny = rows[0]
+    assert deny["kind"] == "deny" and deny["seq"] == error["seq"] == before + 1
+    assert deny["code"] == "budget_exceeded" and deny["amount"] == 25_000_000
+    assert json.loads(deny["postings"]) == []  # no money moves on a denial
+    spent = db_rows(server.db, "SELECT spent, reserved FROM budgets WHERE path = ?", (f"{ROOT}/a",))[0]
+    assert spent["spent"] == 0 and spent["reserved"] == 1_000_000  # only the open 1.00 hold
+
+
+def test_frozen_budget_denies_and_records_one_deny_entry(server, admin, ctx):
+    agent = Client(server.port, ctx["keys"]["other"])
+    frozen = admin.post(f"/v1/budgets/{ROOT}/b/freeze", {"reason": "runaway loop"}, idem=new_key())
+    assert frozen.status == 200 and frozen.json["frozen"] is True
+    assert frozen.json["frozen_reason"] == "runaway loop"
+    before = db_entry_count(server.db, ROOT)
+    denied = agent.post("/v1/spends", {"amount": "0.01"}, idem=new_key())
+    assert denied.status == 402 and denied.json["error"]["code"] == "frozen", denied
+    assert denied.json["error"]["budget"] == f"{ROOT}/b"
+    assert db_entry_count(server.db, ROOT) == before + 1
+    assert admin.post(f"/v1/budgets/{ROOT}/b/unfreeze", {"reason": "fixed"}, idem=new_key()).status == 200
+    assert agent.post("/v1/spends", {"amount": "0.01"}, idem=new_key()).status == 201
+
+
+def test_limits_themselves_are_accepted(server, admin, ctx):
+    """The edges of each limit are fine: 8 segments, 16 tags, 256-byte tag values, 64-byte tag
+    keys, 6 fraction digits, an exact JSON number, a receipt just under 16 KiB."""
+    path = ROOT
+    for i in range(7):  # bad/s0/.../s6: 8 segments
+        path += f"/s{i}"
+        admin.put_budget(path)
+    assert len(path.split("/")) == 8
+    token = admin.create_key(path)["key"]
+    agent = Client(server.port, token)
+    before = db_entry_count(server.db, ROOT)
+    accepted = [
+        {"amount": "0.000001", "tags": tags(16)},
+        {"amount": "0.01", "tags": {"k" * 64: "v" * 256}},
+        {"amount": "0.01", "receipt": {"r": "x" * (16 * 1024 - 16)}},
+    ]
+    for body in accepted:
+        reply = agent.post("/v1/spends", body, idem=new_key())
+        assert reply.status == 201, (body.keys(), reply)
+    reply = agent.request("POST", "/v1/spends", raw='{"amount": 0.125}', idem=new_key())
+    assert reply.status == 201 and reply.json["amount"] == "0.125", reply
+    reply = agent.request("POST", "/v1/spends", raw='{"amount": 2}', idem=new_key())
+    assert reply.status == 201 and reply.json["amount"] == "2.00", reply
+    assert db_entry_count(server.db, ROOT) == before + 5
