@@ -315,15 +315,24 @@ class Handler {
     co_return co_await get_budget(path);
   }
 
-  awaitable<ApiReply> list_budgets() {
+  // ?root=R, defaulting to an agent key's own root; a key may name no other root.
+  Result<std::string> root_query() {
     std::string root = target_.query["root"];
     if (root.empty() && !principal_.admin)
       root = BudgetPath::parse(principal_.key.budget)->root();
     auto path = parse_path(root);
-    if (!path.ok() || !path->is_root()) {
-      co_return error_reply(
-          Error::invalid("invalid_root", "Query ?root= must name a root budget."));
-    }
+    if (!path.ok() || !path->is_root())
+      return Error::invalid("invalid_root", "Query ?root= must name a root budget.");
+    if (!principal_.admin && root != BudgetPath::parse(principal_.key.budget)->root())
+      return forbidden(principal_, root);
+    return root;
+  }
+
+  awaitable<ApiReply> list_budgets() {
+    auto root_name = root_query();
+    if (!root_name.ok())
+      co_return error_reply(root_name.error());
+    const std::string root = *root_name;
     // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
     auto nodes_work = [this, root] { return context_.store.list_subtree(root); };
     auto nodes = co_await run_blocking(context_.read_pool, std::move(nodes_work));
@@ -565,17 +574,10 @@ class Handler {
   }
 
   awaitable<ApiReply> list_entries() {
-    std::string root = target_.query["root"];
-    if (root.empty() && !principal_.admin)
-      root = BudgetPath::parse(principal_.key.budget)->root();
-    auto path = parse_path(root);
-    if (!path.ok() || !path->is_root()) {
-      co_return error_reply(
-          Error::invalid("invalid_root", "Query ?root= must name a root budget."));
-    }
-    if (!principal_.admin && path->root() != BudgetPath::parse(principal_.key.budget)->root()) {
-      co_return error_reply(forbidden(principal_, root));
-    }
+    auto root_name = root_query();
+    if (!root_name.ok())
+      co_return error_reply(root_name.error());
+    const std::string root = *root_name;
     auto after = integer_query("after", 0, 0, INT64_MAX);
     if (!after.ok())
       co_return error_reply(after.error());

@@ -79,7 +79,7 @@ Response respond(WorkingSet& state, const Command& command, int status, std::str
     IdempotencyRecord record{command.root,         scoped_idempotency_key(command),
                              command.request_hash, status,
                              response.body,        now};
-    state.idempotency[{record.root, record.key}] = record;
+    state.idempotency[idempotency_slot(record.root, record.key)] = record;
     state.new_idempotency.push_back(std::move(record));
   }
   return response;
@@ -449,6 +449,15 @@ std::string_view command_kind_name(CommandKind kind) {
   return "unknown";
 }
 
+std::string idempotency_slot(std::string_view root, std::string_view scoped_key) {
+  std::string slot;
+  slot.reserve(root.size() + 1 + scoped_key.size());
+  slot += root;
+  slot += '\x1f';
+  slot += scoped_key;
+  return slot;
+}
+
 std::string scoped_idempotency_key(const Command& command) {
   return command.actor + ":" + command.idempotency_key;
 }
@@ -473,7 +482,7 @@ ReadSet read_set_for(std::span<const Command> commands) {
     if (command.kind == CommandKind::revoke_key)
       read.keys.insert(command.key.id);
     if (!command.idempotency_key.empty()) {
-      read.idempotency.insert({command.root, scoped_idempotency_key(command)});
+      read.idempotency.emplace_back(command.root, scoped_idempotency_key(command));
     }
   }
   return read;
@@ -481,7 +490,8 @@ ReadSet read_set_for(std::span<const Command> commands) {
 
 Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
   if (!command.idempotency_key.empty()) {
-    auto found = state.idempotency.find({command.root, scoped_idempotency_key(command)});
+    auto found =
+        state.idempotency.find(idempotency_slot(command.root, scoped_idempotency_key(command)));
     if (found != state.idempotency.end()) {
       if (found->second.request_hash != command.request_hash) {
         return conflict("idempotency_key_reused",

@@ -26,18 +26,20 @@ struct ReadSet {
   std::set<std::string> budgets;
   std::set<std::string> holds;
   std::set<std::string> keys;
-  std::set<std::pair<std::string, std::string>> idempotency;  // (root, scoped key)
+  std::vector<std::pair<std::string, std::string>> idempotency;  // (root, scoped key)
 };
 
 ReadSet read_set_for(std::span<const Command> commands);
 std::string scoped_idempotency_key(const Command& command);
+std::string idempotency_slot(std::string_view root, std::string_view scoped_key);
 
 struct WorkingSet {
   // State as read (absent: the row does not exist), then as changed by applied commands.
   std::unordered_map<std::string, BudgetNode> budgets;
   std::unordered_map<std::string, Hold> holds;
   std::unordered_map<std::string, ApiKey> keys;
-  std::map<std::pair<std::string, std::string>, IdempotencyRecord> idempotency;
+  // Keyed by idempotency_slot(root, scoped key): hashed, since hot keys share long prefixes.
+  std::unordered_map<std::string, IdempotencyRecord> idempotency;
 
   // Writes for the store: rows to upsert, records and entries to insert.
   std::unordered_set<std::string> dirty_budgets;

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <type_traits>
 
 #include "ledger/budget_path.hpp"
 
@@ -225,6 +226,61 @@ Entry read_entry(const Statement& row) {
   return entry;
 }
 
+// Runs a cached statement: `bind` sets its parameters, `read` maps each row. The statement is
+// reset afterwards, so no read transaction stays open on the connection.
+template <typename Read, typename Bind>
+auto query_rows(Connection& connection, const std::string& sql, const Bind& bind, const Read& read)
+    -> Result<std::vector<std::invoke_result_t<Read, const Statement&>>> {
+  using Row = std::invoke_result_t<Read, const Statement&>;
+  auto statement = connection.prepared(sql);
+  if (!statement.ok())
+    return statement.error();
+  bind(**statement);
+  std::vector<Row> out;
+  while (true) {
+    auto row = (*statement)->step();
+    if (!row.ok()) {
+      (*statement)->reset();
+      return row.error();
+    }
+    if (!row.value())
+      break;
+    out.push_back(read(**statement));
+  }
+  (*statement)->reset();
+  return out;
+}
+
+// The same for a query that returns at most one row.
+template <typename Read, typename Bind>
+auto query_one(Connection& connection, const std::string& sql, const Bind& bind, const Read& read)
+    -> Result<std::optional<std::invoke_result_t<Read, const Statement&>>> {
+  using Row = std::invoke_result_t<Read, const Statement&>;
+  auto statement = connection.prepared(sql);
+  if (!statement.ok())
+    return statement.error();
+  bind(**statement);
+  auto row = (*statement)->step();
+  std::optional<Row> out;
+  if (row.ok() && row.value())
+    out = read(**statement);
+  (*statement)->reset();
+  if (!row.ok())
+    return row.error();
+  return out;
+}
+
+auto bind_text(const std::string& value) {
+  return [&value](Statement& statement) { statement.bind(1, value); };
+}
+
+const std::string select_budget_by_path =
+    std::string("SELECT ") + budget_columns + " FROM budgets WHERE path = ?";
+const std::string select_hold_by_id =
+    std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?";
+const std::string select_key_by_id =
+    std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?";
+
 // One process owns a SQLite ledger: the idempotency index lives in its memory, and SQLite is
 // the single-instance default (many instances share PostgreSQL). A second `stub serve` on the
 // same file fails at once with a clear error instead of corrupting that index.
@@ -369,52 +425,33 @@ SqliteStore::Reader SqliteStore::checkout_reader() {
 
 Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
                          ledger::WorkingSet& state) {
-  const std::string budget_sql =
-      std::string("SELECT ") + budget_columns + " FROM budgets WHERE path = ?";
   for (const std::string& path : read.budgets) {
-    auto statement = connection.prepared(budget_sql);
-    if (!statement.ok())
-      return statement.error();
-    (*statement)->bind(1, path);
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    if (row.value())
-      state.budgets.emplace(path, read_budget(**statement));
-    (*statement)->reset();
+    auto node = query_one(connection, select_budget_by_path, bind_text(path), read_budget);
+    if (!node.ok())
+      return node.error();
+    if (node.value())
+      state.budgets.emplace(path, std::move(*node.value()));
   }
-  const std::string hold_sql = std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?";
   for (const std::string& id : read.holds) {
-    auto statement = connection.prepared(hold_sql);
-    if (!statement.ok())
-      return statement.error();
-    (*statement)->bind(1, id);
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    if (row.value())
-      state.holds.emplace(id, read_hold(**statement));
-    (*statement)->reset();
+    auto hold = query_one(connection, select_hold_by_id, bind_text(id), read_hold);
+    if (!hold.ok())
+      return hold.error();
+    if (hold.value())
+      state.holds.emplace(id, std::move(*hold.value()));
   }
-  const std::string key_sql = std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?";
   for (const std::string& id : read.keys) {
-    auto statement = connection.prepared(key_sql);
-    if (!statement.ok())
-      return statement.error();
-    (*statement)->bind(1, id);
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    if (row.value())
-      state.keys.emplace(id, read_key(**statement));
-    (*statement)->reset();
+    auto key = query_one(connection, select_key_by_id, bind_text(id), read_key);
+    if (!key.ok())
+      return key.error();
+    if (key.value())
+      state.keys.emplace(id, std::move(*key.value()));
   }
   for (const auto& [root, key] : read.idempotency) {
     auto record = find_idempotency(connection, root, key);
     if (!record.ok())
       return record.error();
     if (record.value())
-      state.idempotency.emplace(std::pair{root, key}, std::move(*record.value()));
+      state.idempotency.emplace(ledger::idempotency_slot(root, key), std::move(*record.value()));
   }
   return Status::success();
 }
@@ -504,7 +541,7 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
     insert.bind(6, record.created_at);
     if (Status status = insert.run(); !status.ok())
       return status;
-    staged_idempotency_.emplace_back(index_key(record.root, record.key),
+    staged_idempotency_.emplace_back(ledger::idempotency_slot(record.root, record.key),
                                      sqlite3_last_insert_rowid(connection.handle()));
   }
   for (const Entry& entry : state.new_entries) {
@@ -568,19 +605,7 @@ Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& 
 
 Result<std::optional<BudgetNode>> SqliteStore::get_budget(const std::string& path) {
   Reader reader = checkout_reader();
-  auto statement =
-      reader->prepared(std::string("SELECT ") + budget_columns + " FROM budgets WHERE path = ?");
-  if (!statement.ok())
-    return statement.error();
-  (*statement)->bind(1, path);
-  auto row = (*statement)->step();
-  if (!row.ok())
-    return row.error();
-  std::optional<BudgetNode> out;
-  if (row.value())
-    out = read_budget(**statement);
-  (*statement)->reset();
-  return out;
+  return query_one(*reader, select_budget_by_path, bind_text(path), read_budget);
 }
 
 Result<std::vector<BudgetNode>> SqliteStore::get_lineage(const std::string& path) {
@@ -601,120 +626,59 @@ Result<std::vector<BudgetNode>> SqliteStore::get_lineage(const std::string& path
 
 Result<std::vector<BudgetNode>> SqliteStore::list_subtree(const std::string& root) {
   Reader reader = checkout_reader();
-  auto statement = reader->prepared(std::string("SELECT ") + budget_columns +
-                                    " FROM budgets WHERE root = ? ORDER BY path");
-  if (!statement.ok())
-    return statement.error();
-  (*statement)->bind(1, root);
-  std::vector<BudgetNode> out;
-  while (true) {
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    if (!row.value())
-      break;
-    out.push_back(read_budget(**statement));
-  }
-  (*statement)->reset();
-  return out;
+  return query_rows(
+      *reader,
+      std::string("SELECT ") + budget_columns + " FROM budgets WHERE root = ? ORDER BY path",
+      bind_text(root), read_budget);
 }
 
 Result<std::vector<std::string>> SqliteStore::list_roots() {
   Reader reader = checkout_reader();
-  auto statement = reader->prepared("SELECT path FROM budgets WHERE parent = '' ORDER BY path");
-  if (!statement.ok())
-    return statement.error();
-  std::vector<std::string> out;
-  while (true) {
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    if (!row.value())
-      break;
-    out.push_back((*statement)->column_text(0));
-  }
-  (*statement)->reset();
-  return out;
+  return query_rows(
+      *reader, "SELECT path FROM budgets WHERE parent = '' ORDER BY path", [](Statement&) {},
+      [](const Statement& row) { return row.column_text(0); });
 }
 
 Result<std::optional<Hold>> SqliteStore::get_hold(const std::string& id) {
   Reader reader = checkout_reader();
-  auto statement =
-      reader->prepared(std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?");
-  if (!statement.ok())
-    return statement.error();
-  (*statement)->bind(1, id);
-  auto row = (*statement)->step();
-  if (!row.ok())
-    return row.error();
-  std::optional<Hold> out;
-  if (row.value())
-    out = read_hold(**statement);
-  (*statement)->reset();
-  return out;
+  return query_one(*reader, select_hold_by_id, bind_text(id), read_hold);
 }
 
 Result<std::vector<Hold>> SqliteStore::list_expired_holds(ledger::Micros now, size_t limit) {
   Reader reader = checkout_reader();
-  auto statement = reader->prepared(std::string("SELECT ") + hold_columns +
-                                    " FROM holds WHERE status = 'held' AND expires_at <= ? "
-                                    "ORDER BY expires_at LIMIT ?");
-  if (!statement.ok())
-    return statement.error();
-  (*statement)->bind(1, now);
-  (*statement)->bind(2, static_cast<int64_t>(limit));
-  std::vector<Hold> out;
-  while (true) {
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    if (!row.value())
-      break;
-    out.push_back(read_hold(**statement));
-  }
-  (*statement)->reset();
-  return out;
+  return query_rows(
+      *reader,
+      std::string("SELECT ") + hold_columns +
+          " FROM holds WHERE status = 'held' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, now);
+        statement.bind(2, static_cast<int64_t>(limit));
+      },
+      read_hold);
 }
 
 Result<std::optional<ApiKey>> SqliteStore::get_key(const std::string& id) {
   Reader reader = checkout_reader();
-  auto statement =
-      reader->prepared(std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?");
-  if (!statement.ok())
-    return statement.error();
-  (*statement)->bind(1, id);
-  auto row = (*statement)->step();
-  if (!row.ok())
-    return row.error();
-  std::optional<ApiKey> out;
-  if (row.value())
-    out = read_key(**statement);
-  (*statement)->reset();
-  return out;
+  return query_one(*reader, select_key_by_id, bind_text(id), read_key);
 }
 
 Result<EntryPage> SqliteStore::list_entries(const std::string& root, int64_t after, size_t limit) {
   Reader reader = checkout_reader();
-  auto statement =
-      reader->prepared(std::string("SELECT ") + entry_columns +
-                       " FROM entries WHERE root = ? AND seq > ? ORDER BY seq LIMIT ?");
-  if (!statement.ok())
-    return statement.error();
-  (*statement)->bind(1, root);
-  (*statement)->bind(2, after);
-  (*statement)->bind(3, static_cast<int64_t>(limit));
+  auto entries = query_rows(
+      *reader,
+      std::string("SELECT ") + entry_columns +
+          " FROM entries WHERE root = ? AND seq > ? ORDER BY seq LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, root);
+        statement.bind(2, after);
+        statement.bind(3, static_cast<int64_t>(limit));
+      },
+      read_entry);
+  if (!entries.ok())
+    return entries.error();
   EntryPage page;
-  page.next_after = after;
-  while (true) {
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    if (!row.value())
-      break;
-    page.entries.push_back(read_entry(**statement));
-    page.next_after = page.entries.back().seq;
-  }
-  (*statement)->reset();
+  page.entries = std::move(entries).value();
+  page.next_after = page.entries.empty() ? after : page.entries.back().seq;
   return page;
 }
 
@@ -724,22 +688,13 @@ Result<std::optional<IdempotencyRecord>> SqliteStore::get_idempotency(const std:
   return find_idempotency(*reader, root, key);
 }
 
-std::string SqliteStore::index_key(const std::string& root, const std::string& key) {
-  std::string out;
-  out.reserve(root.size() + 1 + key.size());
-  out += root;
-  out += '\x1f';
-  out += key;
-  return out;
-}
-
 Result<std::optional<IdempotencyRecord>> SqliteStore::find_idempotency(Connection& connection,
                                                                        const std::string& root,
                                                                        const std::string& key) {
   int64_t id = 0;
   {
     std::lock_guard lock(idempotency_mutex_);
-    auto found = idempotency_index_.find(index_key(root, key));
+    auto found = idempotency_index_.find(ledger::idempotency_slot(root, key));
     if (found == idempotency_index_.end())
       return std::optional<IdempotencyRecord>{};
     id = found->second;
@@ -778,7 +733,7 @@ Status SqliteStore::build_idempotency_index(Connection& connection) {
     if (!row.value())
       break;
     idempotency_index_.emplace(
-        index_key((*statement)->column_text(1), (*statement)->column_text(2)),
+        ledger::idempotency_slot((*statement)->column_text(1), (*statement)->column_text(2)),
         (*statement)->column_int(0));
   }
   (*statement)->reset();

@@ -64,7 +64,6 @@ class SqliteStore final : public Store {
   // that the committing thread never pays for checkpoints (wal_autocheckpoint is off).
   void run_checkpointer(std::unique_ptr<Connection> connection);
 
-  static std::string index_key(const std::string& root, const std::string& key);
   Result<std::optional<ledger::IdempotencyRecord>> find_idempotency(Connection& connection,
                                                                     const std::string& root,
                                                                     const std::string& key);
