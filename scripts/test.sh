@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds Stub and runs the whole test suite: the C++ suites (unit, property, Store conformance)
-# in the release build and under AddressSanitizer+UBSan and ThreadSanitizer, then the HTTP
-# end-to-end suite against the real `stub` binary. Installs what it needs first.
+# and the HTTP end-to-end suite against the real `stub` binary, in the release build and again
+# under AddressSanitizer+UBSan and ThreadSanitizer. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
-# The sanitizer builds cover the core, store and engine suites; STUB_SANITIZERS=0 skips them.
+# The sanitizer builds run every suite again: the C++ suites and the HTTP end-to-end suite
+# against a sanitized `stub` binary. STUB_SANITIZERS=0 skips them for a quicker local run.
 sanitizers=${STUB_SANITIZERS:-1}
 
 echo "== release build"
@@ -16,17 +17,24 @@ cmake --build --preset release
 echo "== C++ suites (release)"
 ctest --preset release --output-on-failure
 
-if [[ "$sanitizers" == 1 ]]; then
-  for preset in asan tsan; do
-    echo "== C++ suites ($preset)"
-    cmake --preset "$preset" >/dev/null
-    cmake --build --preset "$preset" --target stub_unit_tests stub_property_tests stub_store_tests
-    TSAN_OPTIONS="halt_on_error=1" ASAN_OPTIONS="detect_leaks=1" \
-      ctest --preset "$preset" --output-on-failure
-  done
-fi
-
-echo "== HTTP end-to-end suite"
+echo "== Python environment for the end-to-end suite"
 if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+
+echo "== HTTP end-to-end suite (release)"
 STUB_BIN="$PWD/build/release/src/stub" .venv/bin/python -m pytest -q tests/e2e
+
+if [[ "$sanitizers" == 1 ]]; then
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  export TSAN_OPTIONS="halt_on_error=1"
+  for preset in asan tsan; do
+    echo "== $preset build"
+    cmake --preset "$preset" >/dev/null
+    cmake --build --preset "$preset" --target stub stub_unit_tests stub_property_tests stub_store_tests
+    echo "== C++ suites ($preset)"
+    ctest --preset "$preset" --output-on-failure
+    echo "== HTTP end-to-end suite ($preset server)"
+    STUB_BIN="$PWD/build/$preset/src/stub" .venv/bin/python -m pytest -q tests/e2e
+  done
+fi
