@@ -66,9 +66,15 @@ bool utf16_less(std::string_view a, std::string_view b) {
 void append_json_string(std::string& out, std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    switch (c) {
+  // Copy runs that need no escape in one append; most text (paths, ids, hashes) is one run.
+  size_t run_start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte >= 0x20 && byte != '"' && byte != '\\')
+      continue;
+    out.append(text, run_start, i - run_start);
+    run_start = i + 1;
+    switch (byte) {
       case '"':
         out += "\\\"";
         break;
@@ -91,15 +97,12 @@ void append_json_string(std::string& out, std::string_view text) {
         out += "\\t";
         break;
       default:
-        if (byte < 0x20) {
-          out += "\\u00";
-          out += hex[byte >> 4];
-          out += hex[byte & 0xF];
-        } else {
-          out += c;
-        }
+        out += "\\u00";
+        out += hex[byte >> 4];
+        out += hex[byte & 0xF];
     }
   }
+  out.append(text, run_start, text.size() - run_start);
   out += '"';
 }
 

@@ -22,6 +22,10 @@ void Statement::bind(int index, std::string_view text) {
                     SQLITE_TRANSIENT);
 }
 
+void Statement::bind_static(int index, std::string_view text) {
+  sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+}
+
 void Statement::bind(int index, int64_t value) {
   sqlite3_bind_int64(statement_, index, value);
 }
@@ -58,8 +62,9 @@ Status Statement::run() {
 }
 
 void Statement::reset() {
+  // Bindings are kept: every caller binds every parameter before each step, and clearing them
+  // cost a measurable share of a batch's inserts.
   sqlite3_reset(statement_);
-  sqlite3_clear_bindings(statement_);
 }
 
 std::optional<int64_t> Statement::column_optional_int(int index) const {

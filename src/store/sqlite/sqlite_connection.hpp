@@ -26,6 +26,8 @@ class Statement {
 
   // Binds by 1-based position. Text is copied (SQLITE_TRANSIENT) so callers may pass temporaries.
   void bind(int index, std::string_view text);
+  // Binds without copying: `text` must stay alive and unchanged until the statement is reset.
+  void bind_static(int index, std::string_view text);
   void bind(int index, int64_t value);
   void bind_null(int index);
   void bind_optional(int index, const std::optional<int64_t>& value);

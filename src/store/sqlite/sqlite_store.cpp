@@ -274,6 +274,17 @@ auto bind_text(const std::string& value) {
   return [&value](Statement& statement) { statement.bind(1, value); };
 }
 
+const std::string upsert_budget = std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
+                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const std::string upsert_hold = std::string("INSERT OR REPLACE INTO holds (") + hold_columns +
+                                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const std::string upsert_key = std::string("INSERT OR REPLACE INTO api_keys (") + key_columns +
+                               ") VALUES (?, ?, ?, ?, ?, ?, ?)";
+const std::string insert_idempotency =
+    "INSERT INTO idempotency_log (root, key, request_hash, status, body, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)";
+const std::string insert_entry = std::string("INSERT INTO entries (") + entry_columns +
+                                 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string select_budget_by_path =
     std::string("SELECT ") + budget_columns + " FROM budgets WHERE path = ?";
 const std::string select_hold_by_id =
@@ -457,119 +468,123 @@ Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
 }
 
 Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& state) {
-  for (const std::string& path : state.dirty_budgets) {
-    const BudgetNode& node = state.budgets.at(path);
-    auto statement =
-        connection.prepared(std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
-                            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  // Each statement is fetched once per batch. Text that lives in `state` until the insert has
+  // run is bound without a copy (bind_static); everything else is copied.
+  if (!state.dirty_budgets.empty()) {
+    auto statement = connection.prepared(upsert_budget);
     if (!statement.ok())
       return statement.error();
     Statement& insert = **statement;
-    insert.bind(1, node.path);
-    insert.bind(2, node.root);
-    insert.bind(3, node.parent);
-    insert.bind_optional(4, optional_micros(node.limit));
-    insert.bind(5, ledger::period_name(node.period));
-    insert.bind(6, node.period_start);
-    insert.bind(7, node.spent.micros());
-    insert.bind(8, node.reserved.micros());
-    insert.bind_optional(9, optional_micros(node.per_txn_max));
-    insert.bind(10, int64_t{node.frozen ? 1 : 0});
-    insert.bind(11, node.frozen_reason);
-    insert.bind(12, node.currency);
-    insert.bind(13, node.head_seq);
-    insert.bind(14, node.head_hash);
-    insert.bind(15, node.created_at);
-    insert.bind(16, node.updated_at);
-    if (Status status = insert.run(); !status.ok())
-      return status;
+    for (const std::string& path : state.dirty_budgets) {
+      const BudgetNode& node = state.budgets.at(path);
+      insert.bind_static(1, node.path);
+      insert.bind_static(2, node.root);
+      insert.bind_static(3, node.parent);
+      insert.bind_optional(4, optional_micros(node.limit));
+      insert.bind_static(5, ledger::period_name(node.period));
+      insert.bind(6, node.period_start);
+      insert.bind(7, node.spent.micros());
+      insert.bind(8, node.reserved.micros());
+      insert.bind_optional(9, optional_micros(node.per_txn_max));
+      insert.bind(10, int64_t{node.frozen ? 1 : 0});
+      insert.bind_static(11, node.frozen_reason);
+      insert.bind_static(12, node.currency);
+      insert.bind(13, node.head_seq);
+      insert.bind_static(14, node.head_hash);
+      insert.bind(15, node.created_at);
+      insert.bind(16, node.updated_at);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+    }
   }
-  for (const std::string& id : state.dirty_holds) {
-    const Hold& hold = state.holds.at(id);
-    auto statement =
-        connection.prepared(std::string("INSERT OR REPLACE INTO holds (") + hold_columns +
-                            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  if (!state.dirty_holds.empty()) {
+    auto statement = connection.prepared(upsert_hold);
     if (!statement.ok())
       return statement.error();
     Statement& insert = **statement;
-    insert.bind(1, hold.id);
-    insert.bind(2, hold.root);
-    insert.bind(3, hold.budget);
-    insert.bind(4, hold.amount.micros());
-    insert.bind(5, hold.captured.micros());
-    insert.bind(6, ledger::hold_status_name(hold.status));
-    insert.bind(7, hold.vendor);
-    insert.bind(8, hold.intent);
-    insert.bind(9, hold.tags_json);
-    insert.bind(10, hold.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture");
-    insert.bind(11, hold.created_at);
-    insert.bind(12, hold.expires_at);
-    insert.bind(13, hold.settled_at);
-    insert.bind(14, hold.actor);
-    if (Status status = insert.run(); !status.ok())
-      return status;
+    for (const std::string& id : state.dirty_holds) {
+      const Hold& hold = state.holds.at(id);
+      insert.bind_static(1, hold.id);
+      insert.bind_static(2, hold.root);
+      insert.bind_static(3, hold.budget);
+      insert.bind(4, hold.amount.micros());
+      insert.bind(5, hold.captured.micros());
+      insert.bind_static(6, ledger::hold_status_name(hold.status));
+      insert.bind_static(7, hold.vendor);
+      insert.bind_static(8, hold.intent);
+      insert.bind_static(9, hold.tags_json);
+      insert.bind_static(10, hold.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture");
+      insert.bind(11, hold.created_at);
+      insert.bind(12, hold.expires_at);
+      insert.bind(13, hold.settled_at);
+      insert.bind_static(14, hold.actor);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+    }
   }
-  for (const std::string& id : state.dirty_keys) {
-    const ApiKey& key = state.keys.at(id);
-    auto statement = connection.prepared(std::string("INSERT OR REPLACE INTO api_keys (") +
-                                         key_columns + ") VALUES (?, ?, ?, ?, ?, ?, ?)");
+  if (!state.dirty_keys.empty()) {
+    auto statement = connection.prepared(upsert_key);
     if (!statement.ok())
       return statement.error();
     Statement& insert = **statement;
-    insert.bind(1, key.id);
-    insert.bind(2, key.budget);
-    insert.bind(3, key.name);
-    insert.bind(4, key.secret_hash);
-    insert.bind(5, key.created_at);
-    insert.bind(6, key.expires_at);
-    insert.bind(7, key.revoked_at);
-    if (Status status = insert.run(); !status.ok())
-      return status;
+    for (const std::string& id : state.dirty_keys) {
+      const ApiKey& key = state.keys.at(id);
+      insert.bind_static(1, key.id);
+      insert.bind_static(2, key.budget);
+      insert.bind_static(3, key.name);
+      insert.bind_static(4, key.secret_hash);
+      insert.bind(5, key.created_at);
+      insert.bind(6, key.expires_at);
+      insert.bind(7, key.revoked_at);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+    }
   }
-  for (const IdempotencyRecord& record : state.new_idempotency) {
-    auto statement = connection.prepared(
-        "INSERT INTO idempotency_log (root, key, request_hash, status, body, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)");
+  if (!state.new_idempotency.empty()) {
+    auto statement = connection.prepared(insert_idempotency);
     if (!statement.ok())
       return statement.error();
     Statement& insert = **statement;
-    insert.bind(1, record.root);
-    insert.bind(2, record.key);
-    insert.bind(3, record.request_hash);
-    insert.bind(4, int64_t{record.status});
-    insert.bind(5, record.body);
-    insert.bind(6, record.created_at);
-    if (Status status = insert.run(); !status.ok())
-      return status;
-    staged_idempotency_.emplace_back(ledger::idempotency_slot(record.root, record.key),
-                                     sqlite3_last_insert_rowid(connection.handle()));
+    for (const IdempotencyRecord& record : state.new_idempotency) {
+      insert.bind_static(1, record.root);
+      insert.bind_static(2, record.key);
+      insert.bind_static(3, record.request_hash);
+      insert.bind(4, int64_t{record.status});
+      insert.bind_static(5, record.body);
+      insert.bind(6, record.created_at);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+      staged_idempotency_.emplace_back(ledger::idempotency_slot(record.root, record.key),
+                                       sqlite3_last_insert_rowid(connection.handle()));
+    }
   }
-  for (const Entry& entry : state.new_entries) {
-    auto statement = connection.prepared(std::string("INSERT INTO entries (") + entry_columns +
-                                         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                                         "?, ?)");
+  if (!state.new_entries.empty()) {
+    auto statement = connection.prepared(insert_entry);
     if (!statement.ok())
       return statement.error();
     Statement& insert = **statement;
-    insert.bind(1, entry.root);
-    insert.bind(2, entry.seq);
-    insert.bind(3, entry.ts);
-    insert.bind(4, entry.kind);
-    insert.bind(5, entry.budget);
-    insert.bind_optional(6, optional_micros(entry.amount));
-    insert.bind(7, entry.vendor);
-    insert.bind(8, entry.intent);
-    insert.bind(9, entry.tags_json);
-    insert.bind(10, entry.receipt_json);
-    insert.bind(11, entry.hold_id);
-    insert.bind(12, entry.code);
-    insert.bind(13, entry.actor);
-    insert.bind(14, entry.detail_json);
-    insert.bind(15, ledger::postings_to_json_text(entry.postings));
-    insert.bind(16, entry.prev_hash);
-    insert.bind(17, entry.hash);
-    if (Status status = insert.run(); !status.ok())
-      return status;
+    for (const Entry& entry : state.new_entries) {
+      const std::string postings = ledger::postings_to_json_text(entry.postings);
+      insert.bind_static(1, entry.root);
+      insert.bind(2, entry.seq);
+      insert.bind(3, entry.ts);
+      insert.bind_static(4, entry.kind);
+      insert.bind_static(5, entry.budget);
+      insert.bind_optional(6, optional_micros(entry.amount));
+      insert.bind_static(7, entry.vendor);
+      insert.bind_static(8, entry.intent);
+      insert.bind_static(9, entry.tags_json);
+      insert.bind_static(10, entry.receipt_json);
+      insert.bind_static(11, entry.hold_id);
+      insert.bind_static(12, entry.code);
+      insert.bind_static(13, entry.actor);
+      insert.bind_static(14, entry.detail_json);
+      insert.bind_static(15, postings);
+      insert.bind_static(16, entry.prev_hash);
+      insert.bind_static(17, entry.hash);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+    }
   }
   return Status::success();
 }
