@@ -72,7 +72,20 @@ Micros period_start(Period period, Micros at) {
   return 0;
 }
 
+static std::string format_timestamp_uncached(Micros at);
+
 std::string format_timestamp(Micros at) {
+  // A batch formats the same instant for every entry and answer it makes: remember the last.
+  thread_local Micros cached_at = -1;
+  thread_local std::string cached_text;
+  if (at == cached_at && !cached_text.empty())
+    return cached_text;
+  cached_text = format_timestamp_uncached(at);
+  cached_at = at;
+  return cached_text;
+}
+
+static std::string format_timestamp_uncached(Micros at) {
   const Micros day_index = floor_div(at, micros_per_day);
   const Micros within_day = at - day_index * micros_per_day;
   assert(within_day >= 0 && within_day < micros_per_day);
