@@ -29,9 +29,10 @@ void print_tree(const boost::json::array& budgets) {
         path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
     std::string limit =
         node.at("limit").is_null() ? "no limit" : std::string(node.at("limit").as_string());
-    std::cout << std::string(depth * 2, ' ') << name << "  spent " << node.at("spent").as_string()
-              << " + reserved " << node.at("reserved").as_string() << " of " << limit << " / "
-              << node.at("period").as_string();
+    std::cout << std::string(depth * 2, ' ') << name << "  spent "
+              << std::string_view(node.at("spent").as_string()) << " + reserved "
+              << std::string_view(node.at("reserved").as_string()) << " of " << limit << " / "
+              << std::string_view(node.at("period").as_string());
     if (node.at("frozen").as_bool())
       std::cout << "  [FROZEN]";
     std::cout << "\n";

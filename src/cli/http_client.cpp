@@ -149,7 +149,7 @@ Status HttpClient::stream_events(std::string_view target,
   while (!parser.is_done()) {
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof chunk;
-    bhttp::read(*stream_, buffer, parser, error);
+    bhttp::read_some(*stream_, buffer, parser, error);
     if (error == bhttp::error::need_buffer)
       error = {};
     if (error)

@@ -42,18 +42,19 @@ void add_ledger_commands(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<TailArgs>();
   CLI::App* tail = ledger->add_subcommand("tail", "Follow committed entries as they commit (SSE)");
   tail->add_option("--root", args->root, "Only this root (needed with --after)");
-  tail->add_option("--after", args->after, "First replay entries after this seq")
-      ->check(CLI::NonNegativeNumber);
+  CLI::Option* after = tail->add_option("--after", args->after,
+                                        "First replay stored entries after this seq (0: all)")
+                           ->check(CLI::NonNegativeNumber);
   tail->add_flag("--json", args->json, "Print each entry as one JSON line");
   add_client_options(*tail, *client);
-  tail->callback([client, args, &exit_code] {
+  tail->callback([client, args, after, &exit_code] {
     auto http = make_client(*client);
     if (!http)
       return void(exit_code = 1);
     std::string target = "/v1/events";
     if (!args->root.empty()) {
       target += "?root=" + args->root;
-      if (args->after > 0)
+      if (after->count() > 0)
         target += "&after=" + std::to_string(args->after);
     }
     const Status status = http->stream_events(target, [&](std::string_view data) {

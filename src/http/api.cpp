@@ -705,6 +705,7 @@ awaitable<Result<EventFilter>> Api::open_event_stream(const ApiRequest& request)
     }
   }
   const std::string after = target->query["after"];
+  filter.backlog = !after.empty();
   if (!after.empty()) {
     if (filter.root.empty()) {
       co_return Error::invalid("invalid_query", "Query ?after= needs ?root=.");

@@ -43,9 +43,10 @@ struct ApiContext {
 
 // Which committed entries an event stream sends.
 struct EventFilter {
-  std::string root;     // empty: every root the caller may see
-  std::string subtree;  // empty: everything under root; else only entries within this node
-  int64_t after = 0;    // resume after this seq (root must be set)
+  std::string root;      // empty: every root the caller may see
+  std::string subtree;   // empty: everything under root; else only entries within this node
+  int64_t after = 0;     // resume after this seq (root must be set)
+  bool backlog = false;  // ?after= was given: send stored entries after it first
 };
 
 class Api {

@@ -224,7 +224,7 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
       co_return;
 
     std::map<std::string, int64_t> last_sent;
-    if (!filter->root.empty() && filter->after > 0) {
+    if (!filter->root.empty() && filter->backlog) {
       // Subscribed before reading the backlog, so nothing committed in between is missed;
       // last_sent drops what both deliver.
       last_sent[filter->root] = filter->after;
