@@ -43,12 +43,19 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string db = "stub.db";
     size_t io_threads = 2;
     size_t batch_size_max = 1'024;
+    std::string isolation = "read-committed";
   };
   auto settings = std::make_shared<Settings>();
   CLI::App* command = app.add_subcommand("serve", "Run the Stub server");
   command->add_option("--addr", settings->address, "Listen address HOST:PORT")
       ->capture_default_str();
-  command->add_option("--db", settings->db, "Database: PATH, sqlite:PATH (postgres:// later)")
+  command->add_option("--db", settings->db, "Database: PATH, sqlite:PATH or postgres://...")
+      ->envname("STUB_DB")
+      ->capture_default_str();
+  command
+      ->add_option("--isolation", settings->isolation,
+                   "PostgreSQL isolation level (both are correct; conflicts are retried)")
+      ->check(CLI::IsMember({"read-committed", "serializable"}))
       ->capture_default_str();
   command->add_option("--io-threads", settings->io_threads, "HTTP threads")
       ->capture_default_str()
@@ -68,6 +75,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     }
     http::ServiceOptions options;
     options.db = settings->db;
+    options.isolation = settings->isolation;
     options.server = *listen;
     options.server.io_threads = settings->io_threads;
     options.sequencer.batch_size_max = settings->batch_size_max;

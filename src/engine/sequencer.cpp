@@ -4,6 +4,9 @@
 #include <chrono>
 #include <future>
 #include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
 
 namespace stub::engine {
 
@@ -87,14 +90,37 @@ void Sequencer::run() {
       work_available_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty())
         return;  // Stopping, and everything queued has been committed.
-      const size_t take = std::min(queue_.size(), options_.batch_size_max);
-      for (size_t i = 0; i < take; ++i) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
+      take_batch(batch);
     }
     commit(batch);
     batch.clear();
+  }
+}
+
+void Sequencer::take_batch(std::vector<Pending>& batch) {
+  // A store that bounds a commit's rows gets batches whose worst case fits: each command's own
+  // rows plus every distinct budget node on the batch's paths.
+  const size_t row_bound = store_.max_rows_per_commit();
+  size_t rows = 0;
+  std::unordered_set<std::string> paths;
+  while (!queue_.empty() && batch.size() < options_.batch_size_max) {
+    const ledger::Command& command = queue_.front().command;
+    if (row_bound > 0) {
+      size_t added = ledger::rows_written_max(command);
+      if (!paths.contains(command.budget)) {
+        for (std::string_view path : ledger::lineage_paths(command.budget)) {
+          if (paths.emplace(path).second)
+            ++added;
+        }
+      }
+      if (command.kind == ledger::CommandKind::create_key)
+        added += ledger::lineage_paths(command.key.budget).size();
+      if (!batch.empty() && rows + added > row_bound)
+        break;
+      rows += added;
+    }
+    batch.push_back(std::move(queue_.front()));
+    queue_.pop_front();
   }
 }
 
@@ -136,6 +162,15 @@ void Sequencer::commit(std::vector<Pending>& batch) {
                            std::chrono::steady_clock::now() - started)
                            .count();
 
+  if (!status.ok() && status.error().code == ErrorCode::overloaded) {
+    // Nothing committed and the store is healthy (it gave up retrying write conflicts): the
+    // callers may retry with the same Idempotency-Key.
+    for (Pending& pending : batch)
+      pending.done(status.error());
+    if (options_.on_batch)
+      options_.on_batch(BatchStats{batch.size(), 0, elapsed, false});
+    return;
+  }
   if (!status.ok()) {
     // Never acknowledge what did not commit, and never carry on after a failed commit: the
     // store's state is unknown until an operator looks (LevelDB's background-error mode).

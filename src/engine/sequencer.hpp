@@ -71,6 +71,8 @@ class Sequencer {
   };
 
   void run();
+  // Moves the next batch off the queue (caller holds mutex_).
+  void take_batch(std::vector<Pending>& batch);
   void commit(std::vector<Pending>& batch);
 
   store::Store& store_;

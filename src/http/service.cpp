@@ -8,6 +8,7 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
   std::unique_ptr<Service> service(new Service());
   store::StoreOptions store_options;
   store_options.read_connections = options.read_threads;
+  store_options.isolation = options.isolation;
   auto store = store::open_store(options.db, store_options);
   if (!store.ok())
     return store.error();

@@ -462,6 +462,18 @@ std::string scoped_idempotency_key(const Command& command) {
   return command.actor + ":" + command.idempotency_key;
 }
 
+std::vector<std::string_view> lineage_paths(std::string_view path) {
+  std::vector<std::string_view> out;
+  if (!BudgetPath::parse(path))
+    return out;
+  for (size_t slash = path.find('/'); slash != std::string_view::npos;
+       slash = path.find('/', slash + 1)) {
+    out.push_back(path.substr(0, slash));
+  }
+  out.push_back(path);
+  return out;
+}
+
 ReadSet read_set_for(std::span<const Command> commands) {
   ReadSet read;
   // A hot batch repeats a few paths many times: expand each distinct one once.

@@ -33,6 +33,14 @@ ReadSet read_set_for(std::span<const Command> commands);
 std::string scoped_idempotency_key(const Command& command);
 std::string idempotency_slot(std::string_view root, std::string_view scoped_key);
 
+// The most rows one command writes besides budget rows: two entries (an expiry met on the way,
+// then its own), an idempotency record, a hold and a key.
+constexpr size_t rows_written_max(const Command&) {
+  return 5;
+}
+// "a/b/c" -> "a", "a/b", "a/b/c" (views into `path`); empty for an invalid path.
+std::vector<std::string_view> lineage_paths(std::string_view path);
+
 struct WorkingSet {
   // State as read (absent: the row does not exist), then as changed by applied commands.
   std::unordered_map<std::string, BudgetNode> budgets;

@@ -1,5 +1,6 @@
 #include <string_view>
 
+#include "store/postgres/pg_store.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "store/store.hpp"
 
@@ -8,8 +9,10 @@ namespace stub::store {
 Result<std::unique_ptr<Store>> open_store(const std::string& url, const StoreOptions& options) {
   std::string_view location = url;
   if (location.starts_with("postgres://") || location.starts_with("postgresql://")) {
-    return Error{ErrorCode::invalid_input, "unsupported_store",
-                 "PostgreSQL is not supported by this build yet; use a SQLite path."};
+    auto store = postgres::PgStore::open(url, options);
+    if (!store.ok())
+      return store.error();
+    return std::unique_ptr<Store>(std::move(store).value());
   }
   if (location.starts_with("sqlite:"))
     location.remove_prefix(7);

@@ -45,7 +45,7 @@ class Store {
 
   virtual Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) = 0;
   // Every node from the root down to `path`, root first; empty if any is missing.
-  virtual Result<std::vector<ledger::BudgetNode>> get_lineage(const std::string& path) = 0;
+  Result<std::vector<ledger::BudgetNode>> get_lineage(const std::string& path);
   // The root and every node below it, in path order.
   virtual Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) = 0;
   virtual Result<std::vector<std::string>> list_roots() = 0;
@@ -59,16 +59,29 @@ class Store {
       const std::string& root, const std::string& key) = 0;
 
   // Re-verifies a root's whole chain from the stored entries (SPEC guarantee 5).
-  virtual Result<ledger::VerifyReport> verify(const std::string& root,
-                                              const VerifyProgress& progress) = 0;
+  Result<ledger::VerifyReport> verify(const std::string& root, const VerifyProgress& progress);
+
+  // The highest stored seq of a root's entries and its recorded head seq, read in ONE snapshot
+  // (verify uses it to find entries inserted behind the ledger's back).
+  struct EntryBounds {
+    int64_t max_seq = 0;
+    int64_t head_seq = 0;
+  };
+  virtual Result<EntryBounds> entry_bounds(const std::string& root) = 0;
+
+  // The most rows one commit may write (0: no bound). PostgreSQL-compatible distributed
+  // engines cap a transaction's rows, so the sequencer sizes batches to stay under it.
+  virtual size_t max_rows_per_commit() const { return 0; }
 };
 
 struct StoreOptions {
   size_t read_connections = 4;
   bool read_only = false;  // offline verification opens the database without writing
+  // PostgreSQL: "read-committed" (default) or "serializable".
+  std::string isolation = "read-committed";
 };
 
-// Opens a store from a URL: a path, "sqlite:PATH", or (once it lands) "postgres://...".
+// Opens a store from a URL: a path, "sqlite:PATH", or "postgres://..." (postgresql:// too).
 Result<std::unique_ptr<Store>> open_store(const std::string& url, const StoreOptions& options);
 
 }  // namespace stub::store

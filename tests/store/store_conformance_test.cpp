@@ -1,5 +1,5 @@
-// The Store conformance suite: one set of behaviours that every store (SQLite today, PostgreSQL
-// next) must show, driven through the real engine::Sequencer with an injected clock.
+// The Store conformance suite: one set of behaviours that every store (SQLite, and PostgreSQL in
+// both isolation levels) must show, driven through the real engine::Sequencer with an injected clock.
 //
 // To run it against another store, add one StoreKind to INSTANTIATE_TEST_SUITE_P at the bottom.
 // A factory gets a fresh temporary directory per test; called twice with the same directory it
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "edge_commands.hpp"
+#include "postgres_fixture.hpp"
 #include "engine/event_bus.hpp"
 #include "engine/sequencer.hpp"
 #include "ledger/batch.hpp"
@@ -908,8 +909,29 @@ TEST_P(StoreConformanceRace, TwoInstancesOnOneDatabaseNeverOverspend) {
   expect_hot_root_consistent(amount, limit, expected_accepted);
 }
 
-// Every store the suite runs against. PostgreSQL joins here once it lands.
-const auto all_stores = ::testing::Values(StoreKind{"sqlite", open_sqlite, false});
+// Every store the suite runs against: SQLite, and PostgreSQL in both isolation levels when a
+// server is configured (postgres_fixture.hpp).
+std::vector<StoreKind> all_store_kinds() {
+  std::vector<StoreKind> kinds{StoreKind{"sqlite", open_sqlite, false}};
+  if (!postgres_base_url().empty()) {
+    kinds.push_back(StoreKind{
+        "postgres_read_committed",
+        [](const std::string& dir) { return open_postgres(dir, "read-committed"); }, true});
+    kinds.push_back(StoreKind{
+        "postgres_serializable",
+        [](const std::string& dir) { return open_postgres(dir, "serializable"); }, true});
+  }
+  return kinds;
+}
+
+const auto all_stores = ::testing::ValuesIn(all_store_kinds());
+
+TEST(StoreConformanceSetup, PostgresIsConfiguredWhenRequired) {
+  if (postgres_required()) {
+    EXPECT_FALSE(postgres_base_url().empty())
+        << "STUB_REQUIRE_POSTGRES=1 but STUB_TEST_POSTGRES_URL is not set";
+  }
+}
 
 std::string store_name(const ::testing::TestParamInfo<StoreKind>& info) {
   return info.param.name;

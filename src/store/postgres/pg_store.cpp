@@ -1,1 +1,806 @@
-// PostgreSQL store: in progress.
+#include "store/postgres/pg_store.hpp"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "store/row_mapping.hpp"
+
+namespace stub::store::postgres {
+
+namespace {
+
+using ledger::ApiKey;
+using ledger::BudgetNode;
+using ledger::Entry;
+using ledger::Hold;
+using ledger::IdempotencyRecord;
+
+// ---- Schema ---------------------------------------------------------------------------------
+// Every migration statement is idempotent (IF NOT EXISTS) and runs in its own transaction:
+// distributed engines refuse DDL mixed with DML in one transaction, and several instances may
+// run the same migration at once (the loser of a race re-runs a no-op). Append only.
+
+constexpr Sql create_migrations{
+    "m_migrations",
+    "CREATE TABLE IF NOT EXISTS stub_migrations (version BIGINT PRIMARY KEY, "
+    "applied_at BIGINT NOT NULL)"};
+
+struct Migration {
+  int64_t version;
+  std::vector<Sql> statements;
+};
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> all = {
+      {1,
+       {
+           {"m1_budgets",
+            "CREATE TABLE IF NOT EXISTS budgets (path TEXT PRIMARY KEY, root TEXT NOT NULL, "
+            "parent TEXT NOT NULL, limit_micros BIGINT, period TEXT NOT NULL, "
+            "period_start BIGINT NOT NULL, spent BIGINT NOT NULL, reserved BIGINT NOT NULL, "
+            "per_txn_max BIGINT, frozen BOOLEAN NOT NULL, frozen_reason TEXT NOT NULL, "
+            "currency TEXT NOT NULL, head_seq BIGINT NOT NULL, head_hash TEXT NOT NULL, "
+            "created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"},
+           {"m1_budgets_by_root",
+            "CREATE INDEX IF NOT EXISTS budgets_by_root ON budgets (root, path)"},
+           {"m1_holds",
+            "CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, root TEXT NOT NULL, "
+            "budget TEXT NOT NULL, amount BIGINT NOT NULL, captured BIGINT NOT NULL, "
+            "status TEXT NOT NULL, vendor TEXT NOT NULL, intent TEXT NOT NULL, "
+            "tags TEXT NOT NULL, on_expiry TEXT NOT NULL, created_at BIGINT NOT NULL, "
+            "expires_at BIGINT NOT NULL, settled_at BIGINT NOT NULL, actor TEXT NOT NULL)"},
+           {"m1_holds_open",
+            "CREATE INDEX IF NOT EXISTS holds_open_by_expiry ON holds (status, expires_at)"},
+           {"m1_keys",
+            "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, budget TEXT NOT NULL, "
+            "name TEXT NOT NULL, secret_hash TEXT NOT NULL, created_at BIGINT NOT NULL, "
+            "expires_at BIGINT NOT NULL, revoked_at BIGINT NOT NULL)"},
+           {"m1_entries",
+            "CREATE TABLE IF NOT EXISTS entries (root TEXT NOT NULL, seq BIGINT NOT NULL, "
+            "ts BIGINT NOT NULL, kind TEXT NOT NULL, budget TEXT NOT NULL, amount BIGINT, "
+            "vendor TEXT NOT NULL, intent TEXT NOT NULL, tags TEXT NOT NULL, "
+            "receipt TEXT NOT NULL, hold_id TEXT NOT NULL, code TEXT NOT NULL, "
+            "actor TEXT NOT NULL, detail TEXT NOT NULL, postings TEXT NOT NULL, "
+            "prev_hash TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (root, seq))"},
+           // The primary key makes two instances racing on one key conflict (23505) instead of
+           // both applying it.
+           {"m1_idempotency",
+            "CREATE TABLE IF NOT EXISTS idempotency (root TEXT NOT NULL, key TEXT NOT NULL, "
+            "request_hash TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, "
+            "created_at BIGINT NOT NULL, PRIMARY KEY (root, key))"},
+           // One row per committed batch: the witness that resolves an ambiguous COMMIT.
+           {"m1_commit_markers",
+            "CREATE TABLE IF NOT EXISTS commit_markers (id TEXT PRIMARY KEY, "
+            "committed_at BIGINT NOT NULL)"},
+       }},
+  };
+  return all;
+}
+
+constexpr Sql select_applied{"q_applied", "SELECT version FROM stub_migrations"};
+constexpr Sql record_applied{"q_record_applied",
+                             "INSERT INTO stub_migrations (version, applied_at) "
+                             "VALUES ($1::bigint, $2::bigint) ON CONFLICT (version) DO NOTHING"};
+
+// ---- Transactions -----------------------------------------------------------------------------
+
+constexpr Sql begin_read_committed{"begin_rc", "BEGIN ISOLATION LEVEL READ COMMITTED"};
+constexpr Sql begin_serializable{"begin_ser", "BEGIN ISOLATION LEVEL SERIALIZABLE"};
+constexpr Sql commit{"commit", "COMMIT"};
+constexpr Sql rollback{"rollback", "ROLLBACK"};
+constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
+
+// ---- Columns ----------------------------------------------------------------------------------
+
+#define STUB_BUDGET_COLUMNS                                                                     \
+  "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "     \
+  "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at"
+#define STUB_BUDGET_ARRAYS                                                                      \
+  "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "        \
+  "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], "       \
+  "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[])"
+#define STUB_HOLD_COLUMNS                                                                       \
+  "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "  \
+  "expires_at, settled_at, actor"
+#define STUB_HOLD_ARRAYS                                                                        \
+  "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], "        \
+  "$7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], "            \
+  "$13::bigint[], $14::text[])"
+#define STUB_KEY_COLUMNS "id, budget, name, secret_hash, created_at, expires_at, revoked_at"
+#define STUB_KEY_ARRAYS                                                                         \
+  "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], "        \
+  "$7::bigint[])"
+#define STUB_ENTRY_COLUMNS                                                                      \
+  "root, seq, ts, kind, budget, amount, vendor, intent, tags, receipt, hold_id, code, actor, " \
+  "detail, postings, prev_hash, hash"
+#define STUB_IDEMPOTENCY_COLUMNS "root, key, request_hash, status, body, created_at"
+
+// ---- The batch's reads (round trip 1) ---------------------------------------------------------
+
+// Rows are locked in path order, so two batches never wait on each other in a cycle.
+constexpr Sql lock_budgets{"lock_budgets", "SELECT " STUB_BUDGET_COLUMNS
+                                           " FROM budgets WHERE path = ANY($1::text[]) "
+                                           "ORDER BY path FOR UPDATE"};
+constexpr Sql select_holds{"select_holds", "SELECT " STUB_HOLD_COLUMNS
+                                           " FROM holds WHERE id = ANY($1::text[]) ORDER BY id"};
+constexpr Sql select_keys{"select_keys", "SELECT " STUB_KEY_COLUMNS
+                                         " FROM api_keys WHERE id = ANY($1::text[])"};
+constexpr Sql select_idempotency{
+    "select_idempotency",
+    "SELECT " STUB_IDEMPOTENCY_COLUMNS
+    " FROM idempotency WHERE (root, key) IN "
+    "(SELECT r, k FROM unnest($1::text[], $2::text[]) AS t(r, k))"};
+
+// ---- The batch's writes (round trip 2): one statement per table, each row written once -------
+
+constexpr Sql update_budgets{
+    "update_budgets",
+    "UPDATE budgets AS b SET root = v.root, parent = v.parent, limit_micros = v.limit_micros, "
+    "period = v.period, period_start = v.period_start, spent = v.spent, reserved = v.reserved, "
+    "per_txn_max = v.per_txn_max, frozen = v.frozen, frozen_reason = v.frozen_reason, "
+    "currency = v.currency, head_seq = v.head_seq, head_hash = v.head_hash, "
+    "created_at = v.created_at, updated_at = v.updated_at FROM " STUB_BUDGET_ARRAYS
+    " AS v(" STUB_BUDGET_COLUMNS ") WHERE b.path = v.path"};
+// New rows are plain INSERTs: a racing creator of the same row gets 23505 and recomputes
+// instead of overwriting (no upserts of decided state).
+constexpr Sql insert_budgets{"insert_budgets", "INSERT INTO budgets (" STUB_BUDGET_COLUMNS
+                                               ") SELECT * FROM " STUB_BUDGET_ARRAYS};
+constexpr Sql update_holds{
+    "update_holds",
+    "UPDATE holds AS h SET root = v.root, budget = v.budget, amount = v.amount, "
+    "captured = v.captured, status = v.status, vendor = v.vendor, intent = v.intent, "
+    "tags = v.tags, on_expiry = v.on_expiry, created_at = v.created_at, "
+    "expires_at = v.expires_at, settled_at = v.settled_at, actor = v.actor FROM " STUB_HOLD_ARRAYS
+    " AS v(" STUB_HOLD_COLUMNS ") WHERE h.id = v.id"};
+constexpr Sql insert_holds{"insert_holds", "INSERT INTO holds (" STUB_HOLD_COLUMNS
+                                           ") SELECT * FROM " STUB_HOLD_ARRAYS};
+constexpr Sql update_keys{"update_keys",
+                          "UPDATE api_keys AS k SET budget = v.budget, name = v.name, "
+                          "secret_hash = v.secret_hash, created_at = v.created_at, "
+                          "expires_at = v.expires_at, revoked_at = v.revoked_at "
+                          "FROM " STUB_KEY_ARRAYS " AS v(" STUB_KEY_COLUMNS ") WHERE k.id = v.id"};
+constexpr Sql insert_keys{"insert_keys", "INSERT INTO api_keys (" STUB_KEY_COLUMNS
+                                         ") SELECT * FROM " STUB_KEY_ARRAYS};
+constexpr Sql insert_idempotency{
+    "insert_idempotency",
+    "INSERT INTO idempotency (" STUB_IDEMPOTENCY_COLUMNS
+    ") SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], "
+    "$6::bigint[])"};
+constexpr Sql insert_entries{
+    "insert_entries",
+    "INSERT INTO entries (" STUB_ENTRY_COLUMNS
+    ") SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], "
+    "$6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], "
+    "$13::text[], $14::text[], $15::text[], $16::text[], $17::text[])"};
+constexpr Sql insert_marker{"insert_marker",
+                            "INSERT INTO commit_markers (id, committed_at) "
+                            "VALUES ($1::text, $2::bigint)"};
+
+// ---- Reads outside the engine -----------------------------------------------------------------
+
+constexpr Sql select_budget{"select_budget",
+                            "SELECT " STUB_BUDGET_COLUMNS " FROM budgets WHERE path = $1::text"};
+constexpr Sql select_subtree{"select_subtree", "SELECT " STUB_BUDGET_COLUMNS
+                                               " FROM budgets WHERE root = $1::text "
+                                               "ORDER BY path"};
+constexpr Sql select_roots{"select_roots",
+                           "SELECT path FROM budgets WHERE parent = '' ORDER BY path"};
+constexpr Sql select_hold{"select_hold",
+                          "SELECT " STUB_HOLD_COLUMNS " FROM holds WHERE id = $1::text"};
+constexpr Sql select_expired_holds{"select_expired_holds",
+                                   "SELECT " STUB_HOLD_COLUMNS
+                                   " FROM holds WHERE status = 'held' AND expires_at <= "
+                                   "$1::bigint ORDER BY expires_at LIMIT $2::bigint"};
+constexpr Sql select_key{"select_key",
+                         "SELECT " STUB_KEY_COLUMNS " FROM api_keys WHERE id = $1::text"};
+constexpr Sql select_entries{"select_entries",
+                             "SELECT " STUB_ENTRY_COLUMNS
+                             " FROM entries WHERE root = $1::text AND seq > $2::bigint "
+                             "ORDER BY seq LIMIT $3::bigint"};
+constexpr Sql select_one_idempotency{"select_one_idempotency",
+                                     "SELECT " STUB_IDEMPOTENCY_COLUMNS
+                                     " FROM idempotency WHERE root = $1::text AND key = $2::text"};
+// Both in one statement, so one snapshot.
+constexpr Sql select_entry_bounds{
+    "select_entry_bounds",
+    "SELECT (SELECT coalesce(max(seq), 0::bigint) FROM entries WHERE root = $1::text), "
+    "(SELECT coalesce(max(head_seq), 0::bigint) FROM budgets WHERE path = $1::text)"};
+
+constexpr const Sql* every_statement[] = {
+    &select_applied, &record_applied, &begin_read_committed, &begin_serializable,
+    &commit, &rollback, &lock_timeout, &lock_budgets, &select_holds, &select_keys,
+    &select_idempotency, &update_budgets, &insert_budgets, &update_holds, &insert_holds,
+    &update_keys, &insert_keys, &insert_idempotency, &insert_entries, &insert_marker,
+    &select_budget, &select_subtree, &select_roots, &select_hold, &select_expired_holds,
+    &select_key, &select_entries, &select_one_idempotency, &select_entry_bounds,
+};
+
+// ---- Helpers ----------------------------------------------------------------------------------
+
+int64_t now_micros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string random_marker() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) {
+    // The marker only needs to be unique; fall back to a seeded engine plus the clock.
+    std::random_device device;
+    for (unsigned char& byte : bytes)
+      byte = static_cast<unsigned char>(device());
+  }
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char byte : bytes) {
+    out += hex[byte >> 4];
+    out += hex[byte & 15];
+  }
+  return out;
+}
+
+Param text_array(const auto& values) {
+  ArrayBuilder array;
+  for (const auto& value : values)
+    array.add_text(value);
+  return array.finish();
+}
+
+// Jittered exponential backoff ("full jitter"): uniform in [0, min(cap, base * 2^attempt)].
+void backoff(int attempt) {
+  thread_local std::mt19937_64 random(std::random_device{}());
+  const int64_t ceiling = std::min<int64_t>(50'000, int64_t{500} << std::min(attempt, 10));
+  std::uniform_int_distribution<int64_t> pick(0, ceiling);
+  std::this_thread::sleep_for(std::chrono::microseconds(pick(random)));
+}
+
+// Column arrays for the budget rows in `paths`, in statement parameter order.
+std::vector<Param> budget_params(const ledger::WorkingSet& state,
+                                 const std::vector<const std::string*>& paths) {
+  ArrayBuilder path, root, parent, limit, period, period_start, spent, reserved, per_txn, frozen,
+      reason, currency, head_seq, head_hash, created, updated;
+  for (const std::string* key : paths) {
+    const BudgetNode& node = state.budgets.at(*key);
+    path.add_text(node.path);
+    root.add_text(node.root);
+    parent.add_text(node.parent);
+    limit.add_optional_int(optional_micros(node.limit));
+    period.add_text(ledger::period_name(node.period));
+    period_start.add_int(node.period_start);
+    spent.add_int(node.spent.micros());
+    reserved.add_int(node.reserved.micros());
+    per_txn.add_optional_int(optional_micros(node.per_txn_max));
+    frozen.add_bool(node.frozen);
+    reason.add_text(node.frozen_reason);
+    currency.add_text(node.currency);
+    head_seq.add_int(node.head_seq);
+    head_hash.add_text(node.head_hash);
+    created.add_int(node.created_at);
+    updated.add_int(node.updated_at);
+  }
+  return {path.finish(),     root.finish(),      parent.finish(),   limit.finish(),
+          period.finish(),   period_start.finish(), spent.finish(), reserved.finish(),
+          per_txn.finish(),  frozen.finish(),    reason.finish(),   currency.finish(),
+          head_seq.finish(), head_hash.finish(), created.finish(),  updated.finish()};
+}
+
+std::vector<Param> hold_params(const ledger::WorkingSet& state,
+                               const std::vector<const std::string*>& ids) {
+  ArrayBuilder id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry,
+      created, expires, settled, actor;
+  for (const std::string* key : ids) {
+    const Hold& hold = state.holds.at(*key);
+    id.add_text(hold.id);
+    root.add_text(hold.root);
+    budget.add_text(hold.budget);
+    amount.add_int(hold.amount.micros());
+    captured.add_int(hold.captured.micros());
+    status.add_text(ledger::hold_status_name(hold.status));
+    vendor.add_text(hold.vendor);
+    intent.add_text(hold.intent);
+    tags.add_text(hold.tags_json);
+    on_expiry.add_text(on_expiry_name(hold.on_expiry));
+    created.add_int(hold.created_at);
+    expires.add_int(hold.expires_at);
+    settled.add_int(hold.settled_at);
+    actor.add_text(hold.actor);
+  }
+  return {id.finish(),     root.finish(),     budget.finish(),  amount.finish(), captured.finish(),
+          status.finish(), vendor.finish(),   intent.finish(),  tags.finish(),   on_expiry.finish(),
+          created.finish(), expires.finish(), settled.finish(), actor.finish()};
+}
+
+std::vector<Param> key_params(const ledger::WorkingSet& state,
+                              const std::vector<const std::string*>& ids) {
+  ArrayBuilder id, budget, name, secret_hash, created, expires, revoked;
+  for (const std::string* key_id : ids) {
+    const ApiKey& key = state.keys.at(*key_id);
+    id.add_text(key.id);
+    budget.add_text(key.budget);
+    name.add_text(key.name);
+    secret_hash.add_text(key.secret_hash);
+    created.add_int(key.created_at);
+    expires.add_int(key.expires_at);
+    revoked.add_int(key.revoked_at);
+  }
+  return {id.finish(),      budget.finish(),  name.finish(),   secret_hash.finish(),
+          created.finish(), expires.finish(), revoked.finish()};
+}
+
+std::vector<Param> idempotency_params(const std::vector<IdempotencyRecord>& records) {
+  ArrayBuilder root, key, request_hash, status, body, created;
+  for (const IdempotencyRecord& record : records) {
+    root.add_text(record.root);
+    key.add_text(record.key);
+    request_hash.add_text(record.request_hash);
+    status.add_int(record.status);
+    body.add_text(record.body);
+    created.add_int(record.created_at);
+  }
+  return {root.finish(), key.finish(),  request_hash.finish(),
+          status.finish(), body.finish(), created.finish()};
+}
+
+std::vector<Param> entry_params(const std::vector<Entry>& entries) {
+  ArrayBuilder root, seq, ts, kind, budget, amount, vendor, intent, tags, receipt, hold_id, code,
+      actor, detail, postings, prev_hash, hash;
+  for (const Entry& entry : entries) {
+    root.add_text(entry.root);
+    seq.add_int(entry.seq);
+    ts.add_int(entry.ts);
+    kind.add_text(entry.kind);
+    budget.add_text(entry.budget);
+    amount.add_optional_int(optional_micros(entry.amount));
+    vendor.add_text(entry.vendor);
+    intent.add_text(entry.intent);
+    tags.add_text(entry.tags_json);
+    receipt.add_text(entry.receipt_json);
+    hold_id.add_text(entry.hold_id);
+    code.add_text(entry.code);
+    actor.add_text(entry.actor);
+    detail.add_text(entry.detail_json);
+    postings.add_text(ledger::postings_to_json_text(entry.postings));
+    prev_hash.add_text(entry.prev_hash);
+    hash.add_text(entry.hash);
+  }
+  return {root.finish(),    seq.finish(),    ts.finish(),       kind.finish(),   budget.finish(),
+          amount.finish(),  vendor.finish(), intent.finish(),   tags.finish(),   receipt.finish(),
+          hold_id.finish(), code.finish(),   actor.finish(),    detail.finish(), postings.finish(),
+          prev_hash.finish(), hash.finish()};
+}
+
+// Splits the dirty keys of one table into rows that existed when read (UPDATE) and new rows
+// (INSERT). Sorted, so that row locks are always taken in one order.
+template <typename Map>
+void split_dirty(const std::unordered_set<std::string>& dirty, const Map& loaded_before,
+                 std::vector<const std::string*>& updates, std::vector<const std::string*>& inserts) {
+  for (const std::string& key : dirty)
+    (loaded_before.contains(key) ? updates : inserts).push_back(&key);
+  const auto by_value = [](const std::string* a, const std::string* b) { return *a < *b; };
+  std::sort(updates.begin(), updates.end(), by_value);
+  std::sort(inserts.begin(), inserts.end(), by_value);
+}
+
+Status migrate(Connection& connection) {
+  // Several instances may start at once: every statement is idempotent, and a statement that
+  // loses a race (duplicate catalog row, serialization failure) is simply run again.
+  const auto run_with_retry = [](const Sql& sql, auto&& execute) -> Status {
+    for (int attempt = 0;; ++attempt) {
+      auto result = execute();
+      if (result.ok())
+        return Status::success();
+      const bool raced = result.error().subcode == "23505" || result.error().subcode == "42P07" ||
+                         result.error().subcode == "40001" || result.error().subcode == "40P01";
+      if (!raced || attempt >= 20)
+        return Error{ErrorCode::unavailable, "migration_failed",
+                     std::string("Migration ") + sql.name + " failed: " + result.error().message};
+      backoff(attempt);
+    }
+  };
+  if (Status status = run_with_retry(create_migrations,
+                                     [&] { return connection.exec(create_migrations); });
+      !status.ok()) {
+    return status;
+  }
+  auto applied = connection.run(Query{&select_applied, {}});
+  if (!applied.ok())
+    return applied.error();
+  std::unordered_set<int64_t> done;
+  const Rows rows(applied->get());
+  for (int i = 0; i < rows.size(); ++i)
+    done.insert(rows.at(i).column_int(0));
+  for (const Migration& migration : migrations()) {
+    if (done.contains(migration.version))
+      continue;
+    for (const Sql& statement : migration.statements) {
+      if (Status status =
+              run_with_retry(statement, [&] { return connection.exec(statement); });
+          !status.ok()) {
+        return status;
+      }
+    }
+    const Query record{&record_applied,
+                       {std::to_string(migration.version), std::to_string(now_micros())}};
+    if (Status status = run_with_retry(record_applied, [&] { return connection.run(record); });
+        !status.ok()) {
+      return status;
+    }
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+std::vector<const Sql*> PgStore::statements() {
+  return {std::begin(every_statement), std::end(every_statement)};
+}
+
+std::vector<const Sql*> PgStore::migration_statements() {
+  std::vector<const Sql*> out{&create_migrations};
+  for (const Migration& migration : migrations()) {
+    for (const Sql& statement : migration.statements)
+      out.push_back(&statement);
+  }
+  return out;
+}
+
+Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
+                                               const StoreOptions& options) {
+  std::unique_ptr<PgStore> store(new PgStore());
+  store->url_ = url;
+  if (options.isolation == "serializable") {
+    store->isolation_ = Isolation::serializable;
+  } else if (options.isolation != "read-committed" && !options.isolation.empty()) {
+    return Error::invalid("invalid_isolation", "Isolation must be read-committed or serializable.");
+  }
+  auto writer = Connection::open(url);
+  if (!writer.ok())
+    return writer.error();
+  store->writer_ = std::move(writer).value();
+  if (!options.read_only) {
+    if (Status status = migrate(*store->writer_); !status.ok())
+      return status.error();
+  }
+  const size_t readers = std::max<size_t>(1, options.read_connections);
+  for (size_t i = 0; i < readers; ++i) {
+    auto reader = Connection::open(url);
+    if (!reader.ok())
+      return reader.error();
+    store->readers_.push_back(std::move(reader).value());
+  }
+  return store;
+}
+
+PgStore::Reader::~Reader() {
+  {
+    std::lock_guard lock(store_.readers_mutex_);
+    store_.readers_.push_back(std::move(connection_));
+  }
+  store_.readers_available_.notify_one();
+}
+
+PgStore::Reader PgStore::checkout_reader() {
+  std::unique_lock lock(readers_mutex_);
+  readers_available_.wait(lock, [&] { return !readers_.empty(); });
+  std::unique_ptr<Connection> connection = std::move(readers_.back());
+  readers_.pop_back();
+  return Reader(*this, std::move(connection));
+}
+
+Result<ResultPtr> PgStore::read_query(const Query& query) {
+  Reader reader = checkout_reader();
+  for (int attempt = 0;; ++attempt) {
+    if (reader->broken() && reader->reset())
+      counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+    auto result = reader->run(query);
+    if (result.ok() || attempt >= 1 || !reader->broken())
+      return result;
+  }
+}
+
+Status PgStore::ensure_writer() {
+  if (!writer_->broken())
+    return Status::success();
+  if (!writer_->reset()) {
+    return Error{ErrorCode::unavailable, "db_unreachable",
+                 "Cannot reconnect to " + redact_url(url_) + "."};
+  }
+  counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  return Status::success();
+}
+
+Status PgStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) {
+  // Conflicts are retried until this deadline; then the callers get a retryable 503 and the
+  // store carries on. A database that stays unreachable for as long fails the store.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (int attempt = 0;; ++attempt) {
+    Status failure = Status::success();
+    switch (this->attempt(read, apply, failure)) {
+      case AttemptResult::committed:
+        return Status::success();
+      case AttemptResult::failed:
+        return failure;
+      case AttemptResult::retry:
+        break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      if (!failure.ok())
+        return failure;
+      return Error{ErrorCode::overloaded, "conflict_retries_exhausted",
+                   "The batch kept conflicting with other writers; retry with the same "
+                   "Idempotency-Key."};
+    }
+    backoff(attempt);
+  }
+}
+
+PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const ApplyBatch& apply,
+                                        Status& failure) {
+  if (Status status = ensure_writer(); !status.ok()) {
+    failure = status;  // Retried until the deadline, then this is the answer.
+    return AttemptResult::retry;
+  }
+  Connection& connection = *writer_;
+  const auto abandon = [&](const DbError& error, std::string_view what) {
+    if (error.failure == Failure::connection_lost) {
+      failure = to_error(error, what);
+      return AttemptResult::retry;
+    }
+    (void)connection.exec(rollback);
+    if (error.failure == Failure::conflict) {
+      counters_.conflicts.fetch_add(1, std::memory_order_relaxed);
+      return AttemptResult::retry;
+    }
+    failure = to_error(error, what);
+    return AttemptResult::failed;
+  };
+
+  // Round trip 1: lock and read everything the batch can touch.
+  std::vector<Param> idempotency_roots_keys;
+  {
+    ArrayBuilder roots, keys;
+    for (const auto& [root, key] : read.idempotency) {
+      roots.add_text(root);
+      keys.add_text(key);
+    }
+    idempotency_roots_keys = {roots.finish(), keys.finish()};
+  }
+  const Query reads[] = {
+      {isolation_ == Isolation::serializable ? &begin_serializable : &begin_read_committed, {}},
+      {&lock_budgets, {text_array(read.budgets)}},
+      {&select_holds, {text_array(read.holds)}},
+      {&select_keys, {text_array(read.keys)}},
+      {&select_idempotency, idempotency_roots_keys},
+  };
+  auto loaded = connection.pipeline(reads);
+  if (loaded.error)
+    return abandon(*loaded.error, "reading the batch's rows");
+
+  ledger::WorkingSet state;
+  {
+    const Rows budgets(loaded.results[1].get());
+    for (int i = 0; i < budgets.size(); ++i) {
+      BudgetNode node = read_budget(budgets.at(i));
+      state.budgets.emplace(node.path, std::move(node));
+    }
+    const Rows holds(loaded.results[2].get());
+    for (int i = 0; i < holds.size(); ++i) {
+      Hold hold = read_hold(holds.at(i));
+      state.holds.emplace(hold.id, std::move(hold));
+    }
+    const Rows keys(loaded.results[3].get());
+    for (int i = 0; i < keys.size(); ++i) {
+      ApiKey key = read_key(keys.at(i));
+      state.keys.emplace(key.id, std::move(key));
+    }
+    const Rows records(loaded.results[4].get());
+    for (int i = 0; i < records.size(); ++i) {
+      IdempotencyRecord record = read_idempotency(records.at(i));
+      std::string slot = ledger::idempotency_slot(record.root, record.key);
+      state.idempotency.emplace(std::move(slot), std::move(record));
+    }
+  }
+  std::unordered_set<std::string> existing_budgets, existing_holds, existing_keys;
+  for (const auto& [path, node] : state.budgets)
+    existing_budgets.insert(path);
+  for (const auto& [id, hold] : state.holds)
+    existing_holds.insert(id);
+  for (const auto& [id, key] : state.keys)
+    existing_keys.insert(id);
+
+  apply(state);
+
+  // Round trip 2: the writes, the marker and COMMIT.
+  std::vector<const std::string*> budget_updates, budget_inserts, hold_updates, hold_inserts,
+      key_updates, key_inserts;
+  split_dirty(state.dirty_budgets, existing_budgets, budget_updates, budget_inserts);
+  split_dirty(state.dirty_holds, existing_holds, hold_updates, hold_inserts);
+  split_dirty(state.dirty_keys, existing_keys, key_updates, key_inserts);
+  const size_t rows = state.dirty_budgets.size() + state.dirty_holds.size() +
+                      state.dirty_keys.size() + state.new_idempotency.size() +
+                      state.new_entries.size() + 1;
+  if (rows > max_rows_per_commit()) {
+    (void)connection.exec(rollback);
+    failure = Error{ErrorCode::internal, "batch_too_large",
+                    "A batch would write " + std::to_string(rows) + " rows, above the bound of " +
+                        std::to_string(max_rows_per_commit()) + "."};
+    return AttemptResult::failed;
+  }
+  std::vector<Query> writes;
+  if (!budget_updates.empty())
+    writes.push_back({&update_budgets, budget_params(state, budget_updates)});
+  if (!budget_inserts.empty())
+    writes.push_back({&insert_budgets, budget_params(state, budget_inserts)});
+  if (!hold_updates.empty())
+    writes.push_back({&update_holds, hold_params(state, hold_updates)});
+  if (!hold_inserts.empty())
+    writes.push_back({&insert_holds, hold_params(state, hold_inserts)});
+  if (!key_updates.empty())
+    writes.push_back({&update_keys, key_params(state, key_updates)});
+  if (!key_inserts.empty())
+    writes.push_back({&insert_keys, key_params(state, key_inserts)});
+  if (!state.new_idempotency.empty())
+    writes.push_back({&insert_idempotency, idempotency_params(state.new_idempotency)});
+  if (!state.new_entries.empty())
+    writes.push_back({&insert_entries, entry_params(state.new_entries)});
+  const std::string marker = random_marker();
+  writes.push_back({&insert_marker, {marker, std::to_string(now_micros())}});
+
+  if (faults_.lose_before_commit.load() > 0 && faults_.lose_before_commit.fetch_sub(1) > 0) {
+    // The writes arrive, then the connection dies before COMMIT is sent.
+    auto sent = connection.pipeline(writes);
+    connection.sever();
+    (void)sent;
+    DbError lost{Failure::connection_lost, "", "connection lost (injected) before COMMIT"};
+    failure = to_error(lost, "committing");
+  } else {
+    writes.push_back({&commit, {}});
+    auto committed = connection.pipeline(writes);
+    if (!committed.error && faults_.lose_after_commit.load() > 0 &&
+        faults_.lose_after_commit.fetch_sub(1) > 0) {
+      connection.sever();  // COMMIT ran; its answer is "lost".
+      committed.error = DbError{Failure::connection_lost, "", "connection lost (injected)"};
+    }
+    if (!committed.error)
+      return AttemptResult::committed;
+    if (committed.error->failure != Failure::connection_lost)
+      return abandon(*committed.error, "committing the batch");
+    failure = to_error(*committed.error, "committing the batch");
+  }
+
+  // The COMMIT may or may not have run. Find out before anything is recomputed: never apply
+  // twice, never drop an acknowledged write.
+  counters_.ambiguous.fetch_add(1, std::memory_order_relaxed);
+  auto outcome = resolve_ambiguous(marker);
+  if (!outcome.ok()) {
+    failure = Error{ErrorCode::unavailable, "commit_outcome_unknown",
+                    "Lost the connection during COMMIT and could not find out whether it "
+                    "committed: " +
+                        outcome.error().message};
+    return AttemptResult::failed;
+  }
+  if (outcome.value()) {
+    counters_.found_committed.fetch_add(1, std::memory_order_relaxed);
+    return AttemptResult::committed;
+  }
+  return AttemptResult::retry;
+}
+
+Result<bool> PgStore::resolve_ambiguous(const std::string& marker) {
+  // Inserting the same marker waits for the old transaction if its backend is still finishing
+  // it (a unique-index wait), then fails with 23505 if it committed or succeeds if it did not.
+  // Reading alone could miss a COMMIT still in flight on the old backend.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (int attempt = 0;; ++attempt) {
+    if (ensure_writer().ok()) {
+      const Query probe[] = {
+          {&begin_read_committed, {}},
+          {&lock_timeout, {}},
+          {&insert_marker, {marker, std::to_string(now_micros())}},
+      };
+      auto result = writer_->pipeline(probe);
+      const std::optional<DbError>& error = result.error;
+      if (!error || error->failure != Failure::connection_lost)
+        (void)writer_->exec(rollback);
+      if (!error)
+        return false;  // The marker was free: the batch did not commit.
+      if (error->sqlstate == "23505")
+        return true;
+      if (error->failure == Failure::fatal && error->sqlstate != "55P03")
+        return to_error(*error, "resolving an ambiguous commit");
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Error{ErrorCode::unavailable, "db_unreachable",
+                   "The database stayed unreachable while resolving a commit."};
+    }
+    backoff(attempt + 4);
+  }
+}
+
+namespace {
+
+template <typename Record, typename Read>
+Result<std::optional<Record>> first_row(Result<ResultPtr> result, const Read& read) {
+  if (!result.ok())
+    return result.error();
+  const Rows rows(result->get());
+  if (rows.size() == 0)
+    return std::optional<Record>{};
+  return std::optional<Record>{read(rows.at(0))};
+}
+
+template <typename Record, typename Read>
+Result<std::vector<Record>> all_rows(Result<ResultPtr> result, const Read& read) {
+  if (!result.ok())
+    return result.error();
+  const Rows rows(result->get());
+  std::vector<Record> out;
+  out.reserve(static_cast<size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i)
+    out.push_back(read(rows.at(i)));
+  return out;
+}
+
+}  // namespace
+
+Result<std::optional<BudgetNode>> PgStore::get_budget(const std::string& path) {
+  return first_row<BudgetNode>(read_query({&select_budget, {path}}), read_budget<Rows>);
+}
+
+Result<std::vector<BudgetNode>> PgStore::list_subtree(const std::string& root) {
+  return all_rows<BudgetNode>(read_query({&select_subtree, {root}}), read_budget<Rows>);
+}
+
+Result<std::vector<std::string>> PgStore::list_roots() {
+  return all_rows<std::string>(read_query({&select_roots, {}}),
+                               [](const Rows& row) { return row.column_text(0); });
+}
+
+Result<std::optional<Hold>> PgStore::get_hold(const std::string& id) {
+  return first_row<Hold>(read_query({&select_hold, {id}}), read_hold<Rows>);
+}
+
+Result<std::vector<Hold>> PgStore::list_expired_holds(ledger::Micros now, size_t limit) {
+  return all_rows<Hold>(
+      read_query({&select_expired_holds, {std::to_string(now), std::to_string(limit)}}),
+      read_hold<Rows>);
+}
+
+Result<std::optional<ApiKey>> PgStore::get_key(const std::string& id) {
+  return first_row<ApiKey>(read_query({&select_key, {id}}), read_key<Rows>);
+}
+
+Result<EntryPage> PgStore::list_entries(const std::string& root, int64_t after, size_t limit) {
+  auto entries = all_rows<Entry>(
+      read_query({&select_entries, {root, std::to_string(after), std::to_string(limit)}}),
+      read_entry<Rows>);
+  if (!entries.ok())
+    return entries.error();
+  EntryPage page;
+  page.entries = std::move(entries).value();
+  page.next_after = page.entries.empty() ? after : page.entries.back().seq;
+  return page;
+}
+
+Result<std::optional<IdempotencyRecord>> PgStore::get_idempotency(const std::string& root,
+                                                                  const std::string& key) {
+  return first_row<IdempotencyRecord>(read_query({&select_one_idempotency, {root, key}}),
+                                      read_idempotency<Rows>);
+}
+
+Result<Store::EntryBounds> PgStore::entry_bounds(const std::string& root) {
+  auto bounds = first_row<EntryBounds>(read_query({&select_entry_bounds, {root}}),
+                                       [](const Rows& row) {
+                                         return EntryBounds{row.column_int(0), row.column_int(1)};
+                                       });
+  if (!bounds.ok())
+    return bounds.error();
+  return bounds->value_or(EntryBounds{});
+}
+
+}  // namespace stub::store::postgres

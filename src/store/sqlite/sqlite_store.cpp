@@ -4,7 +4,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <boost/json/parse.hpp>
 #include <cassert>
 #include <cerrno>
 #include <chrono>
@@ -12,6 +11,7 @@
 #include <type_traits>
 
 #include "ledger/budget_path.hpp"
+#include "store/row_mapping.hpp"
 
 namespace stub::store::sqlite {
 
@@ -22,7 +22,6 @@ using ledger::BudgetNode;
 using ledger::Entry;
 using ledger::Hold;
 using ledger::IdempotencyRecord;
-using ledger::Money;
 
 // Migrations are embedded in the binary and applied in order, each in its own transaction.
 // Append only: a released migration is never edited.
@@ -117,114 +116,16 @@ constexpr const char* budget_columns =
     "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "
     "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at";
 
-std::optional<Money> optional_money(const Statement& row, int column) {
-  const auto micros = row.column_optional_int(column);
-  if (!micros)
-    return std::nullopt;
-  return Money::from_micros(*micros);
-}
-
-std::optional<int64_t> optional_micros(const std::optional<Money>& money) {
-  if (!money)
-    return std::nullopt;
-  return money->micros();
-}
-
-BudgetNode read_budget(const Statement& row) {
-  BudgetNode node;
-  node.path = row.column_text(0);
-  node.root = row.column_text(1);
-  node.parent = row.column_text(2);
-  node.limit = optional_money(row, 3);
-  node.period = ledger::parse_period(row.column_text(4)).value_or(ledger::Period::month);
-  node.period_start = row.column_int(5);
-  node.spent = Money::from_micros(row.column_int(6));
-  node.reserved = Money::from_micros(row.column_int(7));
-  node.per_txn_max = optional_money(row, 8);
-  node.frozen = row.column_int(9) != 0;
-  node.frozen_reason = row.column_text(10);
-  node.currency = row.column_text(11);
-  node.head_seq = row.column_int(12);
-  node.head_hash = row.column_text(13);
-  node.created_at = row.column_int(14);
-  node.updated_at = row.column_int(15);
-  return node;
-}
-
 constexpr const char* hold_columns =
     "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "
     "expires_at, settled_at, actor";
 
-Hold read_hold(const Statement& row) {
-  Hold hold;
-  hold.id = row.column_text(0);
-  hold.root = row.column_text(1);
-  hold.budget = row.column_text(2);
-  hold.amount = Money::from_micros(row.column_int(3));
-  hold.captured = Money::from_micros(row.column_int(4));
-  hold.status = ledger::parse_hold_status(row.column_text(5)).value_or(ledger::HoldStatus::held);
-  hold.vendor = row.column_text(6);
-  hold.intent = row.column_text(7);
-  hold.tags_json = row.column_text(8);
-  hold.on_expiry =
-      row.column_text(9) == "void" ? ledger::OnExpiry::void_hold : ledger::OnExpiry::capture;
-  hold.created_at = row.column_int(10);
-  hold.expires_at = row.column_int(11);
-  hold.settled_at = row.column_int(12);
-  hold.actor = row.column_text(13);
-  return hold;
-}
-
 constexpr const char* key_columns =
     "id, budget, name, secret_hash, created_at, expires_at, revoked_at";
-
-ApiKey read_key(const Statement& row) {
-  return ApiKey{row.column_text(0), row.column_text(1), row.column_text(2), row.column_text(3),
-                row.column_int(4),  row.column_int(5),  row.column_int(6)};
-}
 
 constexpr const char* entry_columns =
     "root, seq, ts, kind, budget, amount, vendor, intent, tags, receipt, hold_id, code, actor, "
     "detail, postings, prev_hash, hash";
-
-Entry read_entry(const Statement& row) {
-  Entry entry;
-  entry.root = row.column_text(0);
-  entry.seq = row.column_int(1);
-  entry.ts = row.column_int(2);
-  entry.kind = row.column_text(3);
-  entry.budget = row.column_text(4);
-  entry.amount = optional_money(row, 5);
-  entry.vendor = row.column_text(6);
-  entry.intent = row.column_text(7);
-  entry.tags_json = row.column_text(8);
-  entry.receipt_json = row.column_text(9);
-  entry.hold_id = row.column_text(10);
-  entry.code = row.column_text(11);
-  entry.actor = row.column_text(12);
-  entry.detail_json = row.column_text(13);
-  // Postings are stored as their canonical JSON; a row altered into something unparseable is
-  // reported by verify as a bad hash rather than crashing the reader.
-  boost::system::error_code error;
-  const boost::json::value postings = boost::json::parse(row.column_text(14), error);
-  if (!error && postings.is_array()) {
-    for (const auto& posting : postings.get_array()) {
-      if (!posting.is_object())
-        continue;
-      const auto* account = posting.get_object().if_contains("account");
-      const auto* amount = posting.get_object().if_contains("amount");
-      if (account == nullptr || amount == nullptr || !account->is_string() ||
-          !amount->is_string()) {
-        continue;
-      }
-      const auto money = Money::parse(amount->get_string());
-      entry.postings.push_back({std::string(account->get_string()), money.value_or(Money::zero())});
-    }
-  }
-  entry.prev_hash = row.column_text(15);
-  entry.hash = row.column_text(16);
-  return entry;
-}
 
 // Runs a cached statement: `bind` sets its parameters, `read` maps each row. The statement is
 // reset afterwards, so no read transaction stays open on the connection.
@@ -437,21 +338,21 @@ SqliteStore::Reader SqliteStore::checkout_reader() {
 Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
                          ledger::WorkingSet& state) {
   for (const std::string& path : read.budgets) {
-    auto node = query_one(connection, select_budget_by_path, bind_text(path), read_budget);
+    auto node = query_one(connection, select_budget_by_path, bind_text(path), read_budget<Statement>);
     if (!node.ok())
       return node.error();
     if (node.value())
       state.budgets.emplace(path, std::move(*node.value()));
   }
   for (const std::string& id : read.holds) {
-    auto hold = query_one(connection, select_hold_by_id, bind_text(id), read_hold);
+    auto hold = query_one(connection, select_hold_by_id, bind_text(id), read_hold<Statement>);
     if (!hold.ok())
       return hold.error();
     if (hold.value())
       state.holds.emplace(id, std::move(*hold.value()));
   }
   for (const std::string& id : read.keys) {
-    auto key = query_one(connection, select_key_by_id, bind_text(id), read_key);
+    auto key = query_one(connection, select_key_by_id, bind_text(id), read_key<Statement>);
     if (!key.ok())
       return key.error();
     if (key.value())
@@ -513,7 +414,7 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       insert.bind_static(7, hold.vendor);
       insert.bind_static(8, hold.intent);
       insert.bind_static(9, hold.tags_json);
-      insert.bind_static(10, hold.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture");
+      insert.bind_static(10, on_expiry_name(hold.on_expiry));
       insert.bind(11, hold.created_at);
       insert.bind(12, hold.expires_at);
       insert.bind(13, hold.settled_at);
@@ -620,23 +521,7 @@ Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& 
 
 Result<std::optional<BudgetNode>> SqliteStore::get_budget(const std::string& path) {
   Reader reader = checkout_reader();
-  return query_one(*reader, select_budget_by_path, bind_text(path), read_budget);
-}
-
-Result<std::vector<BudgetNode>> SqliteStore::get_lineage(const std::string& path) {
-  std::vector<BudgetNode> out;
-  const auto parsed = ledger::BudgetPath::parse(path);
-  if (!parsed)
-    return out;
-  for (const ledger::BudgetPath& node_path : parsed->lineage()) {
-    auto node = get_budget(node_path.str());
-    if (!node.ok())
-      return node.error();
-    if (!node.value())
-      return std::vector<BudgetNode>{};
-    out.push_back(std::move(*node.value()));
-  }
-  return out;
+  return query_one(*reader, select_budget_by_path, bind_text(path), read_budget<Statement>);
 }
 
 Result<std::vector<BudgetNode>> SqliteStore::list_subtree(const std::string& root) {
@@ -644,7 +529,7 @@ Result<std::vector<BudgetNode>> SqliteStore::list_subtree(const std::string& roo
   return query_rows(
       *reader,
       std::string("SELECT ") + budget_columns + " FROM budgets WHERE root = ? ORDER BY path",
-      bind_text(root), read_budget);
+      bind_text(root), read_budget<Statement>);
 }
 
 Result<std::vector<std::string>> SqliteStore::list_roots() {
@@ -656,7 +541,7 @@ Result<std::vector<std::string>> SqliteStore::list_roots() {
 
 Result<std::optional<Hold>> SqliteStore::get_hold(const std::string& id) {
   Reader reader = checkout_reader();
-  return query_one(*reader, select_hold_by_id, bind_text(id), read_hold);
+  return query_one(*reader, select_hold_by_id, bind_text(id), read_hold<Statement>);
 }
 
 Result<std::vector<Hold>> SqliteStore::list_expired_holds(ledger::Micros now, size_t limit) {
@@ -669,12 +554,12 @@ Result<std::vector<Hold>> SqliteStore::list_expired_holds(ledger::Micros now, si
         statement.bind(1, now);
         statement.bind(2, static_cast<int64_t>(limit));
       },
-      read_hold);
+      read_hold<Statement>);
 }
 
 Result<std::optional<ApiKey>> SqliteStore::get_key(const std::string& id) {
   Reader reader = checkout_reader();
-  return query_one(*reader, select_key_by_id, bind_text(id), read_key);
+  return query_one(*reader, select_key_by_id, bind_text(id), read_key<Statement>);
 }
 
 Result<EntryPage> SqliteStore::list_entries(const std::string& root, int64_t after, size_t limit) {
@@ -688,7 +573,7 @@ Result<EntryPage> SqliteStore::list_entries(const std::string& root, int64_t aft
         statement.bind(2, after);
         statement.bind(3, static_cast<int64_t>(limit));
       },
-      read_entry);
+      read_entry<Statement>);
   if (!entries.ok())
     return entries.error();
   EntryPage page;
@@ -724,14 +609,8 @@ Result<std::optional<IdempotencyRecord>> SqliteStore::find_idempotency(Connectio
     return row.error();
   std::optional<IdempotencyRecord> out;
   const Statement& found = **statement;
-  if (row.value() && found.column_text(0) == root && found.column_text(1) == key) {
-    out = IdempotencyRecord{root,
-                            key,
-                            found.column_text(2),
-                            static_cast<int>(found.column_int(3)),
-                            found.column_text(4),
-                            found.column_int(5)};
-  }
+  if (row.value() && found.column_text(0) == root && found.column_text(1) == key)
+    out = read_idempotency(found);
   (*statement)->reset();
   return out;
 }
@@ -755,62 +634,17 @@ Status SqliteStore::build_idempotency_index(Connection& connection) {
   return Status::success();
 }
 
-Result<ledger::VerifyReport> SqliteStore::verify(const std::string& root,
-                                                 const VerifyProgress& progress) {
-  auto head = get_budget(root);
-  if (!head.ok())
-    return head.error();
-  if (!head.value() || !head.value()->parent.empty()) {
-    return Error{ErrorCode::not_found, "root_not_found", "No root budget " + root + "."};
-  }
-  // The head is read first and entries are checked up to it, so verifying a live ledger checks
-  // the prefix that existed when it started, whatever commits meanwhile.
-  constexpr size_t page_size = 10'000;
-  const int64_t total = head.value()->head_seq;
-  ledger::ChainVerifier verifier;
-  int64_t after = 0;
-  bool done = false;
-  while (!done) {
-    auto page = list_entries(root, after, page_size);
-    if (!page.ok())
-      return page.error();
-    for (const Entry& entry : page->entries) {
-      if (entry.seq > total || !verifier.feed(entry)) {
-        done = true;
-        break;
-      }
-    }
-    if (progress)
-      progress(verifier.checked(), total);
-    if (page->entries.size() < page_size)
-      done = true;
-    after = page->next_after;
-  }
-  ledger::VerifyReport report = verifier.finish(head.value()->head_seq, head.value()->head_hash);
-  if (report.ok) {
-    // A commit writes its entries and the head in one transaction, so in any one snapshot no
-    // entry lies beyond the head; one that does was inserted behind the ledger's back.
-    Reader reader = checkout_reader();
-    auto statement = reader->prepared(
-        "SELECT (SELECT max(seq) FROM entries WHERE root = ?), "
-        "(SELECT head_seq FROM budgets WHERE path = ?)");
-    if (!statement.ok())
-      return statement.error();
-    (*statement)->bind(1, root);
-    (*statement)->bind(2, root);
-    auto row = (*statement)->step();
-    if (!row.ok())
-      return row.error();
-    const int64_t max_seq = (*statement)->column_int(0);
-    const int64_t head_seq = (*statement)->column_int(1);
-    (*statement)->reset();
-    if (max_seq > head_seq) {
-      report.ok = false;
-      report.first_bad_seq = head_seq + 1;
-      report.problem = "entry was inserted after the recorded head";
-    }
-  }
-  return report;
+Result<Store::EntryBounds> SqliteStore::entry_bounds(const std::string& root) {
+  Reader reader = checkout_reader();
+  auto bounds = query_one(
+      *reader,
+      "SELECT (SELECT max(seq) FROM entries WHERE root = ?1), "
+      "(SELECT head_seq FROM budgets WHERE path = ?1)",
+      bind_text(root),
+      [](const Statement& row) { return EntryBounds{row.column_int(0), row.column_int(1)}; });
+  if (!bounds.ok())
+    return bounds.error();
+  return bounds->value_or(EntryBounds{});
 }
 
 }  // namespace stub::store::sqlite

@@ -26,7 +26,6 @@ class SqliteStore final : public Store {
 
   Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) override;
   Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) override;
-  Result<std::vector<ledger::BudgetNode>> get_lineage(const std::string& path) override;
   Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) override;
   Result<std::vector<std::string>> list_roots() override;
   Result<std::optional<ledger::Hold>> get_hold(const std::string& id) override;
@@ -35,8 +34,7 @@ class SqliteStore final : public Store {
   Result<EntryPage> list_entries(const std::string& root, int64_t after, size_t limit) override;
   Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,
                                                                    const std::string& key) override;
-  Result<ledger::VerifyReport> verify(const std::string& root,
-                                      const VerifyProgress& progress) override;
+  Result<EntryBounds> entry_bounds(const std::string& root) override;
 
  private:
   SqliteStore() = default;

@@ -1,0 +1,92 @@
+#include "store/store.hpp"
+
+#include <boost/json/parse.hpp>
+
+#include "ledger/budget_path.hpp"
+#include "store/row_mapping.hpp"
+
+namespace stub::store {
+
+std::vector<ledger::Posting> parse_postings(const std::string& text) {
+  std::vector<ledger::Posting> out;
+  boost::system::error_code error;
+  const boost::json::value postings = boost::json::parse(text, error);
+  if (error || !postings.is_array())
+    return out;
+  for (const auto& posting : postings.get_array()) {
+    if (!posting.is_object())
+      continue;
+    const auto* account = posting.get_object().if_contains("account");
+    const auto* amount = posting.get_object().if_contains("amount");
+    if (account == nullptr || amount == nullptr || !account->is_string() || !amount->is_string())
+      continue;
+    const auto money = ledger::Money::parse(amount->get_string());
+    out.push_back({std::string(account->get_string()), money.value_or(ledger::Money::zero())});
+  }
+  return out;
+}
+
+Result<std::vector<ledger::BudgetNode>> Store::get_lineage(const std::string& path) {
+  std::vector<ledger::BudgetNode> out;
+  const auto parsed = ledger::BudgetPath::parse(path);
+  if (!parsed)
+    return out;
+  for (const ledger::BudgetPath& node_path : parsed->lineage()) {
+    auto node = get_budget(node_path.str());
+    if (!node.ok())
+      return node.error();
+    if (!node.value())
+      return std::vector<ledger::BudgetNode>{};
+    out.push_back(std::move(*node.value()));
+  }
+  return out;
+}
+
+Result<ledger::VerifyReport> Store::verify(const std::string& root,
+                                           const VerifyProgress& progress) {
+  auto head = get_budget(root);
+  if (!head.ok())
+    return head.error();
+  if (!head.value() || !head.value()->parent.empty()) {
+    return Error{ErrorCode::not_found, "root_not_found", "No root budget " + root + "."};
+  }
+  // The head is read first and entries are checked up to it, so verifying a live ledger checks
+  // the prefix that existed when it started, whatever commits meanwhile.
+  constexpr size_t page_size = 10'000;
+  const int64_t total = head.value()->head_seq;
+  ledger::ChainVerifier verifier;
+  int64_t after = 0;
+  bool done = false;
+  while (!done) {
+    auto page = list_entries(root, after, page_size);
+    if (!page.ok())
+      return page.error();
+    for (const ledger::Entry& entry : page->entries) {
+      if (entry.seq > total || !verifier.feed(entry)) {
+        done = true;
+        break;
+      }
+    }
+    if (progress)
+      progress(verifier.checked(), total);
+    if (page->entries.size() < page_size)
+      done = true;
+    after = page->next_after;
+  }
+  ledger::VerifyReport report = verifier.finish(head.value()->head_seq, head.value()->head_hash);
+  if (report.ok) {
+    // A commit writes its entries and the head in one transaction, so in any one snapshot no
+    // entry lies beyond the head; one that does was inserted behind the ledger's back.
+    auto bounds = entry_bounds(root);
+    if (!bounds.ok())
+      return bounds.error();
+    if (bounds->max_seq > bounds->head_seq) {
+      report.ok = false;
+      report.first_bad_seq = bounds->head_seq + 1;
+      report.problem = "entry was inserted after the recorded head";
+    }
+  }
+  return report;
+}
+
+}  // namespace stub::store
