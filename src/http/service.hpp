@@ -19,9 +19,9 @@
 namespace stub::http {
 
 struct ServiceOptions {
-  std::string db;           // a path, sqlite:PATH or postgres://...
+  std::string db;                            // a path, sqlite:PATH or postgres://...
   std::string isolation = "read-committed";  // PostgreSQL only
-  std::string admin_token;  // empty: generate one
+  std::string admin_token;                   // empty: generate one
   ServerOptions server;
   engine::SequencerOptions sequencer;
   size_t read_threads = 4;

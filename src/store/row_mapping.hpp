@@ -117,12 +117,9 @@ ledger::Entry read_entry(const Row& row) {
 // root, key, request_hash, status, body, created_at
 template <typename Row>
 ledger::IdempotencyRecord read_idempotency(const Row& row) {
-  return ledger::IdempotencyRecord{row.column_text(0),
-                                   row.column_text(1),
-                                   row.column_text(2),
-                                   static_cast<int>(row.column_int(3)),
-                                   row.column_text(4),
-                                   row.column_int(5)};
+  return ledger::IdempotencyRecord{row.column_text(0), row.column_text(1),
+                                   row.column_text(2), static_cast<int>(row.column_int(3)),
+                                   row.column_text(4), row.column_int(5)};
 }
 
 }  // namespace stub::store

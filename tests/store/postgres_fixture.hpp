@@ -62,8 +62,8 @@ inline std::string postgres_url_for(const std::string& temp_dir) {
       !error.empty()) {
     ADD_FAILURE() << "CREATE SCHEMA " << schema << ": " << error;
   }
-  return base + (base.find('?') == std::string::npos ? "?" : "&") +
-         "options=-csearch_path%3D" + schema;
+  return base + (base.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" +
+         schema;
 }
 
 inline std::unique_ptr<Store> open_postgres(const std::string& temp_dir,

@@ -1,5 +1,6 @@
 // The Store conformance suite: one set of behaviours that every store (SQLite, and PostgreSQL in
-// both isolation levels) must show, driven through the real engine::Sequencer with an injected clock.
+// both isolation levels) must show, driven through the real engine::Sequencer with an injected
+// clock.
 //
 // To run it against another store, add one StoreKind to INSTANTIATE_TEST_SUITE_P at the bottom.
 // A factory gets a fresh temporary directory per test; called twice with the same directory it
@@ -22,10 +23,10 @@
 #include <vector>
 
 #include "edge_commands.hpp"
-#include "postgres_fixture.hpp"
 #include "engine/event_bus.hpp"
 #include "engine/sequencer.hpp"
 #include "ledger/batch.hpp"
+#include "postgres_fixture.hpp"
 #include "store/store.hpp"
 
 namespace stub::store::conformance {
@@ -917,9 +918,9 @@ std::vector<StoreKind> all_store_kinds() {
     kinds.push_back(StoreKind{
         "postgres_read_committed",
         [](const std::string& dir) { return open_postgres(dir, "read-committed"); }, true});
-    kinds.push_back(StoreKind{
-        "postgres_serializable",
-        [](const std::string& dir) { return open_postgres(dir, "serializable"); }, true});
+    kinds.push_back(
+        StoreKind{"postgres_serializable",
+                  [](const std::string& dir) { return open_postgres(dir, "serializable"); }, true});
   }
   return kinds;
 }

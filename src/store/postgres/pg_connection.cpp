@@ -59,7 +59,8 @@ Result<std::unique_ptr<Connection>> Connection::open(const std::string& url) {
                  "Cannot connect to " + redact_url(url) + ": " + message};
   }
   // Server notices ("relation already exists, skipping") are not errors; keep them off stderr.
-  PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
   return std::unique_ptr<Connection>(new Connection(conn));
 }
 

@@ -96,25 +96,25 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 
 // ---- Columns ----------------------------------------------------------------------------------
 
-#define STUB_BUDGET_COLUMNS                                                                     \
-  "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "     \
+#define STUB_BUDGET_COLUMNS                                                                \
+  "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, " \
   "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at"
-#define STUB_BUDGET_ARRAYS                                                                      \
-  "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "        \
-  "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], "       \
+#define STUB_BUDGET_ARRAYS                                                               \
+  "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "  \
+  "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], " \
   "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[])"
-#define STUB_HOLD_COLUMNS                                                                       \
-  "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "  \
+#define STUB_HOLD_COLUMNS                                                                     \
+  "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, " \
   "expires_at, settled_at, actor"
-#define STUB_HOLD_ARRAYS                                                                        \
-  "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], "        \
-  "$7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], "            \
+#define STUB_HOLD_ARRAYS                                                                \
+  "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], " \
+  "$7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], "     \
   "$13::bigint[], $14::text[])"
 #define STUB_KEY_COLUMNS "id, budget, name, secret_hash, created_at, expires_at, revoked_at"
-#define STUB_KEY_ARRAYS                                                                         \
-  "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], "        \
+#define STUB_KEY_ARRAYS                                                                 \
+  "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], " \
   "$7::bigint[])"
-#define STUB_ENTRY_COLUMNS                                                                      \
+#define STUB_ENTRY_COLUMNS                                                                     \
   "root, seq, ts, kind, budget, amount, vendor, intent, tags, receipt, hold_id, code, actor, " \
   "detail, postings, prev_hash, hash"
 #define STUB_IDEMPOTENCY_COLUMNS "root, key, request_hash, status, body, created_at"
@@ -127,13 +127,12 @@ constexpr Sql lock_budgets{"lock_budgets", "SELECT " STUB_BUDGET_COLUMNS
                                            "ORDER BY path FOR UPDATE"};
 constexpr Sql select_holds{"select_holds", "SELECT " STUB_HOLD_COLUMNS
                                            " FROM holds WHERE id = ANY($1::text[]) ORDER BY id"};
-constexpr Sql select_keys{"select_keys", "SELECT " STUB_KEY_COLUMNS
-                                         " FROM api_keys WHERE id = ANY($1::text[])"};
-constexpr Sql select_idempotency{
-    "select_idempotency",
-    "SELECT " STUB_IDEMPOTENCY_COLUMNS
-    " FROM idempotency WHERE (root, key) IN "
-    "(SELECT r, k FROM unnest($1::text[], $2::text[]) AS t(r, k))"};
+constexpr Sql select_keys{"select_keys",
+                          "SELECT " STUB_KEY_COLUMNS " FROM api_keys WHERE id = ANY($1::text[])"};
+constexpr Sql select_idempotency{"select_idempotency",
+                                 "SELECT " STUB_IDEMPOTENCY_COLUMNS
+                                 " FROM idempotency WHERE (root, key) IN "
+                                 "(SELECT r, k FROM unnest($1::text[], $2::text[]) AS t(r, k))"};
 
 // ---- The batch's writes (round trip 2): one statement per table, each row written once -------
 
@@ -156,15 +155,15 @@ constexpr Sql update_holds{
     "tags = v.tags, on_expiry = v.on_expiry, created_at = v.created_at, "
     "expires_at = v.expires_at, settled_at = v.settled_at, actor = v.actor FROM " STUB_HOLD_ARRAYS
     " AS v(" STUB_HOLD_COLUMNS ") WHERE h.id = v.id"};
-constexpr Sql insert_holds{"insert_holds", "INSERT INTO holds (" STUB_HOLD_COLUMNS
-                                           ") SELECT * FROM " STUB_HOLD_ARRAYS};
+constexpr Sql insert_holds{
+    "insert_holds", "INSERT INTO holds (" STUB_HOLD_COLUMNS ") SELECT * FROM " STUB_HOLD_ARRAYS};
 constexpr Sql update_keys{"update_keys",
                           "UPDATE api_keys AS k SET budget = v.budget, name = v.name, "
                           "secret_hash = v.secret_hash, created_at = v.created_at, "
                           "expires_at = v.expires_at, revoked_at = v.revoked_at "
                           "FROM " STUB_KEY_ARRAYS " AS v(" STUB_KEY_COLUMNS ") WHERE k.id = v.id"};
-constexpr Sql insert_keys{"insert_keys", "INSERT INTO api_keys (" STUB_KEY_COLUMNS
-                                         ") SELECT * FROM " STUB_KEY_ARRAYS};
+constexpr Sql insert_keys{
+    "insert_keys", "INSERT INTO api_keys (" STUB_KEY_COLUMNS ") SELECT * FROM " STUB_KEY_ARRAYS};
 constexpr Sql insert_idempotency{
     "insert_idempotency",
     "INSERT INTO idempotency (" STUB_IDEMPOTENCY_COLUMNS
@@ -211,12 +210,35 @@ constexpr Sql select_entry_bounds{
     "(SELECT coalesce(max(head_seq), 0::bigint) FROM budgets WHERE path = $1::text)"};
 
 constexpr const Sql* every_statement[] = {
-    &select_applied, &record_applied, &begin_read_committed, &begin_serializable,
-    &commit, &rollback, &lock_timeout, &lock_budgets, &select_holds, &select_keys,
-    &select_idempotency, &update_budgets, &insert_budgets, &update_holds, &insert_holds,
-    &update_keys, &insert_keys, &insert_idempotency, &insert_entries, &insert_marker,
-    &select_budget, &select_subtree, &select_roots, &select_hold, &select_expired_holds,
-    &select_key, &select_entries, &select_one_idempotency, &select_entry_bounds,
+    &select_applied,
+    &record_applied,
+    &begin_read_committed,
+    &begin_serializable,
+    &commit,
+    &rollback,
+    &lock_timeout,
+    &lock_budgets,
+    &select_holds,
+    &select_keys,
+    &select_idempotency,
+    &update_budgets,
+    &insert_budgets,
+    &update_holds,
+    &insert_holds,
+    &update_keys,
+    &insert_keys,
+    &insert_idempotency,
+    &insert_entries,
+    &insert_marker,
+    &select_budget,
+    &select_subtree,
+    &select_roots,
+    &select_hold,
+    &select_expired_holds,
+    &select_key,
+    &select_entries,
+    &select_one_idempotency,
+    &select_entry_bounds,
 };
 
 // ---- Helpers ----------------------------------------------------------------------------------
@@ -283,16 +305,16 @@ std::vector<Param> budget_params(const ledger::WorkingSet& state,
     created.add_int(node.created_at);
     updated.add_int(node.updated_at);
   }
-  return {path.finish(),     root.finish(),      parent.finish(),   limit.finish(),
-          period.finish(),   period_start.finish(), spent.finish(), reserved.finish(),
-          per_txn.finish(),  frozen.finish(),    reason.finish(),   currency.finish(),
-          head_seq.finish(), head_hash.finish(), created.finish(),  updated.finish()};
+  return {path.finish(),     root.finish(),         parent.finish(),  limit.finish(),
+          period.finish(),   period_start.finish(), spent.finish(),   reserved.finish(),
+          per_txn.finish(),  frozen.finish(),       reason.finish(),  currency.finish(),
+          head_seq.finish(), head_hash.finish(),    created.finish(), updated.finish()};
 }
 
 std::vector<Param> hold_params(const ledger::WorkingSet& state,
                                const std::vector<const std::string*>& ids) {
-  ArrayBuilder id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry,
-      created, expires, settled, actor;
+  ArrayBuilder id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created,
+      expires, settled, actor;
   for (const std::string* key : ids) {
     const Hold& hold = state.holds.at(*key);
     id.add_text(hold.id);
@@ -310,8 +332,8 @@ std::vector<Param> hold_params(const ledger::WorkingSet& state,
     settled.add_int(hold.settled_at);
     actor.add_text(hold.actor);
   }
-  return {id.finish(),     root.finish(),     budget.finish(),  amount.finish(), captured.finish(),
-          status.finish(), vendor.finish(),   intent.finish(),  tags.finish(),   on_expiry.finish(),
+  return {id.finish(),      root.finish(),    budget.finish(),  amount.finish(), captured.finish(),
+          status.finish(),  vendor.finish(),  intent.finish(),  tags.finish(),   on_expiry.finish(),
           created.finish(), expires.finish(), settled.finish(), actor.finish()};
 }
 
@@ -342,7 +364,7 @@ std::vector<Param> idempotency_params(const std::vector<IdempotencyRecord>& reco
     body.add_text(record.body);
     created.add_int(record.created_at);
   }
-  return {root.finish(), key.finish(),  request_hash.finish(),
+  return {root.finish(),   key.finish(),  request_hash.finish(),
           status.finish(), body.finish(), created.finish()};
 }
 
@@ -368,9 +390,9 @@ std::vector<Param> entry_params(const std::vector<Entry>& entries) {
     prev_hash.add_text(entry.prev_hash);
     hash.add_text(entry.hash);
   }
-  return {root.finish(),    seq.finish(),    ts.finish(),       kind.finish(),   budget.finish(),
-          amount.finish(),  vendor.finish(), intent.finish(),   tags.finish(),   receipt.finish(),
-          hold_id.finish(), code.finish(),   actor.finish(),    detail.finish(), postings.finish(),
+  return {root.finish(),      seq.finish(),    ts.finish(),     kind.finish(),   budget.finish(),
+          amount.finish(),    vendor.finish(), intent.finish(), tags.finish(),   receipt.finish(),
+          hold_id.finish(),   code.finish(),   actor.finish(),  detail.finish(), postings.finish(),
           prev_hash.finish(), hash.finish()};
 }
 
@@ -378,7 +400,8 @@ std::vector<Param> entry_params(const std::vector<Entry>& entries) {
 // (INSERT). Sorted, so that row locks are always taken in one order.
 template <typename Map>
 void split_dirty(const std::unordered_set<std::string>& dirty, const Map& loaded_before,
-                 std::vector<const std::string*>& updates, std::vector<const std::string*>& inserts) {
+                 std::vector<const std::string*>& updates,
+                 std::vector<const std::string*>& inserts) {
   for (const std::string& key : dirty)
     (loaded_before.contains(key) ? updates : inserts).push_back(&key);
   const auto by_value = [](const std::string* a, const std::string* b) { return *a < *b; };
@@ -402,8 +425,8 @@ Status migrate(Connection& connection) {
       backoff(attempt);
     }
   };
-  if (Status status = run_with_retry(create_migrations,
-                                     [&] { return connection.exec(create_migrations); });
+  if (Status status =
+          run_with_retry(create_migrations, [&] { return connection.exec(create_migrations); });
       !status.ok()) {
     return status;
   }
@@ -418,8 +441,7 @@ Status migrate(Connection& connection) {
     if (done.contains(migration.version))
       continue;
     for (const Sql& statement : migration.statements) {
-      if (Status status =
-              run_with_retry(statement, [&] { return connection.exec(statement); });
+      if (Status status = run_with_retry(statement, [&] { return connection.exec(statement); });
           !status.ok()) {
         return status;
       }
@@ -794,10 +816,10 @@ Result<std::optional<IdempotencyRecord>> PgStore::get_idempotency(const std::str
 }
 
 Result<Store::EntryBounds> PgStore::entry_bounds(const std::string& root) {
-  auto bounds = first_row<EntryBounds>(read_query({&select_entry_bounds, {root}}),
-                                       [](const Rows& row) {
-                                         return EntryBounds{row.column_int(0), row.column_int(1)};
-                                       });
+  auto bounds =
+      first_row<EntryBounds>(read_query({&select_entry_bounds, {root}}), [](const Rows& row) {
+        return EntryBounds{row.column_int(0), row.column_int(1)};
+      });
   if (!bounds.ok())
     return bounds.error();
   return bounds->value_or(EntryBounds{});

@@ -32,9 +32,9 @@ namespace stub::store::postgres {
 enum class Isolation { read_committed, serializable };
 
 struct CommitCounters {
-  std::atomic<uint64_t> conflicts{0};       // attempts recomputed after 40001/40P01/23505
-  std::atomic<uint64_t> reconnects{0};      // connections re-established
-  std::atomic<uint64_t> ambiguous{0};       // commits whose outcome had to be looked up
+  std::atomic<uint64_t> conflicts{0};        // attempts recomputed after 40001/40P01/23505
+  std::atomic<uint64_t> reconnects{0};       // connections re-established
+  std::atomic<uint64_t> ambiguous{0};        // commits whose outcome had to be looked up
   std::atomic<uint64_t> found_committed{0};  // ...and had in fact committed
 };
 
@@ -48,8 +48,7 @@ struct Faults {
 
 class PgStore final : public Store {
  public:
-  static Result<std::unique_ptr<PgStore>> open(const std::string& url,
-                                               const StoreOptions& options);
+  static Result<std::unique_ptr<PgStore>> open(const std::string& url, const StoreOptions& options);
   ~PgStore() override = default;
 
   Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) override;

@@ -338,7 +338,8 @@ SqliteStore::Reader SqliteStore::checkout_reader() {
 Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
                          ledger::WorkingSet& state) {
   for (const std::string& path : read.budgets) {
-    auto node = query_one(connection, select_budget_by_path, bind_text(path), read_budget<Statement>);
+    auto node =
+        query_one(connection, select_budget_by_path, bind_text(path), read_budget<Statement>);
     if (!node.ok())
       return node.error();
     if (node.value())
@@ -636,12 +637,12 @@ Status SqliteStore::build_idempotency_index(Connection& connection) {
 
 Result<Store::EntryBounds> SqliteStore::entry_bounds(const std::string& root) {
   Reader reader = checkout_reader();
-  auto bounds = query_one(
-      *reader,
-      "SELECT (SELECT max(seq) FROM entries WHERE root = ?1), "
-      "(SELECT head_seq FROM budgets WHERE path = ?1)",
-      bind_text(root),
-      [](const Statement& row) { return EntryBounds{row.column_int(0), row.column_int(1)}; });
+  auto bounds = query_one(*reader,
+                          "SELECT (SELECT max(seq) FROM entries WHERE root = ?1), "
+                          "(SELECT head_seq FROM budgets WHERE path = ?1)",
+                          bind_text(root), [](const Statement& row) {
+                            return EntryBounds{row.column_int(0), row.column_int(1)};
+                          });
   if (!bounds.ok())
     return bounds.error();
   return bounds->value_or(EntryBounds{});
