@@ -7,6 +7,20 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
+# A throwaway PostgreSQL cluster for the PostgreSQL store suites and the multi-instance tests,
+# stopped and removed on exit. STUB_REQUIRE_POSTGRES=1 makes those suites fail rather than skip
+# if it were missing.
+pg_dir=$(mktemp -d /tmp/stub-test-pg.XXXXXX)
+cleanup_pg() {
+  bash scripts/pg-cluster.sh stop "$pg_dir" || true
+  rm -rf "$pg_dir"
+}
+trap cleanup_pg EXIT
+echo "== PostgreSQL test cluster"
+STUB_TEST_POSTGRES_URL=$(bash scripts/pg-cluster.sh start "$pg_dir")
+export STUB_TEST_POSTGRES_URL STUB_REQUIRE_POSTGRES=1
+echo "$STUB_TEST_POSTGRES_URL"
+
 # The sanitizer builds run every suite again: the C++ suites and the HTTP end-to-end suite
 # against a sanitized `stub` binary. STUB_SANITIZERS=0 skips them for a quicker local run.
 sanitizers=${STUB_SANITIZERS:-1}

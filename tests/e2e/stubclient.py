@@ -272,10 +272,13 @@ class StubServer:
 
     ADMIN_TOKEN = "e2e-admin-" + uuid.uuid4().hex
 
-    def __init__(self, workdir: Path, admin_token: str | None = None):
+    def __init__(self, workdir: Path, admin_token: str | None = None, db: str | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db = self.workdir / "stub.db"
+        # A SQLite file in the work directory, or a postgres:// URL shared with other servers.
+        self.db = db if db is not None else self.workdir / "stub.db"
+        self.extra_args = list(extra_args)
         self.admin_token = admin_token or self.ADMIN_TOKEN
         self.binary = stub_binary()
         self.port = 0
@@ -291,7 +294,8 @@ class StubServer:
             env = dict(os.environ, STUB_ADMIN_TOKEN=self.admin_token)
             log = open(self.log_path, "ab")
             self.process = subprocess.Popen(
-                [str(self.binary), "serve", "--addr", f"127.0.0.1:{self.port}", "--db", str(self.db)],
+                [str(self.binary), "serve", "--addr", f"127.0.0.1:{self.port}", "--db", str(self.db),
+                 *self.extra_args],
                 env=env, stdout=subprocess.PIPE, stderr=log, cwd=self.workdir,
             )
             log.close()
@@ -363,7 +367,7 @@ class StubServer:
             self.process = None
 
 
-def run_verify(db: Path, root: str | None = None) -> subprocess.CompletedProcess:
+def run_verify(db: Path | str, root: str | None = None) -> subprocess.CompletedProcess:
     args = [str(stub_binary()), "verify", "--db", str(db)]
     if root:
         args += ["--root", root]
