@@ -417,8 +417,11 @@ Status migrate(Connection& connection) {
       auto result = execute();
       if (result.ok())
         return Status::success();
-      const bool raced = result.error().subcode == "23505" || result.error().subcode == "42P07" ||
-                         result.error().subcode == "40001" || result.error().subcode == "40P01";
+      // Catalog races: duplicate key in a catalog, relation or type already exists, or a
+      // serialization failure / deadlock between two instances' DDL.
+      const std::string& state = result.error().subcode;
+      const bool raced = state == "23505" || state == "42P07" || state == "42710" ||
+                         state == "40001" || state == "40P01";
       if (!raced || attempt >= 20)
         return Error{ErrorCode::unavailable, "migration_failed",
                      std::string("Migration ") + sql.name + " failed: " + result.error().message};
