@@ -162,8 +162,10 @@ class Session {
     // Our defaults first and the URL last, so whatever the URL sets wins. synchronous_commit is
     // pinned on: these baselines measure commits that survive a power cut.
     const std::string connect_timeout = std::to_string(connect_timeout_seconds);
-    const std::string options = "-c synchronous_commit=on -c statement_timeout=" +
-                                std::to_string(statement_timeout_milliseconds);
+    // client_min_messages keeps CREATE TABLE IF NOT EXISTS from printing NOTICEs on stderr.
+    const std::string options =
+        "-c synchronous_commit=on -c client_min_messages=warning -c statement_timeout=" +
+        std::to_string(statement_timeout_milliseconds);
     const char* keywords[] = {"connect_timeout", "application_name", "options", "dbname", nullptr};
     const char* values[] = {connect_timeout.c_str(), "stub-bench-baseline", options.c_str(),
                             url.c_str(), nullptr};
