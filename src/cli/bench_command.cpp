@@ -170,12 +170,15 @@ Result<BenchResult> run_stub_batched(http::Service& service, const BenchArgs& ar
   return result;
 }
 
-void report_retries(const loadgen::BaselineStats& measured, const loadgen::BaselineStats& run_out) {
-  const uint64_t attempts = measured.attempts + run_out.attempts;
-  const uint64_t retries = measured.retries + run_out.retries;
+// Retries and fairness of the measured phase, which the result table does not show.
+void report_baseline_details(const loadgen::BaselineStats& measured,
+                             const loadgen::BaselineStats& run_out) {
   std::cerr << "bench: retried " << measured.retries << " of " << measured.attempts
-            << " attempts while measured (ratio " << measured.retry_ratio() << "), " << retries
-            << " of " << attempts << " in all\n";
+            << " attempts while measured (retry ratio " << measured.retry_ratio() << "), "
+            << run_out.retries << " of " << run_out.attempts << " in the run-out; callers "
+            << "committed " << measured.caller_committed_min << " to "
+            << measured.caller_committed_max << " spends each, slowest spend " << measured.max_ms
+            << " ms\n";
   for (const std::string& failure : {measured.first_failure, run_out.first_failure}) {
     if (!failure.empty())
       std::cerr << "bench: a caller stopped: " << failure << "\n";
@@ -216,7 +219,7 @@ Result<BenchResult> run_baseline(const BenchArgs& args, loadgen::BaselineDesign 
   if (run_out->run.failed + measured->run.failed > 0) {
     std::cerr << "bench: " << (run_out->run.failed + measured->run.failed) << " spends failed\n";
   }
-  report_retries(*measured, *run_out);
+  report_baseline_details(*measured, *run_out);
   return result;
 }
 

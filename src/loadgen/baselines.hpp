@@ -41,6 +41,11 @@ struct BaselineStats {
   uint64_t attempts = 0;      // transactions started, retried ones included
   uint64_t retries = 0;       // attempts that ended in 40001 or 40P01 and were run again
   std::string first_failure;  // why a caller stopped on an error, empty when none did
+  // Fairness, which p99 hides when a few callers win most races: the fewest and most spends one
+  // caller committed, and the slowest single spend.
+  uint64_t caller_committed_min = 0;
+  uint64_t caller_committed_max = 0;
+  double max_ms = 0;
 
   double retry_ratio() const {
     return attempts > 0 ? static_cast<double>(retries) / static_cast<double>(attempts) : 0;
