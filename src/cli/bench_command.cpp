@@ -185,6 +185,18 @@ void report_baseline_details(const loadgen::BaselineStats& measured,
   }
 }
 
+// The run-out phase of a baseline: room for a few thousand more spends, then every caller
+// spends until it has been refused three times in a row.
+Result<loadgen::BaselineStats> run_out_baseline(const BenchArgs& args,
+                                                loadgen::BaselineDesign design,
+                                                const loadgen::BenchTree& tree,
+                                                const loadgen::DriveOptions& measured) {
+  const auto headroom = run_out_headroom(measured.amount, measured.callers);
+  if (Status status = loadgen::set_baseline_org_headroom(args.db, tree, headroom); !status.ok())
+    return status.error();
+  return loadgen::drive_baseline(args.db, design, tree, run_out_options(measured));
+}
+
 // One measured run of a PostgreSQL baseline plus its run-out phase, on freshly reset tables.
 Result<BenchResult> run_baseline(const BenchArgs& args, loadgen::BaselineDesign design,
                                  size_t callers) {
@@ -203,17 +215,19 @@ Result<BenchResult> run_baseline(const BenchArgs& args, loadgen::BaselineDesign 
   std::cerr << " " << static_cast<int64_t>(measured->run.spends_per_second())
             << " spends/s; run-out" << std::flush;
 
-  const auto headroom = run_out_headroom(options.amount, callers);
-  if (Status status = loadgen::set_baseline_org_headroom(args.db, tree, headroom); !status.ok())
-    return status.error();
-  auto run_out = loadgen::drive_baseline(args.db, design, tree, run_out_options(options));
+  auto run_out = run_out_baseline(args, design, tree, options);
   if (!run_out.ok())
     return run_out.error();
   auto overspend = loadgen::measure_baseline_overspend(args.db, tree);
   if (!overspend.ok())
     return overspend.error();
-  BenchResult result{name,    "postgres",    "inprocess",
-                     callers, measured->run, overspend_text(*overspend)};
+  BenchResult result;
+  result.name = name;
+  result.db = "postgres";
+  result.mode = "inprocess";
+  result.callers = callers;
+  result.stats = measured->run;
+  result.overspend = overspend_text(*overspend);
   std::cerr << " (" << run_out->run.committed << " committed, " << run_out->run.refused
             << " refused), overspend " << result.overspend << "\n";
   if (run_out->run.failed + measured->run.failed > 0) {

@@ -9,8 +9,11 @@
 #include <initializer_list>
 #include <latch>
 #include <memory>
-#include <random>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "http/credentials.hpp"
@@ -230,7 +233,8 @@ class Session {
 
   // Sends every call in one pipeline ending in a Sync, so they cost one round trip together, and
   // returns their results in order. The server skips the calls after a failed one; the first
-  // failure is the Error.
+  // failure is the Error. When libpq itself fails (a broken connection) the session is left
+  // unusable, which the caller learns from the non-retryable Error.
   Result<std::vector<ResultPtr>> execute_pipelined(const std::vector<Call>& calls) {
     PGconn* connection = connection_.get();
     if (PQenterPipelineMode(connection) != 1)
@@ -534,6 +538,8 @@ BaselineStats merge_tallies(std::vector<CallerTally>& tallies, double seconds) {
     stats.attempts += tally.attempts;
     stats.retries += tally.retries;
     latencies.insert(latencies.end(), tally.latencies.begin(), tally.latencies.end());
+    if (tally.failure && stats.first_failure.empty())
+      stats.first_failure = tally.failure->message;
   }
   stats.run.seconds = seconds;
   if (!latencies.empty())
@@ -675,12 +681,7 @@ Result<BaselineStats> drive_baseline(const std::string& url, BaselineDesign desi
     start.count_down();
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-  BaselineStats stats = merge_tallies(tallies, seconds);
-  for (const CallerTally& tally : tallies) {
-    if (tally.failure && stats.first_failure.empty())
-      stats.first_failure = tally.failure->message;
-  }
-  return stats;
+  return merge_tallies(tallies, seconds);
 }
 
 Result<ledger::Money> measure_baseline_overspend(const std::string& url, const BenchTree& tree) {
