@@ -21,15 +21,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double percentile_ms(std::vector<int64_t>& micros, double fraction) {
-  if (micros.empty())
-    return 0;
-  const size_t index = std::min(micros.size() - 1, static_cast<size_t>(fraction * micros.size()));
-  std::nth_element(micros.begin(), micros.begin() + static_cast<std::ptrdiff_t>(index),
-                   micros.end());
-  return static_cast<double>(micros[index]) / 1000.0;
-}
-
 ledger::Command admin_command(ledger::CommandKind kind, const std::string& path) {
   ledger::Command command;
   command.kind = kind;
@@ -52,6 +43,15 @@ Status set_budget(engine::Sequencer& sequencer, const std::string& path,
 }
 
 }  // namespace
+
+double percentile_ms(std::vector<int64_t>& micros, double fraction) {
+  if (micros.empty())
+    return 0;
+  const size_t index = std::min(micros.size() - 1, static_cast<size_t>(fraction * micros.size()));
+  std::nth_element(micros.begin(), micros.begin() + static_cast<std::ptrdiff_t>(index),
+                   micros.end());
+  return static_cast<double>(micros[index]) / 1000.0;
+}
 
 std::string BenchTree::team_path(int team) const {
   return root + "/team-" + std::to_string(team);

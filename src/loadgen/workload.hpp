@@ -48,6 +48,10 @@ struct RunStats {
   double spends_per_second() const { return seconds > 0 ? committed / seconds : 0; }
 };
 
+// The `fraction` quantile of `micros` (latencies in microseconds), in milliseconds; 0 when empty.
+// Reorders `micros`.
+double percentile_ms(std::vector<int64_t>& micros, double fraction);
+
 struct DriveOptions {
   size_t callers = 16;
   std::chrono::milliseconds duration{5'000};
