@@ -144,20 +144,24 @@ void Sequencer::commit(std::vector<Pending>& batch) {
   std::vector<ledger::Outcome> outcomes;
   auto entries = std::make_shared<std::vector<ledger::Entry>>();
   size_t entry_count = 0;
-  // Copying the entries out is only worth it when someone is listening.
-  const bool publish = events_ != nullptr && events_->subscriber_count() > 0;
   // The store may call this more than once (after a write conflict); each call starts afresh
   // from the state it read.
-  const Status status = store_.commit_batch(read, [&](ledger::WorkingSet& state) {
+  const auto apply = [&](ledger::WorkingSet& state) {
     outcomes.clear();
     outcomes.reserve(commands.size());
     for (const ledger::Command& command : commands) {
       outcomes.push_back(ledger::apply_command(state, command, now));
     }
     entry_count = state.new_entries.size();
-    if (publish)
-      *entries = state.new_entries;
-  });
+  };
+  // Asked only once the commit is visible: a subscriber that joined earlier gets this batch
+  // published, one that joins later finds it in its backlog read. Moving the entries out is
+  // only worth it when someone is listening.
+  const auto committed = [&](ledger::WorkingSet& state) {
+    if (events_ != nullptr && events_->subscriber_count() > 0)
+      *entries = std::move(state.new_entries);
+  };
+  const Status status = store_.commit_batch(read, apply, committed);
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
                            std::chrono::steady_clock::now() - started)
                            .count();
@@ -192,7 +196,7 @@ void Sequencer::commit(std::vector<Pending>& batch) {
     batch[i].done(std::move(outcomes[i]));
   if (options_.on_batch)
     options_.on_batch(BatchStats{batch.size(), entry_count, elapsed, true});
-  if (publish && !entries->empty())
+  if (!entries->empty())
     events_->publish(entries);
 }
 

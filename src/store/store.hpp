@@ -25,6 +25,7 @@ namespace stub::store {
 // called more than once for one commit (a store that detects a write conflict re-reads and
 // calls it again), so it must start from scratch each time.
 using ApplyBatch = std::function<void(ledger::WorkingSet&)>;
+using OnCommitted = std::function<void(ledger::WorkingSet&)>;
 
 struct EntryPage {
   std::vector<ledger::Entry> entries;
@@ -41,7 +42,14 @@ class Store {
   // Reads `read` into a WorkingSet inside one write transaction, calls `apply`, writes what it
   // changed and commits. Returns only after the commit is durable. An Error means nothing was
   // committed; ErrorCode::unavailable means the store cannot take writes any more.
-  virtual Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) = 0;
+  // `committed`, when given, runs after the commit is durable and visible to readers, with the
+  // state as committed (the event stream takes its entries from there, so a subscriber that
+  // joins while a batch commits either sees it in its backlog read or gets it published).
+  virtual Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
+                              const OnCommitted& committed) = 0;
+  Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) {
+    return commit_batch(read, apply, nullptr);
+  }
 
   virtual Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) = 0;
   // Every node from the root down to `path`, root first; empty if any is missing.

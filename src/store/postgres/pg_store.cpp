@@ -545,13 +545,14 @@ Status PgStore::ensure_writer() {
   return Status::success();
 }
 
-Status PgStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) {
+Status PgStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
+                             const OnCommitted& committed) {
   // Conflicts are retried until this deadline; then the callers get a retryable 503 and the
   // store carries on. A database that stays unreachable for as long fails the store.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   for (int attempt = 0;; ++attempt) {
     Status failure = Status::success();
-    switch (this->attempt(read, apply, failure)) {
+    switch (this->attempt(read, apply, committed, failure)) {
       case AttemptResult::committed:
         return Status::success();
       case AttemptResult::failed:
@@ -571,7 +572,7 @@ Status PgStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& appl
 }
 
 PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const ApplyBatch& apply,
-                                        Status& failure) {
+                                        const OnCommitted& committed, Status& failure) {
   if (Status status = ensure_writer(); !status.ok()) {
     failure = status;  // Retried until the deadline, then this is the answer.
     return AttemptResult::retry;
@@ -691,17 +692,20 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
     failure = to_error(lost, "committing");
   } else {
     writes.push_back({&commit, {}});
-    auto committed = connection.pipeline(writes);
-    if (!committed.error && faults_.lose_after_commit.load() > 0 &&
+    auto result = connection.pipeline(writes);
+    if (!result.error && faults_.lose_after_commit.load() > 0 &&
         faults_.lose_after_commit.fetch_sub(1) > 0) {
       connection.sever();  // COMMIT ran; its answer is "lost".
-      committed.error = DbError{Failure::connection_lost, "", "connection lost (injected)"};
+      result.error = DbError{Failure::connection_lost, "", "connection lost (injected)"};
     }
-    if (!committed.error)
+    if (!result.error) {
+      if (committed)
+        committed(state);
       return AttemptResult::committed;
-    if (committed.error->failure != Failure::connection_lost)
-      return abandon(*committed.error, "committing the batch");
-    failure = to_error(*committed.error, "committing the batch");
+    }
+    if (result.error->failure != Failure::connection_lost)
+      return abandon(*result.error, "committing the batch");
+    failure = to_error(*result.error, "committing the batch");
   }
 
   // The COMMIT may or may not have run. Find out before anything is recomputed: never apply
@@ -717,6 +721,8 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
   }
   if (outcome.value()) {
     counters_.found_committed.fetch_add(1, std::memory_order_relaxed);
+    if (committed)
+      committed(state);
     return AttemptResult::committed;
   }
   return AttemptResult::retry;

@@ -51,7 +51,9 @@ class PgStore final : public Store {
   static Result<std::unique_ptr<PgStore>> open(const std::string& url, const StoreOptions& options);
   ~PgStore() override = default;
 
-  Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) override;
+  using Store::commit_batch;
+  Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
+                      const OnCommitted& committed) override;
   Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) override;
   Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) override;
   Result<std::vector<std::string>> list_roots() override;
@@ -93,7 +95,8 @@ class PgStore final : public Store {
   Result<ResultPtr> read_query(const Query& query);
 
   enum class AttemptResult { committed, retry, failed };
-  AttemptResult attempt(const ledger::ReadSet& read, const ApplyBatch& apply, Status& failure);
+  AttemptResult attempt(const ledger::ReadSet& read, const ApplyBatch& apply,
+                        const OnCommitted& committed, Status& failure);
   // After a connection was lost with COMMIT in flight: did the batch commit?
   Result<bool> resolve_ambiguous(const std::string& marker);
   Status ensure_writer();

@@ -491,7 +491,8 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
   return Status::success();
 }
 
-Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) {
+Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
+                                 const OnCommitted& committed) {
   if (read_only_) {
     return Error{ErrorCode::unavailable, "read_only", "The store was opened read-only."};
   }
@@ -512,11 +513,15 @@ Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& 
     staged_idempotency_.clear();
     return status;
   }
-  // Only committed records enter the index.
-  std::lock_guard lock(idempotency_mutex_);
-  for (auto& [key, id] : staged_idempotency_)
-    idempotency_index_.emplace(std::move(key), id);
-  staged_idempotency_.clear();
+  {
+    // Only committed records enter the index.
+    std::lock_guard lock(idempotency_mutex_);
+    for (auto& [key, id] : staged_idempotency_)
+      idempotency_index_.emplace(std::move(key), id);
+    staged_idempotency_.clear();
+  }
+  if (committed)
+    committed(state);
   return Status::success();
 }
 

@@ -24,7 +24,9 @@ class SqliteStore final : public Store {
                                                    const StoreOptions& options);
   ~SqliteStore() override;
 
-  Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) override;
+  using Store::commit_batch;
+  Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
+                      const OnCommitted& committed) override;
   Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) override;
   Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) override;
   Result<std::vector<std::string>> list_roots() override;
