@@ -7,6 +7,7 @@
 #
 # The cluster is durable (fsync and synchronous_commit stay on: the numbers we measure on it
 # are for commits that survive a power cut), listens on 127.0.0.1 only and trusts local users.
+# Collation is C (byte order), as ledgers usually run: keys compare with memcmp, not strcoll.
 set -euo pipefail
 
 command=${1:-}
@@ -39,7 +40,7 @@ case "$command" in
     mkdir -p "$dir"
     if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir"; fi
     as_postgres "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 \
-      --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || {
+      --locale=C >"$dir/initdb.log" 2>&1 || {
       cat "$dir/initdb.log" >&2
       exit 1
     }
