@@ -30,6 +30,16 @@ using OnCommitted = std::function<void(ledger::WorkingSet&)>;
 struct EntryPage {
   std::vector<ledger::Entry> entries;
   int64_t next_after = 0;  // the last seq returned, or the `after` asked for when empty
+
+  // A page of `entries` (in seq order) read after `after`, or the read's error.
+  static Result<EntryPage> of(Result<std::vector<ledger::Entry>> entries, int64_t after) {
+    if (!entries.ok())
+      return entries.error();
+    EntryPage page;
+    page.entries = std::move(entries).value();
+    page.next_after = page.entries.empty() ? after : page.entries.back().seq;
+    return page;
+  }
 };
 
 // Called every `progress_every` entries during a verify with the count checked so far.

@@ -502,25 +502,9 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
     auto reader = Connection::open(url);
     if (!reader.ok())
       return reader.error();
-    store->readers_.push_back(std::move(reader).value());
+    store->readers_.add(std::move(reader).value());
   }
   return store;
-}
-
-PgStore::Reader::~Reader() {
-  {
-    std::lock_guard lock(store_.readers_mutex_);
-    store_.readers_.push_back(std::move(connection_));
-  }
-  store_.readers_available_.notify_one();
-}
-
-PgStore::Reader PgStore::checkout_reader() {
-  std::unique_lock lock(readers_mutex_);
-  readers_available_.wait(lock, [&] { return !readers_.empty(); });
-  std::unique_ptr<Connection> connection = std::move(readers_.back());
-  readers_.pop_back();
-  return Reader(*this, std::move(connection));
 }
 
 Result<ResultPtr> PgStore::read_query(const Query& query) {
@@ -816,12 +800,7 @@ Result<EntryPage> PgStore::list_entries(const std::string& root, int64_t after, 
   auto entries = all_rows<Entry>(
       read_query({&select_entries, {root, std::to_string(after), std::to_string(limit)}}),
       read_entry<Rows>);
-  if (!entries.ok())
-    return entries.error();
-  EntryPage page;
-  page.entries = std::move(entries).value();
-  page.next_after = page.entries.empty() ? after : page.entries.back().seq;
-  return page;
+  return EntryPage::of(std::move(entries), after);
 }
 
 Result<std::optional<IdempotencyRecord>> PgStore::get_idempotency(const std::string& root,

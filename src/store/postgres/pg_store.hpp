@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "store/connection_pool.hpp"
 #include "store/postgres/pg_connection.hpp"
 #include "store/store.hpp"
 
@@ -77,20 +78,8 @@ class PgStore final : public Store {
  private:
   PgStore() = default;
 
-  class Reader {
-   public:
-    Reader(PgStore& store, std::unique_ptr<Connection> connection)
-        : store_(store), connection_(std::move(connection)) {}
-    Reader(const Reader&) = delete;
-    ~Reader();
-    Connection& operator*() { return *connection_; }
-    Connection* operator->() { return connection_.get(); }
-
-   private:
-    PgStore& store_;
-    std::unique_ptr<Connection> connection_;
-  };
-  Reader checkout_reader();
+  using Reader = ConnectionPool<Connection>::Lease;
+  Reader checkout_reader() { return readers_.checkout(); }
   // Runs one read query on a pooled connection, reconnecting once if the connection broke.
   Result<ResultPtr> read_query(const Query& query);
 
@@ -104,9 +93,7 @@ class PgStore final : public Store {
   std::string url_;
   Isolation isolation_ = Isolation::read_committed;
   std::unique_ptr<Connection> writer_;  // used only by the committing thread
-  std::mutex readers_mutex_;
-  std::condition_variable readers_available_;
-  std::vector<std::unique_ptr<Connection>> readers_;  // GUARDED_BY(readers_mutex_)
+  ConnectionPool<Connection> readers_;
   CommitCounters counters_;
   Faults faults_;
 };

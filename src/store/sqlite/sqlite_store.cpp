@@ -284,11 +284,17 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
     auto reader = Connection::open(path, true);
     if (!reader.ok())
       return reader.error();
-    store->readers_.push_back(std::make_unique<Connection>(std::move(reader).value()));
+    store->readers_.add(std::make_unique<Connection>(std::move(reader).value()));
   }
-  Connection& indexer = options.read_only ? *store->readers_.front() : *store->writer_;
-  if (Status status = store->build_idempotency_index(indexer); !status.ok())
-    return status.error();
+  Status indexed = Status::success();
+  if (options.read_only) {
+    Reader reader = store->checkout_reader();
+    indexed = store->build_idempotency_index(*reader);
+  } else {
+    indexed = store->build_idempotency_index(*store->writer_);
+  }
+  if (!indexed.ok())
+    return indexed.error();
   return store;
 }
 
@@ -317,22 +323,6 @@ void SqliteStore::run_checkpointer(std::unique_ptr<Connection> connection) {
   }
   lock.unlock();
   (void)connection->execute("PRAGMA wal_checkpoint(TRUNCATE)");
-}
-
-SqliteStore::Reader::~Reader() {
-  {
-    std::lock_guard lock(store_.readers_mutex_);
-    store_.readers_.push_back(std::move(connection_));
-  }
-  store_.readers_available_.notify_one();
-}
-
-SqliteStore::Reader SqliteStore::checkout_reader() {
-  std::unique_lock lock(readers_mutex_);
-  readers_available_.wait(lock, [&] { return !readers_.empty(); });
-  std::unique_ptr<Connection> connection = std::move(readers_.back());
-  readers_.pop_back();
-  return Reader(*this, std::move(connection));
 }
 
 Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
@@ -580,12 +570,7 @@ Result<EntryPage> SqliteStore::list_entries(const std::string& root, int64_t aft
         statement.bind(3, static_cast<int64_t>(limit));
       },
       read_entry<Statement>);
-  if (!entries.ok())
-    return entries.error();
-  EntryPage page;
-  page.entries = std::move(entries).value();
-  page.next_after = page.entries.empty() ? after : page.entries.back().seq;
-  return page;
+  return EntryPage::of(std::move(entries), after);
 }
 
 Result<std::optional<IdempotencyRecord>> SqliteStore::get_idempotency(const std::string& root,

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/connection_pool.hpp"
 #include "store/sqlite/sqlite_connection.hpp"
 #include "store/store.hpp"
 
@@ -42,20 +43,8 @@ class SqliteStore final : public Store {
   SqliteStore() = default;
 
   // A read connection checked out of the pool for the life of this object.
-  class Reader {
-   public:
-    Reader(SqliteStore& store, std::unique_ptr<Connection> connection)
-        : store_(store), connection_(std::move(connection)) {}
-    Reader(const Reader&) = delete;
-    ~Reader();
-    Connection& operator*() { return *connection_; }
-    Connection* operator->() { return connection_.get(); }
-
-   private:
-    SqliteStore& store_;
-    std::unique_ptr<Connection> connection_;
-  };
-  Reader checkout_reader();
+  using Reader = ConnectionPool<Connection>::Lease;
+  Reader checkout_reader() { return readers_.checkout(); }
 
   Status load(Connection& connection, const ledger::ReadSet& read, ledger::WorkingSet& state);
   Status write(Connection& connection, const ledger::WorkingSet& state);
@@ -79,9 +68,7 @@ class SqliteStore final : public Store {
   std::condition_variable checkpointer_wake_;
   bool stopping_ = false;  // GUARDED_BY(checkpointer_mutex_)
   std::thread checkpointer_;
-  std::mutex readers_mutex_;
-  std::condition_variable readers_available_;
-  std::vector<std::unique_ptr<Connection>> readers_;  // GUARDED_BY(readers_mutex_)
+  ConnectionPool<Connection> readers_;
   bool read_only_ = false;
 };
 
