@@ -8,6 +8,7 @@
 #include "http/async_bridge.hpp"
 #include "http/error_mapping.hpp"
 #include "http/openapi.hpp"
+#include "http/policy_fields.hpp"
 #include "http/request_fields.hpp"
 #include "ledger/budget_path.hpp"
 #include "ledger/chain.hpp"
@@ -234,16 +235,9 @@ class Handler {
       co_return error_reply(path.error());
     if (Status known =
             reject_unknown_fields(body_, {"limit", "period", "per_txn_max", "currency", "windows",
-                                          "vendors", "approval_above", "breaker"});
+                                          "vendors", "approval_above", "breaker", "thresholds"});
         !known.ok()) {
       co_return error_reply(known.error());
-    }
-    for (const char* later : {"windows", "vendors", "approval_above", "breaker"}) {
-      if (body_.object.contains(later)) {
-        co_return error_reply(Error::invalid(
-            "unsupported_policy",
-            std::string("Policy \"") + later + "\" is not supported by this server version yet."));
-      }
     }
     Command command = base_command(CommandKind::set_budget, *path, "PUT /v1/budgets/" + text);
     ledger::BudgetSettings& settings = command.settings;
@@ -294,6 +288,8 @@ class Handler {
       }
       settings.currency = std::string(currency->get_string());
     }
+    if (Status policies = read_policy_fields(body_, settings); !policies.ok())
+      co_return error_reply(policies.error());
     co_return co_await execute(std::move(command));
   }
 

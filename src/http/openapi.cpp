@@ -1,5 +1,6 @@
 #include "http/openapi.hpp"
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
@@ -14,12 +15,40 @@ struct Operation {
   const char* success;  // the success status
   bool admin_only;
   bool idempotent_post;
-  const char* also_success = nullptr;  // a second success status, e.g. 201 when a PUT creates
+  const char* also_success = nullptr;    // a second success status, e.g. 201 when a PUT creates
+  const char* request_schema = nullptr;  // JSON Schema of the body, when it is worth spelling out
 };
 
+// The body of PUT /v1/budgets/{path}: the limit and every policy (docs/api.md, "Policies").
+constexpr const char* budget_schema = R"json({
+  "type": "object", "additionalProperties": false,
+  "properties": {
+    "limit": {"type": ["string", "number", "null"]},
+    "period": {"enum": ["none", "day", "week", "month"]},
+    "per_txn_max": {"type": ["string", "number", "null"]},
+    "currency": {"type": "string"},
+    "windows": {"type": ["array", "null"], "maxItems": 4, "items": {
+      "type": "object", "additionalProperties": false, "required": ["duration", "limit"],
+      "properties": {"duration": {"type": ["string", "integer"]},
+                     "limit": {"type": ["string", "integer"]}}}},
+    "vendors": {"type": ["object", "null"], "additionalProperties": false, "properties": {
+      "allow": {"type": "array", "maxItems": 64, "items": {"type": "string"}},
+      "block": {"type": "array", "maxItems": 64, "items": {"type": "string"}}}},
+    "approval_above": {"type": ["string", "number", "null"]},
+    "breaker": {"type": ["object", "null"], "additionalProperties": false,
+      "required": ["duration"], "properties": {
+        "duration": {"type": ["string", "integer"]},
+        "max_amount": {"type": ["string", "integer", "null"]},
+        "max_count": {"type": ["integer", "null"], "minimum": 1}}},
+    "thresholds": {"type": ["array", "null"], "maxItems": 8,
+      "items": {"type": "integer", "minimum": 1, "maximum": 100}}
+  }
+})json";
+
 constexpr Operation operations[] = {
-    {"put", "/v1/budgets/{path}", "Create or update a budget node (parent must exist)", "200", true,
-     true, "201"},
+    {"put", "/v1/budgets/{path}",
+     "Create or update a budget node and its policies (parent must exist)", "200", true, true,
+     "201", budget_schema},
     {"get", "/v1/budgets/{path}", "Budget state: spent, reserved, available over the path", "200",
      false, false},
     {"get", "/v1/budgets", "Every node of a root's subtree (?root=R)", "200", false, false},
@@ -79,6 +108,12 @@ std::string openapi_document() {
                                 {"responses", std::move(responses)},
                                 {"parameters", std::move(parameters)},
                                 {"x-admin-only", operation.admin_only}};
+    if (operation.request_schema != nullptr) {
+      details["requestBody"] = boost::json::object{
+          {"required", false},
+          {"content",
+           {{"application/json", {{"schema", boost::json::parse(operation.request_schema)}}}}}};
+    }
     const bool open = path == "/healthz" || path == "/metrics" || path == "/openapi.json";
     if (!open)
       details["security"] =

@@ -108,6 +108,25 @@ std::string vendor_account(const std::string& vendor) {
   return "vendor:" + (vendor.empty() ? std::string("unknown") : vendor);
 }
 
+// The spend that would trip a velocity breaker is refused, and the level that tripped is frozen
+// in the same commit, by the system, with the breaker's reason. The freeze entry is the alert.
+void trip_breaker(WorkingSet& state, const Command& command, const Decision& decision, Micros now) {
+  auto found = state.budgets.find(decision.level);
+  assert(found != state.budgets.end());
+  BudgetNode& node = found->second;
+  assert(!node.frozen && node.policies.breaker.has_value());
+  node.frozen = true;
+  node.frozen_reason = decision.freeze_reason;
+  node.updated_at = now;
+  state.dirty_budgets.insert(node.path);
+  Entry entry = make_entry(command, "freeze", now);
+  entry.budget = node.path;
+  entry.actor = std::string(system_actor);
+  entry.detail_json =
+      canonical_json(boost::json::object{{"reason", node.frozen_reason}, {"trigger", "breaker"}});
+  append_entry(state, std::move(entry));
+}
+
 Outcome deny(WorkingSet& state, const Command& command, const Decision& decision, Micros now) {
   Entry entry = make_entry(command, "deny", now);
   entry.amount = decision.requested;
@@ -133,6 +152,10 @@ Outcome deny(WorkingSet& state, const Command& command, const Decision& decision
       {"available", decision.available ? boost::json::value(decision.available->to_string())
                                        : boost::json::value(nullptr)},
       {"seq", state.new_entries.back().seq}};
+  if (!decision.hint.empty())
+    error["hint"] = decision.hint;
+  if (decision.code == DenialCode::breaker_tripped)
+    trip_breaker(state, command, decision, now);
   return respond(state, command, 402, boost::json::object{{"error", std::move(error)}}, now);
 }
 
@@ -150,17 +173,52 @@ void adjust_path(WorkingSet& state, const std::vector<BudgetNode*>& path, Money 
   }
 }
 
+// Counts an accepted spend or hold in the rolling windows and breaker of every node on its path.
+void count_usage(const std::vector<BudgetNode*>& path, Money amount, Micros now) {
+  for (BudgetNode* node : path) {
+    for (Ring& ring : node->usage.windows)
+      ring.add(now, amount.micros(), 1, now);
+    if (node->usage.breaker)
+      node->usage.breaker->add(now, amount.micros(), 1, now);
+  }
+}
+
+// Takes back what a settled hold released (made at `made_at`) from the same rolling counters.
+void release_usage(const std::vector<BudgetNode*>& path, Money released, Micros made_at) {
+  if (released.is_zero())
+    return;
+  for (BudgetNode* node : path) {
+    for (Ring& ring : node->usage.windows)
+      ring.release(made_at, released.micros());
+    if (node->usage.breaker)
+      node->usage.breaker->release(made_at, released.micros());
+  }
+}
+
 Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
   assert(command.amount && command.amount->is_positive());
   std::vector<BudgetNode*> path = lineage_of(state, command.budget);
   if (path.empty())
     return not_found("budget_not_found", "No budget " + command.budget + ".");
   const std::vector<const BudgetNode*> view = const_view(path);
-  const Decision decision = decide(view, SpendRequest{*command.amount, command.vendor}, now);
+  const Decision decision = decide(
+      view, SpendRequest{*command.amount, command.vendor, command.kind == CommandKind::hold}, now);
   if (!decision.accepted)
     return deny(state, command, decision, now);
+  if (decision.needs_approval) {
+    // Until holds can wait for an admin, a hold above approval_above is refused like a spend:
+    // never accepted without the approval it asks for.
+    Decision refused = decision;
+    refused.accepted = false;
+    refused.code = DenialCode::approval_required;
+    refused.level = decision.approval_level;
+    refused.message = "Amount " + command.amount->to_string() +
+                      " is above the approval threshold of " + decision.approval_level + ".";
+    return deny(state, command, refused, now);
+  }
 
   const Money amount = *command.amount;
+  count_usage(path, amount, now);
   const std::string budget_account = "budget:" + command.budget;
   if (command.kind == CommandKind::spend) {
     adjust_path(state, path, Money::zero(), amount, now);
@@ -213,6 +271,8 @@ void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStat
   std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
   assert(!path.empty());  // Nodes are never deleted, and the hold's node existed when it was made.
   adjust_path(state, path, hold.amount.negated(), captured, now);
+  release_usage(path, Money::from_micros(hold.amount.micros() - captured.micros()),
+                hold.created_at);
   hold.status = status;
   hold.captured = captured;
   hold.settled_at = now;
@@ -314,6 +374,23 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
     node.period = *settings.period;
     node.period_start = period_start(node.period, now);
   }
+  if (settings.windows)
+    node.policies.windows = *settings.windows;
+  if (settings.vendors)
+    node.policies.vendors = *settings.vendors;
+  if (settings.approval_above_given)
+    node.policies.approval_above = settings.approval_above;
+  if (settings.breaker_given)
+    node.policies.breaker = settings.breaker;
+  if (settings.thresholds_given)
+    node.policies.thresholds = settings.thresholds;
+  if (node.limit && node.policies.approval_above && *node.policies.approval_above > *node.limit) {
+    return Error::invalid("invalid_approval_above",
+                          "approval_above " + node.policies.approval_above->to_string() +
+                              " is above the limit " + node.limit->to_string() + " of " +
+                              node.path + ": no hold could ever need approval.");
+  }
+  sync_usage(node.usage, node.policies, now);
   if (node.limit) {
     const Money used = Money::from_micros(node.spent.micros() + node.reserved.micros());
     if (*node.limit < used) {
@@ -335,6 +412,8 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
        node.per_txn_max ? boost::json::value(node.per_txn_max->to_string()) : nullptr}};
   if (path->is_root())
     detail["currency"] = node.currency;
+  if (settings.touches_policies() || !node.policies.empty())
+    detail["policies"] = policies_to_json(node.policies);
   Entry entry = make_entry(command, "budget_set", now);
   entry.amount = node.limit;
   entry.detail_json = canonical_json(detail);
@@ -354,6 +433,11 @@ Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
   const bool freeze = command.kind == CommandKind::freeze;
   node.frozen = freeze;
   node.frozen_reason = freeze ? command.reason : "";
+  if (!freeze && node.usage.breaker) {
+    // Unfreezing re-arms the velocity breaker from zero: the spends that tripped it must not
+    // trip it again the moment the admin lets the node spend.
+    node.usage.breaker = Ring{node.usage.breaker->duration, now, {}};
+  }
   node.updated_at = now;
   state.dirty_budgets.insert(node.path);
   Entry entry = make_entry(command, freeze ? "freeze" : "unfreeze", now);

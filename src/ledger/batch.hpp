@@ -5,6 +5,7 @@
 // (each sees the effects of those before it), then writes what the WorkingSet marks dirty and
 // the entries it appended, all in one transaction. Pure: no I/O, time passed in.
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <span>
@@ -30,13 +31,21 @@ struct ReadSet {
 };
 
 ReadSet read_set_for(std::span<const Command> commands);
+// The number of levels of a path ("a/b/c": 3).
+inline size_t lineage_depth(std::string_view path) {
+  return static_cast<size_t>(std::count(path.begin(), path.end(), '/')) + 1;
+}
 std::string scoped_idempotency_key(const Command& command);
 std::string idempotency_slot(std::string_view root, std::string_view scoped_key);
 
-// The most rows one command writes besides budget rows: two entries (an expiry met on the way,
-// then its own), an idempotency record, a hold and a key.
-constexpr size_t rows_written_max(const Command&) {
-  return 5;
+// The most rows one command writes besides budget rows: two entries (an expiry met on the way
+// then its own, or a denial and the freeze of a tripped breaker), an idempotency record, a hold
+// and a key; a spend or hold may also raise one threshold alert per level of its path.
+inline size_t rows_written_max(const Command& command) {
+  constexpr size_t base = 5;
+  if (command.kind == CommandKind::spend || command.kind == CommandKind::hold)
+    return base + lineage_depth(command.budget);
+  return base;
 }
 // "a/b/c" -> "a", "a/b", "a/b/c" (views into `path`); empty for an invalid path.
 std::vector<std::string_view> lineage_paths(std::string_view path);

@@ -33,6 +33,19 @@ struct BudgetSettings {
   bool per_txn_max_given = false;
   std::optional<Money> per_txn_max;
   std::optional<std::string> currency;
+  // Policies: each one given replaces the node's (null or empty clears it); absent keeps it.
+  std::optional<std::vector<WindowCap>> windows;
+  std::optional<VendorRules> vendors;
+  bool approval_above_given = false;
+  std::optional<Money> approval_above;
+  bool breaker_given = false;
+  std::optional<BreakerSettings> breaker;
+  bool thresholds_given = false;
+  std::optional<std::vector<int>> thresholds;  // null: back to the default 50 / 80 / 100
+
+  bool touches_policies() const {
+    return windows || vendors || approval_above_given || breaker_given || thresholds_given;
+  }
 };
 
 struct Command {

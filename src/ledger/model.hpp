@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ledger/money.hpp"
+#include "ledger/policy.hpp"
 #include "ledger/time_point.hpp"
 
 namespace stub::ledger {
@@ -16,6 +17,8 @@ namespace stub::ledger {
 inline constexpr std::string_view genesis_hash =
     "0000000000000000000000000000000000000000000000000000000000000000";
 inline constexpr std::string_view admin_actor = "admin";
+// The actor of what the ledger does by itself: expiries, breaker freezes.
+inline constexpr std::string_view system_actor = "system";
 
 struct BudgetNode {
   std::string path;
@@ -30,6 +33,8 @@ struct BudgetNode {
   bool frozen = false;
   std::string frozen_reason;
   std::string currency = "USD";  // meaningful on roots; children inherit the root's
+  Policies policies;             // windows, vendor rules, approvals, breaker, thresholds
+  Usage usage;                   // the rolling counters and alert state those policies need
   // The root's row carries its chain head, so that every batch that touches a root writes the
   // row and racing writers on other instances conflict on it.
   int64_t head_seq = 0;

@@ -27,7 +27,8 @@ inline std::optional<int64_t> optional_micros(const std::optional<ledger::Money>
 }
 
 // path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max,
-// frozen (0/1), frozen_reason, currency, head_seq, head_hash, created_at, updated_at
+// frozen (0/1), frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy,
+// usage (NULL or empty: nothing set)
 template <typename Row>
 ledger::BudgetNode read_budget(const Row& row) {
   ledger::BudgetNode node;
@@ -47,6 +48,8 @@ ledger::BudgetNode read_budget(const Row& row) {
   node.head_hash = row.column_text(13);
   node.created_at = row.column_int(14);
   node.updated_at = row.column_int(15);
+  node.policies = ledger::policies_from_storage(row.column_text(16));
+  node.usage = ledger::usage_from_storage(row.column_text(17));
   return node;
 }
 

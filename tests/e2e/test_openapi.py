@@ -147,3 +147,10 @@ def test_admin_only_operations_refuse_an_agent_key(server, admin, document):
             problems.append(f"{method.upper()} {path}: {reply!r}")
     assert problems == []
     assert admin.ok("GET", "/v1/entries?root=oa-admin&limit=1000")["next_after"] == before
+
+
+def test_budget_body_documents_every_policy(document):
+    operation = document["paths"]["/v1/budgets/{path}"]["put"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"limit", "period", "per_txn_max", "currency", "windows", "vendors", "approval_above",
+            "breaker", "thresholds"} == set(schema["properties"])

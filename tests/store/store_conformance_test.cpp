@@ -13,6 +13,7 @@
 #include <atomic>
 #include <boost/json/parse.hpp>
 #include <functional>
+#include <future>
 #include <latch>
 #include <map>
 #include <memory>
@@ -780,6 +781,281 @@ TEST_P(StoreConformanceWithTree, ReopeningKeepsEverything) {
   EXPECT_TRUE(verify("acme").ok);
 }
 
+// ---- Policies (issue 4): windows, vendor rules, the velocity breaker ----------------------------
+
+constexpr Micros minute = 60 * second;
+constexpr Micros hour = 60 * minute;
+
+std::vector<std::string> kinds_after(const std::vector<Entry>& entries, int64_t after_seq) {
+  std::vector<std::string> out;
+  for (const Entry& entry : entries) {
+    if (entry.seq > after_seq)
+      out.push_back(entry.kind);
+  }
+  return out;
+}
+
+TEST_P(StoreConformance, PoliciesAreStoredReadBackAndKeptOnReopen) {
+  ledger::Policies expected;
+  expected.windows = {{hour, units(5)}, {24 * hour, units(50)}};
+  expected.vendors.allow = {"*.openai.com", "anthropic"};
+  expected.vendors.block = {"bad.openai.com"};
+  expected.approval_above = units(20);
+  expected.breaker = ledger::BreakerSettings{minute, units(3), 10};
+  expected.thresholds = std::vector<int>{25, 75};
+  const boost::json::object created =
+      expect_status(set_policies("acme",
+                                 [&](ledger::BudgetSettings& settings) {
+                                   settings.limit_given = true;
+                                   settings.limit = units(100);
+                                   settings.windows = expected.windows;
+                                   settings.vendors = expected.vendors;
+                                   settings.approval_above_given = true;
+                                   settings.approval_above = expected.approval_above;
+                                   settings.breaker_given = true;
+                                   settings.breaker = expected.breaker;
+                                   settings.thresholds_given = true;
+                                   settings.thresholds = expected.thresholds;
+                                 }),
+                    201);
+  EXPECT_EQ(created.at("windows").as_array().size(), 2u);
+  EXPECT_EQ(created.at("windows").at(0).at("duration").as_string(), "1h");
+  EXPECT_EQ(created.at("windows").at(0).at("used").as_string(), "0.00");
+  EXPECT_EQ(created.at("breaker").at("max_count").as_int64(), 10);
+  EXPECT_EQ(created.at("approval_above").as_string(), "20.00");
+  EXPECT_EQ(budget("acme").policies, expected);
+  ASSERT_EQ(budget("acme").usage.windows.size(), 2u);
+  EXPECT_EQ(budget("acme").usage.windows[0].since, now());
+  ASSERT_TRUE(budget("acme").usage.breaker.has_value());
+  // The change is a chained entry naming the actor, with the policies in its detail.
+  const Entry set = all_entries("acme").back();
+  EXPECT_EQ(set.kind, "budget_set");
+  EXPECT_EQ(set.actor, "admin");
+  const auto detail = boost::json::parse(set.detail_json).as_object();
+  EXPECT_EQ(detail.at("policies").at("vendors").at("block").at(0).as_string(), "bad.openai.com");
+
+  // A later PUT that names only some fields keeps the others; null clears a policy.
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.breaker_given = true;
+                               settings.approval_above_given = true;
+                             }),
+                200);
+  expected.breaker.reset();
+  expected.approval_above.reset();
+  EXPECT_EQ(budget("acme").policies, expected);
+  EXPECT_FALSE(budget("acme").usage.breaker.has_value());
+
+  close();
+  open();
+  EXPECT_EQ(budget("acme").policies, expected);
+  EXPECT_EQ(budget("acme").usage.windows.size(), 2u);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformance, ApprovalThresholdAboveTheLimitIsRefusedAndChangesNothing) {
+  expect_status(set_budget("acme", units(100)), 201);
+  const int64_t head = budget("acme").head_seq;
+  const Error error = expect_error(set_policies("acme",
+                                                [](ledger::BudgetSettings& settings) {
+                                                  settings.approval_above_given = true;
+                                                  settings.approval_above = units(101);
+                                                }),
+                                   "invalid_approval_above");
+  EXPECT_EQ(error.code, ErrorCode::invalid_input);
+  EXPECT_FALSE(budget("acme").policies.approval_above.has_value());
+  EXPECT_EQ(budget("acme").head_seq, head);
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(100);
+                             }),
+                200);
+}
+
+TEST_P(StoreConformanceWithTree, WindowCapSlidesWithTheClock) {
+  // 5.00 per hour on research, on top of its 40.00 a day.
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.windows = std::vector<ledger::WindowCap>{{hour, units(5)}};
+                             }),
+                200);
+  clock_ = t0 + 10 * second;  // inside the bucket [t0, t0 + 1m)
+  expect_status(spend("acme/research/agent", units(3), "hold_w1"), 201);
+  advance(20 * minute);
+  expect_status(spend("acme/research/agent", units(2), "hold_w2"), 201);
+  // The window is full: one micro-unit more is refused, with the level and what is left.
+  const boost::json::object denied =
+      expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_w3"), 402);
+  EXPECT_EQ(denied.at("error").at("code").as_string(), "window_exceeded");
+  EXPECT_EQ(denied.at("error").at("budget").as_string(), "acme/research");
+  EXPECT_EQ(denied.at("error").at("available").as_string(), "0.00");
+  // The 3.00 from t0 + 10s counts until its bucket leaves the window: t0 + 1m + 1h.
+  clock_ = t0 + minute + hour - 1;
+  expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_w4"), 402);
+  clock_ = t0 + minute + hour;
+  expect_status(spend("acme/research/agent", units(3), "hold_w5"), 201);
+  expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_w6"), 402);
+  EXPECT_EQ(budget("acme/research").usage.windows.at(0).amount_at(now()), units(5));
+  EXPECT_EQ(budget("acme/research").spent, units(8));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, HeldAmountsCountInWindowsAndReleasesGiveBack) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.windows = std::vector<ledger::WindowCap>{{hour, units(6)}};
+                             }),
+                200);
+  expect_status(hold("acme/research", units(4), "hold_h1", 600 * second), 201);
+  expect_status(hold("acme/research", units(2), "hold_h2", 600 * second), 201);
+  expect_status(spend("acme/research/agent", cents(1), "hold_h3"), 402);  // held counts
+  advance(5 * minute);
+  // Capturing 1.00 of 4.00 gives 3.00 back to the window it was held in; voiding gives all.
+  expect_status(capture("acme/research", "hold_h1", units(1)), 200);
+  EXPECT_EQ(budget("acme").usage.windows.at(0).amount_at(now()), units(3));
+  expect_status(void_hold("acme/research", "hold_h2"), 200);
+  EXPECT_EQ(budget("acme").usage.windows.at(0).amount_at(now()), units(1));
+  expect_status(spend("acme/research/agent", units(5), "hold_h4"), 201);
+  expect_status(spend("acme/research/agent", cents(1), "hold_h5"), 402);
+  // An expired hold settles like a capture of its held amount (it keeps counting) unless it
+  // was made with on_expiry "void" (then it gives its amount back).
+  advance(hour + 2 * minute);
+  expect_status(
+      hold("acme/research", units(4), "hold_h6", 60 * second, ledger::OnExpiry::void_hold), 201);
+  advance(61 * second);
+  const std::vector<Hold> expired = store_->list_expired_holds(now(), 10).value();
+  ASSERT_EQ(expired.size(), 1u);
+  expect_status(expire(expired[0]), 200);
+  EXPECT_EQ(hold_row("hold_h6").status, HoldStatus::expired);
+  EXPECT_EQ(budget("acme").usage.windows.at(0).amount_at(now()), Money::zero());
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VendorRulesRefuseWithVendorBlocked) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.vendors = ledger::VendorRules{{}, {"*.evil.com", "scam"}};
+                             }),
+                200);
+  expect_status(
+      set_policies(
+          "acme/research",
+          [](ledger::BudgetSettings& settings) {
+            settings.vendors = ledger::VendorRules{{"*.openai.com", "anthropic", "x.evil.com"}, {}};
+          }),
+      200);
+  expect_status(spend("acme/research/agent", units(1), "hold_v1", "api.openai.com"), 201);
+  expect_status(spend("acme/research/agent", units(1), "hold_v2", "Anthropic"), 201);
+  const boost::json::object blocked =
+      expect_status(spend("acme/research/agent", units(1), "hold_v3", "x.evil.com"), 402);
+  EXPECT_EQ(blocked.at("error").at("code").as_string(), "vendor_blocked");
+  EXPECT_EQ(blocked.at("error").at("budget").as_string(), "acme");  // a block up the path wins
+  const boost::json::object not_allowed =
+      expect_status(spend("acme/research/agent", units(1), "hold_v4", "mistral"), 402);
+  EXPECT_EQ(not_allowed.at("error").at("code").as_string(), "vendor_blocked");
+  EXPECT_EQ(not_allowed.at("error").at("budget").as_string(), "acme/research");
+  // Holds are checked the same way, and a sibling without an allow list only sees the block.
+  expect_status(hold("acme/research/agent", units(1), "hold_v5", 60 * second), 201);  // anthropic
+  expect_status(set_budget("acme/sales", std::nullopt), 201);
+  expect_status(spend("acme/sales", units(1), "hold_v6", "mistral"), 201);
+  expect_status(spend("acme/sales", units(1), "hold_v7", "scam"), 402);
+  EXPECT_EQ(budget("acme").spent, units(3));
+  EXPECT_EQ(all_entries("acme").back().code, "vendor_blocked");
+}
+
+TEST_P(StoreConformanceWithTree, BreakerRefusesFreezesAndAlertsInOneCommit) {
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.breaker_given = true;
+                               settings.breaker = ledger::BreakerSettings{minute, std::nullopt, 3};
+                             }),
+                200);
+  struct Published {
+    std::mutex mutex;
+    std::vector<std::vector<std::string>> batches;  // kinds per committed batch
+  };
+  auto published = std::make_shared<Published>();
+  const uint64_t subscription = events_.subscribe([published](const engine::EntryBatch& batch) {
+    std::vector<std::string> kinds;
+    for (const Entry& entry : *batch)
+      kinds.push_back(entry.kind);
+    std::lock_guard lock(published->mutex);
+    published->batches.push_back(std::move(kinds));
+  });
+  for (int i = 0; i < 3; ++i) {
+    expect_status(spend("acme/research/agent", cents(10), "hold_b" + std::to_string(i)), 201);
+    advance(second);
+  }
+  const int64_t before = budget("acme").head_seq;
+  const boost::json::object tripped =
+      expect_status(spend("acme/research/agent", cents(10), "hold_b3"), 402);
+  EXPECT_EQ(tripped.at("error").at("code").as_string(), "breaker_tripped");
+  EXPECT_EQ(tripped.at("error").at("budget").as_string(), "acme/research");
+  EXPECT_EQ(tripped.at("error").at("seq").as_int64(), before + 1);
+  const BudgetNode research = budget("acme/research");
+  EXPECT_TRUE(research.frozen);
+  EXPECT_EQ(research.frozen_reason, "breaker: 4 spends in 1m (max 3)");
+  const std::vector<Entry> entries = all_entries("acme");
+  ASSERT_EQ(entries.size(), static_cast<size_t>(before + 2));
+  const Entry& deny = entries[static_cast<size_t>(before)];
+  const Entry& frozen = entries[static_cast<size_t>(before + 1)];
+  EXPECT_EQ(deny.kind, "deny");
+  EXPECT_EQ(deny.code, "breaker_tripped");
+  EXPECT_EQ(frozen.kind, "freeze");
+  EXPECT_EQ(frozen.budget, "acme/research");
+  EXPECT_EQ(frozen.actor, "system");
+  EXPECT_EQ(frozen.ts, deny.ts);
+  EXPECT_EQ(boost::json::parse(frozen.detail_json).at("trigger").as_string(), "breaker");
+  // Frozen from then on, even once the minute has passed.
+  advance(2 * minute);
+  const boost::json::object after =
+      expect_status(spend("acme/research/agent", cents(10), "hold_b4"), 402);
+  EXPECT_EQ(after.at("error").at("code").as_string(), "frozen");
+  EXPECT_EQ(budget("acme").spent, cents(30));
+  // Unfreezing re-arms the breaker from zero: three more spends pass, the fourth trips again.
+  expect_status(unfreeze("acme/research"), 200);
+  for (int i = 5; i < 8; ++i)
+    expect_status(spend("acme/research/agent", cents(10), "hold_b" + std::to_string(i)), 201);
+  expect_status(spend("acme/research/agent", cents(10), "hold_b8"), 402);
+  EXPECT_TRUE(budget("acme/research").frozen);
+  EXPECT_TRUE(verify("acme").ok);
+  events_.unsubscribe(subscription);
+  // The denial and the freeze were published together: one commit.
+  std::lock_guard lock(published->mutex);
+  bool together = false;
+  for (const auto& batch : published->batches)
+    together = together || batch == std::vector<std::string>{"deny", "freeze"};
+  EXPECT_TRUE(together);
+}
+
+TEST_P(StoreConformanceWithTree, OneBatchTripsTheBreakerOnceAndAdmitsNothingAfter) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.breaker_given = true;
+                               settings.breaker = ledger::BreakerSettings{hour, units(2), 100};
+                             }),
+                200);
+  const int64_t before = budget("acme").head_seq;
+  // Thirty 0.10 spends queued at once, decided in order in one or a few batches.
+  std::vector<std::shared_ptr<std::promise<Outcome>>> answers;
+  for (int i = 0; i < 30; ++i) {
+    auto promise = std::make_shared<std::promise<Outcome>>();
+    answers.push_back(promise);
+    sequencer_->submit(spend("acme/research/agent", cents(10), "hold_q" + std::to_string(i)),
+                       [promise](Outcome outcome) { promise->set_value(std::move(outcome)); });
+  }
+  std::vector<int> statuses;
+  for (auto& answer : answers)
+    statuses.push_back(answer->get_future().get()->status);
+  EXPECT_EQ(std::count(statuses.begin(), statuses.begin() + 20, 201), 20);
+  EXPECT_EQ(std::count(statuses.begin() + 20, statuses.end(), 402), 10);
+  EXPECT_EQ(kinds_after(all_entries("acme"), before).at(20), "deny");
+  EXPECT_EQ(kinds_after(all_entries("acme"), before).at(21), "freeze");
+  EXPECT_EQ(budget("acme").spent, units(2));
+  EXPECT_TRUE(budget("acme").frozen);
+}
+
 // Race tests: many threads spend on ONE hot root with a limit, then every invariant is checked
 // from the database, never from the callers' memory.
 class StoreConformanceRace : public StoreConformance {
@@ -908,6 +1184,136 @@ TEST_P(StoreConformanceRace, TwoInstancesOnOneDatabaseNeverOverspend) {
   EXPECT_EQ(counts.accepted.load(), expected_accepted);
   EXPECT_EQ(counts.denied.load(), total - expected_accepted);
   expect_hot_root_consistent(amount, limit, expected_accepted);
+}
+
+// 200 callers, each on its own thread and released together, spend on ONE hot node with a
+// policy; every second caller goes through a second instance when the store allows several.
+// Counts are by HTTP-level status and denial code; invariants are then read from the store.
+struct CrowdResult {
+  std::map<std::string, int> by_code;  // "201", or the denial code, or "error:<subcode>"
+};
+
+CrowdResult crowd(const std::vector<engine::Sequencer*>& sequencers, int callers, int per_caller,
+                  Money amount) {
+  std::mutex mutex;
+  CrowdResult result;
+  std::latch start(callers);
+  std::vector<std::thread> threads;
+  for (int caller = 0; caller < callers; ++caller) {
+    engine::Sequencer* sequencer = sequencers[static_cast<size_t>(caller) % sequencers.size()];
+    threads.emplace_back([&, sequencer, caller] {
+      start.arrive_and_wait();
+      for (int i = 0; i < per_caller; ++i) {
+        const std::string id = "hold_c" + std::to_string(caller) + "_" + std::to_string(i);
+        const Outcome outcome =
+            sequencer->execute(spend("hot/agent-" + std::to_string(caller % 4), amount, id));
+        std::string key;
+        if (!outcome.ok()) {
+          key = "error:" + outcome.error().subcode;
+        } else if (outcome->status == 402) {
+          key = std::string(
+              boost::json::parse(outcome->body).at("error").at("code").as_string().c_str());
+        } else {
+          key = std::to_string(outcome->status);
+        }
+        std::lock_guard lock(mutex);
+        ++result.by_code[key];
+      }
+    });
+  }
+  for (std::thread& thread : threads)
+    thread.join();
+  return result;
+}
+
+TEST_P(StoreConformanceRace, WindowCapAdmitsNoMoreThanItsLimitUnder200Callers) {
+  create_hot_root(units(1'000));
+  expect_status(
+      set_policies("hot",
+                   [](ledger::BudgetSettings& settings) {
+                     settings.windows = std::vector<ledger::WindowCap>{{3'600 * second, units(50)}};
+                   }),
+      200);
+  std::unique_ptr<Store> second_store;
+  std::unique_ptr<engine::Sequencer> second;
+  std::vector<engine::Sequencer*> instances{sequencer_.get()};
+  if (GetParam().multi_instance) {
+    second_store = GetParam().factory(directory_.str());
+    ASSERT_NE(second_store, nullptr);
+    second = std::make_unique<engine::Sequencer>(
+        *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+    instances.push_back(second.get());
+  }
+  const Money amount = cents(30);
+  const CrowdResult result = crowd(instances, 200, 2, amount);
+  second.reset();
+  second_store.reset();
+  const int expected = static_cast<int>(units(50).micros() / amount.micros());  // 166
+  EXPECT_EQ(result.by_code.at("201"), expected);
+  EXPECT_EQ(result.by_code.at("window_exceeded"), 400 - expected);
+  EXPECT_EQ(result.by_code.size(), 2u);
+  const BudgetNode root = budget("hot");
+  EXPECT_EQ(root.spent.micros(), expected * amount.micros());
+  EXPECT_LE(root.usage.windows.at(0).amount_at(now()), units(50));
+  EXPECT_EQ(root.usage.windows.at(0).amount_at(now()), root.spent);
+  int64_t spends = 0;
+  for (const Entry& entry : all_entries("hot")) {
+    spends += entry.kind == "spend" ? 1 : 0;
+    if (entry.kind == "deny")
+      EXPECT_EQ(entry.code, "window_exceeded");
+  }
+  EXPECT_EQ(spends, expected);
+  EXPECT_TRUE(verify("hot").ok);
+}
+
+TEST_P(StoreConformanceRace, BreakerTripsExactlyOnceUnder200Callers) {
+  create_hot_root(units(1'000));
+  expect_status(
+      set_policies("hot",
+                   [](ledger::BudgetSettings& settings) {
+                     settings.breaker_given = true;
+                     settings.breaker = ledger::BreakerSettings{3'600 * second, std::nullopt, 50};
+                   }),
+      200);
+  std::unique_ptr<Store> second_store;
+  std::unique_ptr<engine::Sequencer> second;
+  std::vector<engine::Sequencer*> instances{sequencer_.get()};
+  if (GetParam().multi_instance) {
+    second_store = GetParam().factory(directory_.str());
+    ASSERT_NE(second_store, nullptr);
+    second = std::make_unique<engine::Sequencer>(
+        *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+    instances.push_back(second.get());
+  }
+  const CrowdResult result = crowd(instances, 200, 1, cents(10));
+  second.reset();
+  second_store.reset();
+  EXPECT_EQ(result.by_code.at("201"), 50);
+  EXPECT_EQ(result.by_code.at("breaker_tripped"), 1);
+  EXPECT_EQ(result.by_code.at("frozen"), 149);
+  EXPECT_EQ(result.by_code.size(), 3u);
+  EXPECT_TRUE(budget("hot").frozen);
+  EXPECT_EQ(budget("hot").spent, units(5));
+  // Exactly one freeze, by the system, right after the one breaker denial; no spend after it.
+  int64_t freeze_seq = 0;
+  int freezes = 0;
+  int64_t last_spend_seq = 0;
+  int64_t trip_seq = 0;
+  for (const Entry& entry : all_entries("hot")) {
+    if (entry.kind == "freeze") {
+      ++freezes;
+      freeze_seq = entry.seq;
+      EXPECT_EQ(entry.actor, "system");
+    } else if (entry.kind == "spend") {
+      last_spend_seq = entry.seq;
+    } else if (entry.code == "breaker_tripped") {
+      trip_seq = entry.seq;
+    }
+  }
+  EXPECT_EQ(freezes, 1);
+  EXPECT_EQ(freeze_seq, trip_seq + 1);
+  EXPECT_LT(last_spend_seq, trip_seq);
+  EXPECT_TRUE(verify("hot").ok);
 }
 
 // Every store the suite runs against: SQLite, and PostgreSQL in both isolation levels when a

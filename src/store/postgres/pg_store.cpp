@@ -77,6 +77,14 @@ const std::vector<Migration>& migrations() {
             "CREATE TABLE IF NOT EXISTS commit_markers (id TEXT PRIMARY KEY, "
             "committed_at BIGINT NOT NULL)"},
        }},
+      // Policies and their rolling usage (time buckets) live in the budget row, so a batch
+      // reads and writes them with the rows it already locks. Nullable without a default: the
+      // plainest ADD COLUMN every engine of the subset runs; NULL reads as nothing set.
+      {2,
+       {
+           {"m2_budgets_policy", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS policy TEXT"},
+           {"m2_budgets_usage", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS usage TEXT"},
+       }},
   };
   return all;
 }
@@ -98,11 +106,11 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 
 #define STUB_BUDGET_COLUMNS                                                                \
   "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, " \
-  "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at"
+  "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage"
 #define STUB_BUDGET_ARRAYS                                                               \
   "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "  \
   "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], " \
-  "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[])"
+  "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[])"
 #define STUB_HOLD_COLUMNS                                                                     \
   "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, " \
   "expires_at, settled_at, actor"
@@ -142,8 +150,9 @@ constexpr Sql update_budgets{
     "period = v.period, period_start = v.period_start, spent = v.spent, reserved = v.reserved, "
     "per_txn_max = v.per_txn_max, frozen = v.frozen, frozen_reason = v.frozen_reason, "
     "currency = v.currency, head_seq = v.head_seq, head_hash = v.head_hash, "
-    "created_at = v.created_at, updated_at = v.updated_at FROM " STUB_BUDGET_ARRAYS
-    " AS v(" STUB_BUDGET_COLUMNS ") WHERE b.path = v.path"};
+    "created_at = v.created_at, updated_at = v.updated_at, policy = v.policy, "
+    "usage = v.usage FROM " STUB_BUDGET_ARRAYS " AS v(" STUB_BUDGET_COLUMNS
+    ") WHERE b.path = v.path"};
 // New rows are plain INSERTs: a racing creator of the same row gets 23505 and recomputes
 // instead of overwriting (no upserts of decided state).
 constexpr Sql insert_budgets{"insert_budgets", "INSERT INTO budgets (" STUB_BUDGET_COLUMNS
@@ -285,7 +294,7 @@ void backoff(int attempt) {
 std::vector<Param> budget_params(const ledger::WorkingSet& state,
                                  const std::vector<const std::string*>& paths) {
   ArrayBuilder path, root, parent, limit, period, period_start, spent, reserved, per_txn, frozen,
-      reason, currency, head_seq, head_hash, created, updated;
+      reason, currency, head_seq, head_hash, created, updated, policy, usage;
   for (const std::string* key : paths) {
     const BudgetNode& node = state.budgets.at(*key);
     path.add_text(node.path);
@@ -304,11 +313,14 @@ std::vector<Param> budget_params(const ledger::WorkingSet& state,
     head_hash.add_text(node.head_hash);
     created.add_int(node.created_at);
     updated.add_int(node.updated_at);
+    policy.add_text(ledger::policies_to_storage(node.policies));
+    usage.add_text(ledger::usage_to_storage(node.usage));
   }
   return {path.finish(),     root.finish(),         parent.finish(),  limit.finish(),
           period.finish(),   period_start.finish(), spent.finish(),   reserved.finish(),
           per_txn.finish(),  frozen.finish(),       reason.finish(),  currency.finish(),
-          head_seq.finish(), head_hash.finish(),    created.finish(), updated.finish()};
+          head_seq.finish(), head_hash.finish(),    created.finish(), updated.finish(),
+          policy.finish(),   usage.finish()};
 }
 
 std::vector<Param> hold_params(const ledger::WorkingSet& state,

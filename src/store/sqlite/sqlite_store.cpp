@@ -110,11 +110,18 @@ CREATE TABLE idempotency_log (
   created_at INTEGER NOT NULL
 );
 )sql"},
+    // Policies (windows, vendor rules, approvals, breaker, thresholds) and their rolling usage
+    // (time buckets), kept in the budget row itself so that a batch reads and writes them with
+    // the rows it already touches. Empty text: nothing set.
+    {2, R"sql(
+ALTER TABLE budgets ADD COLUMN policy TEXT;
+ALTER TABLE budgets ADD COLUMN usage TEXT;
+)sql"},
 };
 
 constexpr const char* budget_columns =
     "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "
-    "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at";
+    "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage";
 
 constexpr const char* hold_columns =
     "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "
@@ -176,7 +183,7 @@ auto bind_text(const std::string& value) {
 }
 
 const std::string upsert_budget = std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
-                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_hold = std::string("INSERT OR REPLACE INTO holds (") + hold_columns +
                                 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_key = std::string("INSERT OR REPLACE INTO api_keys (") + key_columns +
@@ -395,6 +402,10 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       insert.bind_static(14, node.head_hash);
       insert.bind(15, node.created_at);
       insert.bind(16, node.updated_at);
+      const std::string policy = ledger::policies_to_storage(node.policies);
+      const std::string usage = ledger::usage_to_storage(node.usage);
+      insert.bind_static(17, policy);
+      insert.bind_static(18, usage);
       if (Status status = insert.run(); !status.ok())
         return status;
     }
