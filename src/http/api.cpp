@@ -358,16 +358,51 @@ class Handler {
     auto path = parse_path(text);
     if (!path.ok())
       co_return error_reply(path.error());
-    if (Status known = reject_unknown_fields(body_, {"reason"}); !known.ok()) {
+    if (Status known = freeze ? reject_unknown_fields(body_, {"reason", "void_holds"})
+                              : reject_unknown_fields(body_, {"reason"});
+        !known.ok()) {
       co_return error_reply(known.error());
     }
     auto reason = text_field(body_, "reason");
     if (!reason.ok())
       co_return error_reply(reason.error());
+    bool void_holds = false;
+    if (const auto* flag = body_.object.if_contains("void_holds"); flag && !flag->is_null()) {
+      if (!flag->is_bool()) {
+        co_return error_reply(
+            Error::invalid("invalid_field", "Field \"void_holds\" must be true or false."));
+      }
+      void_holds = flag->get_bool();
+    }
     Command command = base_command(freeze ? CommandKind::freeze : CommandKind::unfreeze, *path,
                                    request_.method + " " + request_.target);
     command.reason = *reason;
-    co_return co_await execute(std::move(command));
+    command.void_holds = void_holds;
+    ledger::Outcome outcome = co_await submit_command(context_.sequencer, std::move(command));
+    if (!void_holds || !outcome.ok() || outcome->status != 200)
+      co_return outcome_reply(outcome);
+    co_return co_await finish_voiding(*path, boost::json::parse(outcome->body).as_object());
+  }
+
+  // A freeze with void_holds voids what fits under the per-commit row bound in its own commit;
+  // the rest of the frozen subtree's holds (none can be added: it is frozen) are voided by
+  // further commits here before the caller is answered, with the counts summed.
+  awaitable<ApiReply> finish_voiding(const BudgetPath& path, boost::json::object body) {
+    constexpr int continuations_max = 100'000;
+    for (int i = 0; i < continuations_max && body["holds_remaining"].to_number<int64_t>() > 0;
+         ++i) {
+      Command more = base_command(CommandKind::void_holds, path, "void_holds");
+      more.idempotency_key.clear();  // voiding what is open in a frozen subtree repeats safely
+      const ledger::Outcome next = co_await submit_command(context_.sequencer, std::move(more));
+      if (!next.ok())
+        co_return error_reply(next.error());  // a retry with the same key finishes the job
+      boost::json::object share = boost::json::parse(next->body).as_object();
+      for (const char* count : {"holds_voided", "holds_expired"}) {
+        share[count] = share[count].to_number<int64_t>() + body[count].to_number<int64_t>();
+      }
+      body = std::move(share);
+    }
+    co_return json_reply(200, body);
   }
 
   awaitable<ApiReply> create_key() {

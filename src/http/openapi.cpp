@@ -45,6 +45,13 @@ constexpr const char* budget_schema = R"json({
   }
 })json";
 
+// The body of POST /v1/budgets/{path}/freeze (docs/api.md, "The kill switch").
+constexpr const char* freeze_schema = R"json({
+  "type": "object", "additionalProperties": false,
+  "properties": {"reason": {"type": "string", "maxLength": 256},
+                 "void_holds": {"type": "boolean"}}
+})json";
+
 constexpr Operation operations[] = {
     {"put", "/v1/budgets/{path}",
      "Create or update a budget node and its policies (parent must exist)", "200", true, true,
@@ -52,8 +59,9 @@ constexpr Operation operations[] = {
     {"get", "/v1/budgets/{path}", "Budget state: spent, reserved, available over the path", "200",
      false, false},
     {"get", "/v1/budgets", "Every node of a root's subtree (?root=R)", "200", false, false},
-    {"post", "/v1/budgets/{path}/freeze", "Freeze a node (a root: the fleet kill switch)", "200",
-     true, true},
+    {"post", "/v1/budgets/{path}/freeze",
+     "Freeze a node (a root: the fleet kill switch); void_holds also voids its open holds", "200",
+     true, true, nullptr, freeze_schema},
     {"post", "/v1/budgets/{path}/unfreeze", "Unfreeze a node", "200", true, true},
     {"post", "/v1/keys", "Issue an agent key bound to a node; the secret is shown once", "201",
      true, true},

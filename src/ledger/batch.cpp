@@ -265,7 +265,8 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
 
 // Settles a held hold: captures `captured` (zero for a void) and releases the rest.
 void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStatus status,
-                 Money captured, std::string_view kind, Micros now) {
+                 Money captured, std::string_view kind, Micros now,
+                 std::string detail_json = "null") {
   assert(hold.status == HoldStatus::held);
   assert(captured <= hold.amount && !captured.is_negative());
   std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
@@ -286,6 +287,7 @@ void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStat
   entry.tags_json = hold.tags_json;
   entry.receipt_json = command.receipt_json;
   entry.hold_id = hold.id;
+  entry.detail_json = std::move(detail_json);
   const Money released = Money::from_micros(hold.amount.micros() - captured.micros());
   entry.postings.push_back({"holds:" + hold.budget, hold.amount.negated()});
   if (!released.is_zero())
@@ -425,6 +427,81 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
                  now);
 }
 
+[[maybe_unused]] bool within_subtree(std::string_view path, std::string_view subtree) {
+  return path == subtree ||
+         (path.size() > subtree.size() && path.starts_with(subtree) && path[subtree.size()] == '/');
+}
+
+struct VoidedShare {
+  int64_t voided = 0;
+  int64_t expired = 0;    // already past their expiry: settled as the sweeper would
+  int64_t remaining = 0;  // outstanding holds left for another commit (at least this many)
+};
+
+// Voids the outstanding holds below a frozen node, in id order, as many as fit in
+// void_rows_per_command_max written rows (each hold: its row, its entry, and any budget row not
+// yet written by this batch). A hold already past its expiry is expired instead (conservative:
+// captured at its held amount unless it was made with on_expiry "void").
+VoidedShare void_open_holds(WorkingSet& state, const Command& command, Micros now) {
+  VoidedShare share;
+  auto listed = state.open_holds.find(command.budget);
+  if (listed == state.open_holds.end())
+    return share;
+  const std::string detail =
+      canonical_json(boost::json::object{{"voided_by", "freeze"}, {"frozen", command.budget}});
+  size_t rows = 0;
+  for (const std::string& id : listed->second) {
+    auto found = state.holds.find(id);
+    assert(found != state.holds.end());
+    Hold& hold = found->second;
+    assert(within_subtree(hold.budget, command.budget));
+    if (hold.status != HoldStatus::held)
+      continue;  // settled earlier in this batch
+    const std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
+    assert(!path.empty());
+    size_t needed = 2;
+    for (const BudgetNode* node : path)
+      needed += state.dirty_budgets.contains(node->path) ? 0 : 1;
+    if (rows + needed > void_rows_per_command_max) {
+      ++share.remaining;
+      continue;
+    }
+    rows += needed;
+    if (now >= hold.expires_at) {
+      expire_hold(state, command, hold, now);
+      ++share.expired;
+    } else {
+      settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now, detail);
+      ++share.voided;
+    }
+  }
+  if (state.open_holds_truncated.contains(command.budget))
+    ++share.remaining;
+  return share;
+}
+
+void add_share(boost::json::object& body, const VoidedShare& share) {
+  body["holds_voided"] = share.voided;
+  body["holds_expired"] = share.expired;
+  body["holds_remaining"] = share.remaining;
+}
+
+Outcome apply_void_holds(WorkingSet& state, const Command& command, Micros now) {
+  std::vector<BudgetNode*> lineage = lineage_of(state, command.budget);
+  if (lineage.empty())
+    return not_found("budget_not_found", "No budget " + command.budget + ".");
+  if (!lineage.back()->frozen) {
+    return conflict("not_frozen", "Budget " + command.budget +
+                                      " is not frozen; freeze it with void_holds to void its "
+                                      "outstanding holds.");
+  }
+  const VoidedShare share = void_open_holds(state, command, now);
+  const std::vector<const BudgetNode*> view = const_view(lineage_of(state, command.budget));
+  boost::json::object body = budget_to_json(*view.back(), view, now);
+  add_share(body, share);
+  return respond(state, command, 200, body, now);
+}
+
 Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
   std::vector<BudgetNode*> lineage = lineage_of(state, command.budget);
   if (lineage.empty())
@@ -441,10 +518,21 @@ Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
   node.updated_at = now;
   state.dirty_budgets.insert(node.path);
   Entry entry = make_entry(command, freeze ? "freeze" : "unfreeze", now);
-  entry.detail_json = canonical_json(boost::json::object{{"reason", command.reason}});
+  boost::json::object detail{{"reason", command.reason}};
+  if (freeze && command.void_holds)
+    detail["void_holds"] = true;
+  entry.detail_json = canonical_json(detail);
   append_entry(state, std::move(entry));
-  const std::vector<const BudgetNode*> view = const_view(lineage);
-  return respond(state, command, 200, budget_to_json(node, view, now), now);
+  // The kill switch: with void_holds, the subtree's outstanding holds are voided in the same
+  // commit as the freeze (what does not fit under the row bound, in the next ones).
+  std::optional<VoidedShare> share;
+  if (freeze && command.void_holds)
+    share = void_open_holds(state, command, now);
+  const std::vector<const BudgetNode*> view = const_view(lineage_of(state, command.budget));
+  boost::json::object body = budget_to_json(*view.back(), view, now);
+  if (share)
+    add_share(body, *share);
+  return respond(state, command, 200, body, now);
 }
 
 Outcome apply_create_key(WorkingSet& state, const Command& command, Micros now) {
@@ -529,6 +617,8 @@ std::string_view command_kind_name(CommandKind kind) {
       return "create_key";
     case CommandKind::revoke_key:
       return "revoke_key";
+    case CommandKind::void_holds:
+      return "void_holds";
   }
   return "unknown";
 }
@@ -577,6 +667,10 @@ ReadSet read_set_for(std::span<const Command> commands) {
       read.keys.insert(command.actor);
     if (command.kind == CommandKind::revoke_key)
       read.keys.insert(command.key.id);
+    if ((command.kind == CommandKind::freeze && command.void_holds) ||
+        command.kind == CommandKind::void_holds) {
+      read.open_hold_subtrees.insert(command.budget);
+    }
     if (!command.idempotency_key.empty()) {
       read.idempotency.emplace_back(command.root, scoped_idempotency_key(command));
     }
@@ -621,6 +715,8 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
       return apply_create_key(state, command, now);
     case CommandKind::revoke_key:
       return apply_revoke_key(state, command, now);
+    case CommandKind::void_holds:
+      return apply_void_holds(state, command, now);
   }
   return Error{ErrorCode::internal, "unknown_command", "Unknown command."};
 }

@@ -23,6 +23,9 @@ enum class CommandKind {
   unfreeze,
   create_key,
   revoke_key,
+  // Voids the next share of a frozen subtree's outstanding holds: what a freeze with
+  // void_holds could not fit under the per-commit row bound (the edge submits these).
+  void_holds,
 };
 
 // A PUT of a budget node: every field that was given, and only those.
@@ -67,6 +70,7 @@ struct Command {
 
   BudgetSettings settings;  // set_budget
   std::string reason;       // freeze, unfreeze
+  bool void_holds = false;  // freeze: also void the subtree's outstanding holds, same commit
   ApiKey key;               // create_key (secret_hash set, secret never here), revoke_key (id)
 };
 

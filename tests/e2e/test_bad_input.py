@@ -179,6 +179,10 @@ CASES = [
      "limit_below_usage"),
     ("idempotency_key_too_long", "POST", "/v1/spends", "agent", {"amount": "1"}, 400,
      "invalid_idempotency_key"),
+    ("freeze_void_holds_not_bool", "POST", f"/v1/budgets/{ROOT}/b/freeze", "admin",
+     {"reason": "x", "void_holds": "yes"}, 400, "invalid_field"),
+    ("unfreeze_void_holds", "POST", f"/v1/budgets/{ROOT}/b/unfreeze", "admin",
+     {"void_holds": True}, 400, "unknown_field"),
     # --- policies (PUT /v1/budgets) ---------------------------------------------------------
     *[(f"policy_{name}", "PUT", f"/v1/budgets/{ROOT}/a", "admin", body, 400, code)
       for name, body, code in [

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -1054,6 +1055,177 @@ TEST_P(StoreConformanceWithTree, OneBatchTripsTheBreakerOnceAndAdmitsNothingAfte
   EXPECT_EQ(kinds_after(all_entries("acme"), before).at(21), "freeze");
   EXPECT_EQ(budget("acme").spent, units(2));
   EXPECT_TRUE(budget("acme").frozen);
+}
+
+// ---- The kill switch (freeze with void_holds) and governance entries ---------------------------
+
+Command freeze_voiding(const std::string& path, const std::string& reason) {
+  Command command = freeze(path, reason);
+  command.void_holds = true;
+  return command;
+}
+
+// Submits every command at once (so that they share batches) and waits for every answer.
+std::vector<Outcome> submit_all(engine::Sequencer& sequencer, std::vector<Command> commands) {
+  std::vector<std::shared_ptr<std::promise<Outcome>>> promises;
+  for (Command& command : commands) {
+    auto promise = std::make_shared<std::promise<Outcome>>();
+    promises.push_back(promise);
+    sequencer.submit(std::move(command),
+                     [promise](Outcome outcome) { promise->set_value(std::move(outcome)); });
+  }
+  std::vector<Outcome> out;
+  for (auto& promise : promises)
+    out.push_back(promise->get_future().get());
+  return out;
+}
+
+TEST_P(StoreConformanceWithTree, FreezeWithVoidHoldsVoidsTheSubtreeInOneCommit) {
+  expect_status(set_budget("acme/research/other", std::nullopt), 201);
+  expect_status(set_budget("acme/sales", std::nullopt), 201);
+  expect_status(hold("acme/research", units(1), "hold_k1", 600 * second), 201);
+  expect_status(hold("acme/research/agent", units(2), "hold_k2", 600 * second), 201);
+  expect_status(hold("acme/research/other", units(3), "hold_k3", 30 * second), 201);
+  expect_status(hold("acme/sales", units(4), "hold_k4", 600 * second), 201);  // outside
+  expect_status(hold("acme/research/agent", units(1), "hold_k5", 600 * second), 201);
+  expect_status(capture("acme/research/agent", "hold_k5", cents(50)), 200);  // already settled
+  advance(31 * second);  // hold_k3 is past its expiry, not yet swept
+  EXPECT_EQ(budget("acme").reserved, units(10));
+
+  auto published = std::make_shared<std::pair<std::mutex, std::vector<size_t>>>();
+  const uint64_t subscription = events_.subscribe([published](const engine::EntryBatch& batch) {
+    std::lock_guard lock(published->first);
+    published->second.push_back(batch->size());
+  });
+  const int64_t before = budget("acme").head_seq;
+  const boost::json::object answer =
+      expect_status(freeze_voiding("acme/research", "incident 7"), 200);
+  EXPECT_TRUE(answer.at("frozen").as_bool());
+  EXPECT_EQ(answer.at("holds_voided").as_int64(), 2);
+  EXPECT_EQ(answer.at("holds_expired").as_int64(), 1);
+  EXPECT_EQ(answer.at("holds_remaining").as_int64(), 0);
+  EXPECT_EQ(hold_row("hold_k1").status, HoldStatus::voided);
+  EXPECT_EQ(hold_row("hold_k2").status, HoldStatus::voided);
+  EXPECT_EQ(hold_row("hold_k3").status, HoldStatus::expired);  // conservative: captured
+  EXPECT_EQ(hold_row("hold_k3").captured, units(3));
+  EXPECT_EQ(hold_row("hold_k4").status, HoldStatus::held);
+  EXPECT_EQ(hold_row("hold_k5").status, HoldStatus::captured);
+  EXPECT_EQ(budget("acme/research").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research/agent").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research/other").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").reserved, units(4));
+  EXPECT_EQ(budget("acme").spent, cents(350));
+
+  const std::vector<Entry> entries = all_entries("acme");
+  ASSERT_EQ(entries.size(), static_cast<size_t>(before + 4));
+  EXPECT_EQ(entries[static_cast<size_t>(before)].kind, "freeze");
+  EXPECT_EQ(boost::json::parse(entries[static_cast<size_t>(before)].detail_json)
+                .at("void_holds")
+                .as_bool(),
+            true);
+  std::multiset<std::string> settled;
+  for (size_t i = static_cast<size_t>(before) + 1; i < entries.size(); ++i) {
+    settled.insert(entries[i].kind + ":" + entries[i].hold_id);
+    if (entries[i].kind == "void") {
+      EXPECT_EQ(entries[i].actor, "admin");
+      EXPECT_EQ(boost::json::parse(entries[i].detail_json).at("frozen").as_string(),
+                "acme/research");
+    }
+  }
+  EXPECT_EQ(settled,
+            (std::multiset<std::string>{"void:hold_k1", "void:hold_k2", "expire:hold_k3"}));
+  // Frozen: no new hold below it; a capture of the voided hold is a conflict.
+  expect_status(hold("acme/research/agent", units(1), "hold_k6", 600 * second), 402);
+  expect_error(capture("acme/research/agent", "hold_k2"), "hold_not_held");
+  // The committer publishes a batch before it takes the next, so by now the freeze's is out.
+  events_.unsubscribe(subscription);
+  {
+    std::lock_guard lock(published->first);
+    ASSERT_FALSE(published->second.empty());
+    EXPECT_EQ(published->second.front(), 4u);  // the freeze and its voids: one commit
+  }
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VoidingABusyFleetSplitsUnderTheRowBound) {
+  // More open holds than one commit may void: a share per commit, the rest by void_holds.
+  constexpr int holds_count = 1'100;
+  std::vector<Command> holds;
+  for (int i = 0; i < holds_count; ++i) {
+    holds.push_back(hold(i % 2 == 0 ? "acme/research/agent" : "acme/research", cents(1),
+                         "hold_m" + std::to_string(10'000 + i), 3'600 * second));
+  }
+  for (const Outcome& outcome : submit_all(*sequencer_, std::move(holds)))
+    ASSERT_TRUE(outcome.ok() && outcome->status == 201);
+  EXPECT_EQ(budget("acme").reserved, cents(holds_count));
+
+  int64_t head = budget("acme").head_seq;
+  const boost::json::object first = expect_status(freeze_voiding("acme", "fleet stop"), 200);
+  int64_t voided = first.at("holds_voided").as_int64();
+  int64_t remaining = first.at("holds_remaining").as_int64();
+  EXPECT_GT(voided, 0);
+  EXPECT_GT(remaining, 0);
+  EXPECT_LE(budget("acme").head_seq - head,
+            static_cast<int64_t>(ledger::void_rows_per_command_max));
+  int commits = 1;
+  while (remaining > 0 && commits < 10) {
+    head = budget("acme").head_seq;
+    const boost::json::object next =
+        expect_status(command_for(CommandKind::void_holds, "acme"), 200);
+    voided += next.at("holds_voided").as_int64();
+    remaining = next.at("holds_remaining").as_int64();
+    EXPECT_LE(budget("acme").head_seq - head,
+              static_cast<int64_t>(ledger::void_rows_per_command_max));
+    ++commits;
+  }
+  EXPECT_EQ(remaining, 0);
+  EXPECT_EQ(voided, holds_count);
+  EXPECT_GE(commits, 2);
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research/agent").reserved, Money::zero());
+  // Nothing left: one more share voids nothing.
+  const boost::json::object idle = expect_status(command_for(CommandKind::void_holds, "acme"), 200);
+  EXPECT_EQ(idle.at("holds_voided").as_int64(), 0);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VoidHoldsNeedsAFrozenNode) {
+  expect_status(hold("acme/research", units(1), "hold_n1", 600 * second), 201);
+  expect_error(command_for(CommandKind::void_holds, "acme/research"), "not_frozen");
+  EXPECT_EQ(hold_row("hold_n1").status, HoldStatus::held);
+  // A plain freeze leaves holds alone (they may still be captured or voided).
+  expect_status(freeze("acme/research", "pause"), 200);
+  EXPECT_EQ(hold_row("hold_n1").status, HoldStatus::held);
+  expect_status(capture("acme/research", "hold_n1", cents(20)), 200);
+}
+
+TEST_P(StoreConformanceWithTree, GovernanceActionsAreChainedWithTheirActor) {
+  const int64_t before = budget("acme").head_seq;
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(2);
+                             }),
+                200);
+  expect_status(freeze_voiding("acme/research", "audit"), 200);
+  expect_status(unfreeze("acme/research"), 200);
+  expect_status(create_key("acme/research", "key_g1", "bot"), 201);
+  expect_status(revoke_key("acme", "key_g1"), 200);
+  std::vector<std::pair<std::string, std::string>> seen;
+  for (const Entry& entry : all_entries("acme")) {
+    if (entry.seq > before)
+      seen.emplace_back(entry.kind, entry.actor);
+  }
+  EXPECT_EQ(seen, (std::vector<std::pair<std::string, std::string>>{{"budget_set", "admin"},
+                                                                    {"freeze", "admin"},
+                                                                    {"unfreeze", "admin"},
+                                                                    {"key_created", "admin"},
+                                                                    {"key_revoked", "admin"}}));
+  const Entry set = all_entries("acme").at(static_cast<size_t>(before));
+  EXPECT_EQ(boost::json::parse(set.detail_json).at("policies").at("approval_above").as_string(),
+            "2.00");
+  EXPECT_TRUE(verify("acme").ok);
 }
 
 // Race tests: many threads spend on ONE hot root with a limit, then every invariant is checked

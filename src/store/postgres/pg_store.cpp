@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <random>
 #include <thread>
@@ -85,6 +86,12 @@ const std::vector<Migration>& migrations() {
            {"m2_budgets_policy", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS policy TEXT"},
            {"m2_budgets_usage", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS usage TEXT"},
        }},
+      // The kill switch reads a subtree's outstanding holds by budget path.
+      {3,
+       {
+           {"m3_holds_open_by_budget",
+            "CREATE INDEX IF NOT EXISTS holds_open_by_budget ON holds (status, budget)"},
+       }},
   };
   return all;
 }
@@ -133,6 +140,18 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 constexpr Sql lock_budgets{"lock_budgets", "SELECT " STUB_BUDGET_COLUMNS
                                            " FROM budgets WHERE path = ANY($1::text[]) "
                                            "ORDER BY path FOR UPDATE"};
+// A freeze with void_holds also locks every row below its node, in path order, after the
+// lineage rows above: every writer below a node holds the node's root row first, so this
+// cannot deadlock; a hold there cannot appear or settle while the freeze decides.
+constexpr Sql lock_budgets_below{"lock_budgets_below",
+                                 "SELECT " STUB_BUDGET_COLUMNS
+                                 " FROM budgets WHERE root = $1::text AND path >= $2::text AND "
+                                 "path < $3::text ORDER BY path FOR UPDATE"};
+constexpr Sql select_open_holds_within{
+    "select_open_holds_within",
+    "SELECT " STUB_HOLD_COLUMNS
+    " FROM holds WHERE status IN ('held', 'pending_approval') AND (budget = $1::text OR "
+    "(budget >= $2::text AND budget < $3::text)) ORDER BY id LIMIT $4::bigint"};
 constexpr Sql select_holds{"select_holds", "SELECT " STUB_HOLD_COLUMNS
                                            " FROM holds WHERE id = ANY($1::text[]) ORDER BY id"};
 constexpr Sql select_keys{"select_keys",
@@ -227,6 +246,8 @@ constexpr const Sql* every_statement[] = {
     &rollback,
     &lock_timeout,
     &lock_budgets,
+    &lock_budgets_below,
+    &select_open_holds_within,
     &select_holds,
     &select_keys,
     &select_idempotency,
@@ -607,13 +628,20 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
     }
     idempotency_roots_keys = {roots.finish(), keys.finish()};
   }
-  const Query reads[] = {
+  std::vector<Query> reads = {
       {isolation_ == Isolation::serializable ? &begin_serializable : &begin_read_committed, {}},
       {&lock_budgets, {text_array(read.budgets)}},
       {&select_holds, {text_array(read.holds)}},
       {&select_keys, {text_array(read.keys)}},
       {&select_idempotency, idempotency_roots_keys},
   };
+  for (const std::string& subtree : read.open_hold_subtrees) {
+    const std::string low = subtree + "/";
+    const std::string high = subtree + "0";  // '0' follows '/'
+    reads.push_back({&lock_budgets_below, {subtree.substr(0, subtree.find('/')), low, high}});
+    reads.push_back({&select_open_holds_within,
+                     {subtree, low, high, std::to_string(ledger::open_holds_read_max + 1)}});
+  }
   auto loaded = connection.pipeline(reads);
   if (loaded.error)
     return abandon(*loaded.error, "reading the batch's rows");
@@ -641,6 +669,27 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
       std::string slot = ledger::idempotency_slot(record.root, record.key);
       state.idempotency.emplace(std::move(slot), std::move(record));
     }
+    size_t result = 5;
+    for (const std::string& subtree : read.open_hold_subtrees) {
+      const Rows below(loaded.results[result++].get());
+      for (int i = 0; i < below.size(); ++i) {
+        BudgetNode node = read_budget(below.at(i));
+        const std::string path = node.path;
+        state.budgets.try_emplace(path, std::move(node));
+      }
+      const Rows open(loaded.results[result++].get());
+      std::vector<std::string>& ids = state.open_holds[subtree];
+      for (int i = 0; i < open.size(); ++i) {
+        if (ids.size() == ledger::open_holds_read_max) {
+          state.open_holds_truncated.insert(subtree);
+          break;
+        }
+        Hold hold = read_hold(open.at(i));
+        ids.push_back(hold.id);
+        state.holds.try_emplace(ids.back(), std::move(hold));
+      }
+    }
+    assert(result == loaded.results.size());
   }
   std::unordered_set<std::string> existing_budgets, existing_holds, existing_keys;
   for (const auto& [path, node] : state.budgets)

@@ -117,6 +117,10 @@ CREATE TABLE idempotency_log (
 ALTER TABLE budgets ADD COLUMN policy TEXT;
 ALTER TABLE budgets ADD COLUMN usage TEXT;
 )sql"},
+    // The kill switch reads a subtree's outstanding holds by budget path.
+    {3, R"sql(
+CREATE INDEX holds_open_by_budget ON holds (status, budget);
+)sql"},
 };
 
 constexpr const char* budget_columns =
@@ -199,6 +203,14 @@ const std::string select_hold_by_id =
     std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?";
 const std::string select_key_by_id =
     std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?";
+// Below a node: paths from "<node>/" up to (not including) "<node>0" ('0' follows '/').
+const std::string select_budgets_below = std::string("SELECT ") + budget_columns +
+                                         " FROM budgets WHERE root = ? AND path >= ? AND "
+                                         "path < ? ORDER BY path";
+const std::string select_open_holds_within =
+    std::string("SELECT ") + hold_columns +
+    " FROM holds WHERE status IN ('held', 'pending_approval') AND (budget = ? OR "
+    "(budget >= ? AND budget < ?)) ORDER BY id LIMIT ?";
 
 // One process owns a SQLite ledger: the idempotency index lives in its memory, and SQLite is
 // the single-instance default (many instances share PostgreSQL). A second `stub serve` on the
@@ -365,6 +377,44 @@ Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
       return key.error();
     if (key.value())
       state.keys.emplace(id, std::move(*key.value()));
+  }
+  for (const std::string& subtree : read.open_hold_subtrees) {
+    const std::string low = subtree + "/";
+    const std::string high = subtree + "0";
+    auto below = query_rows(
+        connection, select_budgets_below,
+        [&](Statement& statement) {
+          statement.bind(1, subtree.substr(0, subtree.find('/')));
+          statement.bind(2, low);
+          statement.bind(3, high);
+        },
+        read_budget<Statement>);
+    if (!below.ok())
+      return below.error();
+    for (BudgetNode& node : below.value()) {
+      const std::string path = node.path;
+      state.budgets.try_emplace(path, std::move(node));
+    }
+    auto holds = query_rows(
+        connection, select_open_holds_within,
+        [&](Statement& statement) {
+          statement.bind(1, subtree);
+          statement.bind(2, low);
+          statement.bind(3, high);
+          statement.bind(4, static_cast<int64_t>(ledger::open_holds_read_max + 1));
+        },
+        read_hold<Statement>);
+    if (!holds.ok())
+      return holds.error();
+    std::vector<std::string>& ids = state.open_holds[subtree];
+    for (Hold& hold : holds.value()) {
+      if (ids.size() == ledger::open_holds_read_max) {
+        state.open_holds_truncated.insert(subtree);
+        break;
+      }
+      ids.push_back(hold.id);
+      state.holds.try_emplace(ids.back(), std::move(hold));
+    }
   }
   for (const auto& [root, key] : read.idempotency) {
     auto record = find_idempotency(connection, root, key);
