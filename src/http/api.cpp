@@ -1,5 +1,7 @@
 #include "http/api.hpp"
 
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
@@ -175,6 +177,11 @@ class Handler {
     if (n == 4 && s[1] == "holds" && method == "POST" && (s[3] == "capture" || s[3] == "void")) {
       co_return co_await settle(s[2], s[3] == "capture");
     }
+    if (n == 4 && s[1] == "holds" && method == "POST" && (s[3] == "approve" || s[3] == "reject")) {
+      co_return co_await decide_approval(s[2], s[3] == "approve");
+    }
+    if (n == 2 && s[1] == "approvals" && method == "GET")
+      co_return co_await list_approvals();
     if (n == 2 && s[1] == "entries" && method == "GET")
       co_return co_await list_entries();
     if (n == 3 && s[1] == "audit" && s[2] == "verify" && method == "GET") {
@@ -547,10 +554,106 @@ class Handler {
   }
 
   awaitable<ApiReply> get_hold(const std::string& id) {
+    std::optional<ledger::Micros> wait;
+    if (auto given = target_.query.find("wait"); given != target_.query.end()) {
+      wait = given->second.empty() ? std::nullopt : ledger::parse_duration(given->second);
+      if (!wait) {
+        int64_t seconds = -1;
+        const auto [end, error] = std::from_chars(
+            given->second.data(), given->second.data() + given->second.size(), seconds);
+        if (error == std::errc{} && end == given->second.data() + given->second.size() &&
+            seconds >= 0)
+          wait = seconds * ledger::micros_per_second;
+      }
+      if (!wait || *wait > hold_wait_max) {
+        co_return error_reply(Error::invalid(
+            "invalid_query", "Query ?wait= must be a duration up to 60s, such as \"30s\"."));
+      }
+    }
     auto hold = co_await load_hold(id);
     if (!hold.ok())
       co_return error_reply(hold.error());
+    const ledger::Micros now = context_.clock();
+    if (wait && *wait > 0 && hold->status_at(now) == ledger::HoldStatus::pending_approval) {
+      // Long poll: wake when an entry for this hold commits (approved, rejected, withdrawn,
+      // expired), at the hold's own deadline, or after `wait`, whichever comes first.
+      const ledger::Micros until = std::min(now + *wait, hold->expires_at);
+      hold = co_await wait_for_decision(id, until - now);
+      if (!hold.ok())
+        co_return error_reply(hold.error());
+    }
     co_return json_reply(200, ledger::hold_to_json(*hold, context_.clock()));
+  }
+
+  awaitable<Result<ledger::Hold>> wait_for_decision(const std::string& id, ledger::Micros wait) {
+    auto executor = co_await boost::asio::this_coro::executor;
+    auto timer = std::make_shared<boost::asio::steady_timer>(executor);
+    timer->expires_after(std::chrono::microseconds(wait));
+    // The event bus calls back on the committer thread: only post the wake-up to this
+    // connection's executor, where the timer lives.
+    const uint64_t subscription =
+        context_.events.subscribe([timer, executor, id](const engine::EntryBatch& batch) {
+          for (const ledger::Entry& entry : *batch) {
+            if (entry.hold_id == id) {
+              boost::asio::post(executor, [timer] { timer->cancel(); });
+              return;
+            }
+          }
+        });
+    // Read again after subscribing, so that a decision committed in between is not missed.
+    auto hold = co_await load_hold(id);
+    if (hold.ok() && hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
+      boost::system::error_code ignored;
+      co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
+      hold = co_await load_hold(id);
+    }
+    context_.events.unsubscribe(subscription);
+    co_return hold;
+  }
+
+  awaitable<ApiReply> decide_approval(const std::string& id, bool approve) {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    if (Status known = reject_unknown_fields(body_, {"reason"}); !known.ok())
+      co_return error_reply(known.error());
+    auto reason = text_field(body_, "reason");
+    if (!reason.ok())
+      co_return error_reply(reason.error());
+    auto hold = co_await load_hold(id);
+    if (!hold.ok())
+      co_return error_reply(hold.error());
+    Command command = base_command(approve ? CommandKind::approve : CommandKind::reject_hold,
+                                   *BudgetPath::parse(hold->budget),
+                                   "POST /v1/holds/" + id + (approve ? "/approve" : "/reject"));
+    command.hold_id = id;
+    command.reason = *reason;
+    co_return co_await execute(std::move(command));
+  }
+
+  awaitable<ApiReply> list_approvals() {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    auto root_name = root_query();
+    if (!root_name.ok())
+      co_return error_reply(root_name.error());
+    auto limit = integer_query("limit", 100, 1, static_cast<int64_t>(Api::entries_page_max));
+    if (!limit.ok())
+      co_return error_reply(limit.error());
+    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+    auto pending_work = [this, root = *root_name, count = static_cast<size_t>(*limit)] {
+      return context_.store.list_pending_approvals(root, count);
+    };
+    auto pending = co_await run_blocking(context_.read_pool, std::move(pending_work));
+    if (!pending.ok())
+      co_return error_reply(pending.error());
+    const ledger::Micros now = context_.clock();
+    boost::json::array approvals;
+    for (const ledger::Hold& hold : *pending) {
+      // One past its deadline but not yet swept reads as rejected; it is no longer waiting.
+      if (hold.status_at(now) == ledger::HoldStatus::pending_approval)
+        approvals.push_back(ledger::hold_to_json(hold, now));
+    }
+    co_return json_reply(200, boost::json::object{{"approvals", std::move(approvals)}});
   }
 
   awaitable<ApiReply> settle(const std::string& id, bool capture) {

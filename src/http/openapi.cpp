@@ -52,6 +52,11 @@ constexpr const char* freeze_schema = R"json({
                  "void_holds": {"type": "boolean"}}
 })json";
 
+constexpr const char* reason_schema = R"json({
+  "type": "object", "additionalProperties": false,
+  "properties": {"reason": {"type": "string", "maxLength": 256}}
+})json";
+
 constexpr Operation operations[] = {
     {"put", "/v1/budgets/{path}",
      "Create or update a budget node and its policies (parent must exist)", "200", true, true,
@@ -66,10 +71,22 @@ constexpr Operation operations[] = {
     {"post", "/v1/keys", "Issue an agent key bound to a node; the secret is shown once", "201",
      true, true},
     {"delete", "/v1/keys/{id}", "Revoke an agent key", "200", true, false},
-    {"post", "/v1/holds", "Reserve an amount (two-phase); 402 when denied", "201", false, true},
-    {"get", "/v1/holds/{id}", "A hold", "200", false, false},
+    {"post", "/v1/holds",
+     "Reserve an amount (two-phase); 202 pending_approval above approval_above; 402 when denied",
+     "201", false, true, "202"},
+    {"get", "/v1/holds/{id}",
+     "A hold; ?wait=30s long-polls one pending approval until it is decided (at most 60s)", "200",
+     false, false},
     {"post", "/v1/holds/{id}/capture", "Capture up to the held amount", "200", false, true},
-    {"post", "/v1/holds/{id}/void", "Release a hold", "200", false, true},
+    {"post", "/v1/holds/{id}/void", "Release a hold (or withdraw one pending approval)", "200",
+     false, true},
+    {"post", "/v1/holds/{id}/approve",
+     "Approve a hold pending approval: it is held for its ttl from now", "200", true, true, nullptr,
+     reason_schema},
+    {"post", "/v1/holds/{id}/reject", "Reject a hold pending approval: its amount is released",
+     "200", true, true, nullptr, reason_schema},
+    {"get", "/v1/approvals", "Holds of a root waiting for approval (?root=R&limit=N)", "200", true,
+     false},
     {"post", "/v1/spends", "One-shot spend (hold and capture in one commit); 402 when denied",
      "201", false, true},
     {"get", "/v1/budget", "The calling key's own budget state", "200", false, false},
@@ -91,8 +108,12 @@ std::string openapi_document() {
     boost::json::object responses{{operation.success, boost::json::object{{"description", "OK"}}},
                                   {"400", boost::json::object{{"description", "Invalid input"}}},
                                   {"401", boost::json::object{{"description", "No or bad token"}}}};
-    if (operation.also_success != nullptr)
-      responses[operation.also_success] = boost::json::object{{"description", "Created"}};
+    if (operation.also_success != nullptr) {
+      responses[operation.also_success] =
+          boost::json::object{{"description", std::string_view(operation.also_success) == "202"
+                                                  ? "Accepted, waiting for approval"
+                                                  : "Created"}};
+    }
     if (std::string_view(operation.method) == "post") {
       responses["402"] = boost::json::object{{"description", "Denied by a policy or budget"}};
       responses["409"] = boost::json::object{{"description", "Conflict"}};

@@ -195,6 +195,47 @@ void release_usage(const std::vector<BudgetNode*>& path, Money released, Micros 
   }
 }
 
+// Soft thresholds: after a spend, hold or limit change, each node on `path` whose spent +
+// reserved now reaches a threshold percentage of its limit not yet alerted in the current period
+// raises one alert entry (the highest threshold reached). Once per threshold per period.
+void raise_threshold_alerts(WorkingSet& state, const Command& command,
+                            const std::vector<BudgetNode*>& path, Micros now) {
+  for (BudgetNode* node : path) {
+    if (!node->limit || !node->limit->is_positive())
+      continue;
+    const std::vector<int> thresholds = node->policies.effective_thresholds();
+    if (thresholds.empty())
+      continue;
+    const Micros current = period_start(node->period, now);
+    const int alerted =
+        node->usage.alerted_period_start == current ? node->usage.alerted_percent : 0;
+    const int64_t used = node->spent_at(now).micros() + node->reserved.micros();
+    int crossed = 0;
+    for (int percent : thresholds) {
+      // 128-bit: used * 100 can exceed INT64_MAX for the largest budgets.
+      if (percent > alerted && static_cast<__int128>(used) * 100 >=
+                                   static_cast<__int128>(node->limit->micros()) * percent)
+        crossed = percent;
+    }
+    if (crossed == 0)
+      continue;
+    node->usage.alerted_period_start = current;
+    node->usage.alerted_percent = crossed;
+    state.dirty_budgets.insert(node->path);
+    Entry entry = make_entry(command, "alert", now);
+    entry.budget = node->path;
+    entry.actor = std::string(system_actor);
+    entry.detail_json =
+        canonical_json(boost::json::object{{"event", "threshold_crossed"},
+                                           {"percent", crossed},
+                                           {"limit", node->limit->to_string()},
+                                           {"used", Money::from_micros(used).to_string()},
+                                           {"period", period_name(node->period)},
+                                           {"period_start", format_timestamp(current)}});
+    append_entry(state, std::move(entry));
+  }
+}
+
 Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
   assert(command.amount && command.amount->is_positive());
   std::vector<BudgetNode*> path = lineage_of(state, command.budget);
@@ -205,17 +246,6 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
       view, SpendRequest{*command.amount, command.vendor, command.kind == CommandKind::hold}, now);
   if (!decision.accepted)
     return deny(state, command, decision, now);
-  if (decision.needs_approval) {
-    // Until holds can wait for an admin, a hold above approval_above is refused like a spend:
-    // never accepted without the approval it asks for.
-    Decision refused = decision;
-    refused.accepted = false;
-    refused.code = DenialCode::approval_required;
-    refused.level = decision.approval_level;
-    refused.message = "Amount " + command.amount->to_string() +
-                      " is above the approval threshold of " + decision.approval_level + ".";
-    return deny(state, command, refused, now);
-  }
 
   const Money amount = *command.amount;
   count_usage(path, amount, now);
@@ -231,22 +261,27 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
     entry.hold_id = command.hold_id;
     entry.postings = {{budget_account, amount.negated()}, {vendor_account(command.vendor), amount}};
     append_entry(state, std::move(entry));
-    return respond(state, command, 201,
-                   spend_body(command, amount, state.new_entries.back().seq, now), now);
+    const int64_t seq = state.new_entries.back().seq;
+    raise_threshold_alerts(state, command, path, now);
+    return respond(state, command, 201, spend_body(command, amount, seq, now), now);
   }
 
+  // A hold above an approval threshold reserves its amount like any hold (it passed every later
+  // rule) but waits for an admin: pending_approval until approved, rejected, or `ttl` passes.
   adjust_path(state, path, amount, Money::zero(), now);
   Hold hold;
   hold.id = command.hold_id;
   hold.root = command.root;
   hold.budget = command.budget;
   hold.amount = amount;
+  hold.status = decision.needs_approval ? HoldStatus::pending_approval : HoldStatus::held;
   hold.vendor = command.vendor;
   hold.intent = command.intent;
   hold.tags_json = command.tags_json;
   hold.on_expiry = command.on_expiry;
   hold.created_at = now;
   hold.expires_at = now + command.ttl;
+  hold.ttl = command.ttl;
   hold.actor = command.actor;
   Entry entry = make_entry(command, "hold", now);
   entry.amount = amount;
@@ -255,19 +290,32 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
   entry.tags_json = command.tags_json;
   entry.hold_id = hold.id;
   entry.postings = {{budget_account, amount.negated()}, {"holds:" + command.budget, amount}};
+  if (decision.needs_approval) {
+    const BudgetNode& level = state.budgets.at(decision.approval_level);
+    entry.detail_json = canonical_json(
+        boost::json::object{{"status", "pending_approval"},
+                            {"approval_level", decision.approval_level},
+                            {"approval_above", level.policies.approval_above->to_string()},
+                            {"decide_by", format_timestamp(hold.expires_at)}});
+  }
   append_entry(state, std::move(entry));
   boost::json::object body = hold_to_json(hold, now);
   body["seq"] = state.new_entries.back().seq;
+  if (decision.needs_approval)
+    body["approval_level"] = decision.approval_level;
   state.holds[hold.id] = std::move(hold);
   state.dirty_holds.insert(command.hold_id);
-  return respond(state, command, 201, body, now);
+  raise_threshold_alerts(state, command, path, now);
+  return respond(state, command, decision.needs_approval ? 202 : 201, body, now);
 }
 
-// Settles a held hold: captures `captured` (zero for a void) and releases the rest.
+// Settles an open hold: captures `captured` (zero for a void or a rejection) and releases the
+// rest. Only a held hold is ever captured.
 void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStatus status,
                  Money captured, std::string_view kind, Micros now,
                  std::string detail_json = "null") {
-  assert(hold.status == HoldStatus::held);
+  assert(hold.open());
+  assert(hold.status == HoldStatus::held || captured.is_zero());
   assert(captured <= hold.amount && !captured.is_negative());
   std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
   assert(!path.empty());  // Nodes are never deleted, and the hold's node existed when it was made.
@@ -302,9 +350,71 @@ void expire_hold(WorkingSet& state, const Command& command, Hold& hold, Micros n
   // unless it was made with on_expiry "void".
   const Money captured = hold.on_expiry == OnExpiry::capture ? hold.amount : Money::zero();
   Command expiry = command;
-  expiry.actor = "system";
+  expiry.actor = std::string(system_actor);
   expiry.receipt_json = "null";
   settle_hold(state, expiry, hold, HoldStatus::expired, captured, "expire", now);
+}
+
+// An approval nobody gave in time is a rejection: the reservation is released, nothing moved.
+void reject_unanswered(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+  Command expiry = command;
+  expiry.actor = std::string(system_actor);
+  expiry.receipt_json = "null";
+  settle_hold(state, expiry, hold, HoldStatus::rejected, Money::zero(), "reject", now,
+              canonical_json(boost::json::object{{"reason", "approval expired"}}));
+}
+
+// Settles an open hold whose time is up: what the sweeper would do.
+bool settle_if_lapsed(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+  if (!hold.open() || now < hold.expires_at)
+    return false;
+  if (hold.status == HoldStatus::held) {
+    expire_hold(state, command, hold, now);
+  } else {
+    reject_unanswered(state, command, hold, now);
+  }
+  return true;
+}
+
+Outcome hold_answer(WorkingSet& state, const Command& command, const Hold& hold, Micros now) {
+  boost::json::object body = hold_to_json(hold, now);
+  body["seq"] = state.new_entries.back().seq;
+  return respond(state, command, 200, body, now);
+}
+
+// An admin's answer to a hold waiting for approval. Approving changes no money (the amount was
+// reserved when it was requested) and starts the hold's ttl; rejecting releases the reservation.
+Outcome apply_approval(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+  if (hold.status != HoldStatus::pending_approval) {
+    return conflict("hold_not_pending", "Hold " + hold.id + " is " +
+                                            std::string(hold_status_name(hold.status)) +
+                                            ", not pending approval.");
+  }
+  const std::string detail = canonical_json(boost::json::object{{"reason", command.reason}});
+  if (command.kind == CommandKind::reject_hold) {
+    settle_hold(state, command, hold, HoldStatus::rejected, Money::zero(), "reject", now, detail);
+    return hold_answer(state, command, hold, now);
+  }
+  const std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
+  for (const BudgetNode* node : path) {
+    if (node->frozen) {
+      return conflict("budget_frozen",
+                      "Budget " + node->path + " is frozen; unfreeze it or reject the hold.");
+    }
+  }
+  hold.status = HoldStatus::held;
+  hold.expires_at = now + hold.ttl;
+  state.dirty_holds.insert(hold.id);
+  Entry entry = make_entry(command, "approve", now);
+  entry.budget = hold.budget;
+  entry.amount = hold.amount;
+  entry.vendor = hold.vendor;
+  entry.intent = hold.intent;
+  entry.tags_json = hold.tags_json;
+  entry.hold_id = hold.id;
+  entry.detail_json = detail;
+  append_entry(state, std::move(entry));
+  return hold_answer(state, command, hold, now);
 }
 
 Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros now) {
@@ -314,12 +424,16 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
   }
   Hold& hold = found->second;
   if (command.kind == CommandKind::expire) {
-    if (hold.status == HoldStatus::held && now >= hold.expires_at)
-      expire_hold(state, command, hold, now);
+    settle_if_lapsed(state, command, hold, now);
     return Response{200, boost::json::serialize(hold_to_json(hold, now))};
   }
-  if (hold.status == HoldStatus::held && now >= hold.expires_at) {
-    expire_hold(state, command, hold, now);
+  settle_if_lapsed(state, command, hold, now);
+  if (command.kind == CommandKind::approve || command.kind == CommandKind::reject_hold)
+    return apply_approval(state, command, hold, now);
+  // The agent may withdraw a request that is still waiting for approval; it cannot capture it.
+  if (command.kind == CommandKind::void_hold && hold.status == HoldStatus::pending_approval) {
+    settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now);
+    return hold_answer(state, command, hold, now);
   }
   if (hold.status != HoldStatus::held) {
     return conflict(
@@ -328,9 +442,7 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
   }
   if (command.kind == CommandKind::void_hold) {
     settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now);
-    boost::json::object body = hold_to_json(hold, now);
-    body["seq"] = state.new_entries.back().seq;
-    return respond(state, command, 200, body, now);
+    return hold_answer(state, command, hold, now);
   }
   const Money captured = command.amount.value_or(hold.amount);
   if (captured > hold.amount) {
@@ -339,9 +451,7 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
                                                 hold.amount.to_string() + ".");
   }
   settle_hold(state, command, hold, HoldStatus::captured, captured, "capture", now);
-  boost::json::object body = hold_to_json(hold, now);
-  body["seq"] = state.new_entries.back().seq;
-  return respond(state, command, 200, body, now);
+  return hold_answer(state, command, hold, now);
 }
 
 Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) {
@@ -422,6 +532,8 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
   append_entry(state, std::move(entry));
 
   const std::vector<BudgetNode*> lineage = lineage_of(state, node.path);
+  // A lower limit (or new thresholds) can put what is already used past a threshold.
+  raise_threshold_alerts(state, command, {lineage.back()}, now);
   const std::vector<const BudgetNode*> view = const_view(lineage);
   return respond(state, command, created ? 201 : 200, budget_to_json(*lineage.back(), view, now),
                  now);
@@ -455,7 +567,7 @@ VoidedShare void_open_holds(WorkingSet& state, const Command& command, Micros no
     assert(found != state.holds.end());
     Hold& hold = found->second;
     assert(within_subtree(hold.budget, command.budget));
-    if (hold.status != HoldStatus::held)
+    if (!hold.open())
       continue;  // settled earlier in this batch
     const std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
     assert(!path.empty());
@@ -467,8 +579,7 @@ VoidedShare void_open_holds(WorkingSet& state, const Command& command, Micros no
       continue;
     }
     rows += needed;
-    if (now >= hold.expires_at) {
-      expire_hold(state, command, hold, now);
+    if (settle_if_lapsed(state, command, hold, now)) {
       ++share.expired;
     } else {
       settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now, detail);
@@ -619,6 +730,10 @@ std::string_view command_kind_name(CommandKind kind) {
       return "revoke_key";
     case CommandKind::void_holds:
       return "void_holds";
+    case CommandKind::approve:
+      return "approve";
+    case CommandKind::reject_hold:
+      return "reject";
   }
   return "unknown";
 }
@@ -705,6 +820,8 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
     case CommandKind::capture:
     case CommandKind::void_hold:
     case CommandKind::expire:
+    case CommandKind::approve:
+    case CommandKind::reject_hold:
       return apply_hold_settlement(state, command, now);
     case CommandKind::set_budget:
       return apply_set_budget(state, command, now);

@@ -26,6 +26,8 @@ enum class CommandKind {
   // Voids the next share of a frozen subtree's outstanding holds: what a freeze with
   // void_holds could not fit under the per-commit row bound (the edge submits these).
   void_holds,
+  approve,      // an admin approves a hold waiting for approval
+  reject_hold,  // ...or rejects it
 };
 
 // A PUT of a budget node: every field that was given, and only those.
@@ -69,7 +71,7 @@ struct Command {
   OnExpiry on_expiry = OnExpiry::capture;
 
   BudgetSettings settings;  // set_budget
-  std::string reason;       // freeze, unfreeze
+  std::string reason;       // freeze, unfreeze, approve, reject
   bool void_holds = false;  // freeze: also void the subtree's outstanding holds, same commit
   ApiKey key;               // create_key (secret_hash set, secret never here), revoke_key (id)
 };

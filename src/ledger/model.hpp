@@ -71,8 +71,13 @@ struct Hold {
   Micros expires_at = 0;
   Micros settled_at = 0;  // zero while open
   std::string actor;
+  // The hold's time to live. A hold waiting for approval expires (as rejected) `ttl` after it
+  // was requested; once approved it is held for `ttl` from the approval.
+  Micros ttl = 0;
 
-  // The status a reader should see at `now`: a held hold past its expiry reads as expired.
+  bool open() const { return status == HoldStatus::held || status == HoldStatus::pending_approval; }
+  // The status a reader should see at `now`: a held hold past its expiry reads as expired, a
+  // pending one past its deadline as rejected.
   HoldStatus status_at(Micros now) const;
 };
 

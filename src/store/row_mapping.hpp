@@ -54,7 +54,7 @@ ledger::BudgetNode read_budget(const Row& row) {
 }
 
 // id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at,
-// expires_at, settled_at, actor
+// expires_at, settled_at, actor, ttl (NULL: holds made before approvals, whose ttl is moot)
 template <typename Row>
 ledger::Hold read_hold(const Row& row) {
   ledger::Hold hold;
@@ -73,6 +73,7 @@ ledger::Hold read_hold(const Row& row) {
   hold.expires_at = row.column_int(11);
   hold.settled_at = row.column_int(12);
   hold.actor = row.column_text(13);
+  hold.ttl = row.column_optional_int(14).value_or(hold.expires_at - hold.created_at);
   return hold;
 }
 

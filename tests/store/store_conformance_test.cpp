@@ -270,11 +270,11 @@ TEST_P(StoreConformance, SetBudgetRefusalsWriteNothing) {
   expect_error(set_budget("other/team", units(1)), "parent_not_found");
   EXPECT_FALSE(store_->get_budget("acme/nobody/agent").value().has_value());
   EXPECT_FALSE(store_->get_budget("other/team").value().has_value());
-  expect_status(spend("acme", units(6), "hold_1"), 201);
+  expect_status(spend("acme", units(6), "hold_1"), 201);  // and a 50 % threshold alert
   expect_error(set_budget("acme", units(5)), "limit_below_usage");
   EXPECT_EQ(budget("acme").limit, units(10));
-  EXPECT_EQ(budget("acme").head_seq, 2);
-  EXPECT_EQ(all_entries("acme").size(), 2u);
+  EXPECT_EQ(budget("acme").head_seq, 3);
+  EXPECT_EQ(all_entries("acme").size(), 3u);
 }
 
 TEST_P(StoreConformanceWithTree, SpendsCountOnEveryLevel) {
@@ -1228,6 +1228,244 @@ TEST_P(StoreConformanceWithTree, GovernanceActionsAreChainedWithTheirActor) {
   EXPECT_TRUE(verify("acme").ok);
 }
 
+// ---- Soft thresholds and approvals ------------------------------------------------------------
+
+std::vector<int> alerts_of(const std::vector<Entry>& entries, const std::string& budget,
+                           int64_t after_seq = 0) {
+  std::vector<int> out;
+  for (const Entry& entry : entries) {
+    if (entry.kind == "alert" && entry.budget == budget && entry.seq > after_seq) {
+      const auto detail = boost::json::parse(entry.detail_json);
+      EXPECT_EQ(detail.at("event").as_string(), "threshold_crossed");
+      EXPECT_EQ(entry.actor, "system");
+      EXPECT_TRUE(entry.postings.empty());
+      out.push_back(static_cast<int>(detail.at("percent").as_int64()));
+    }
+  }
+  return out;
+}
+
+TEST_P(StoreConformanceWithTree, ThresholdAlertsOncePerDayAndAgainAfterUtcMidnight) {
+  // research: 40.00 a day, at most 5.00 a spend; default thresholds 50 / 80 / 100 %.
+  const auto spend_units = [&](int count, const std::string& tag) {
+    for (int i = 0; i < count; ++i) {
+      expect_status(spend("acme/research/agent", units(4), "hold_" + tag + std::to_string(i)), 201);
+    }
+  };
+  spend_units(4, "a");  // 16.00: 40 %
+  EXPECT_TRUE(alerts_of(all_entries("acme"), "acme/research").empty());
+  expect_status(spend("acme/research/agent", units(4), "hold_a4"), 201);  // exactly 50 %
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50}));
+  spend_units(2, "b");  // 28.00: 70 %, nothing new
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50}));
+  // A hold counts too: 28 + 5 = 33.00 is past 80 %.
+  expect_status(hold("acme/research/agent", units(5), "hold_b9", 3'600 * second), 201);
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50, 80}));
+  expect_status(void_hold("acme/research/agent", "hold_b9"), 200);
+  expect_status(spend("acme/research/agent", units(4), "hold_b10"), 201);  // 32.00: 80 % again
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50, 80}));
+  spend_units(2, "c");  // 40.00: 100 %
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50, 80, 100}));
+  EXPECT_EQ(budget("acme/research").usage.alerted_percent, 100);
+
+  // The day rolls over at UTC midnight: not a microsecond earlier.
+  const Micros midnight = ledger::period_start(ledger::Period::day, t0) + 86'400 * second;
+  clock_ = midnight - 1;
+  expect_status(spend("acme/research/agent", units(1), "hold_d0"), 402);
+  const int64_t before = budget("acme").head_seq;
+  clock_ = midnight;
+  spend_units(5, "d");  // 20.00 of the new day's 40.00
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research", before), (std::vector<int>{50}));
+  // acme (100.00 a month) never reached 50 %: 40.00 on February 29, and this midnight also
+  // started March.
+  EXPECT_TRUE(alerts_of(all_entries("acme"), "acme").empty());
+  EXPECT_EQ(budget("acme").spent, units(20));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformance, ThresholdsRollOverWithWeeksAndMonthsAndCanBeChosen) {
+  // t0 is Thursday 2024-02-29 12:00 UTC: the month ends in 12 hours, the week on Monday.
+  expect_status(set_budget("org", std::nullopt), 201);
+  expect_status(set_budget("org/weekly", units(10), ledger::Period::week), 201);
+  expect_status(set_budget("org/monthly", units(10), ledger::Period::month), 201);
+  expect_status(set_policies("org/custom",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.limit_given = true;
+                               settings.limit = units(10);
+                               settings.thresholds_given = true;
+                               settings.thresholds = std::vector<int>{25};
+                             }),
+                201);
+  expect_status(set_policies("org/silent",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.limit_given = true;
+                               settings.limit = units(10);
+                               settings.thresholds_given = true;
+                               settings.thresholds = std::vector<int>{};
+                             }),
+                201);
+  for (const char* node : {"org/weekly", "org/monthly", "org/custom", "org/silent"})
+    expect_status(spend(node, units(6), std::string("hold_1") + node), 201);
+  const std::vector<Entry> first = all_entries("org");
+  EXPECT_EQ(alerts_of(first, "org/weekly"), (std::vector<int>{50}));
+  EXPECT_EQ(alerts_of(first, "org/monthly"), (std::vector<int>{50}));
+  EXPECT_EQ(alerts_of(first, "org/custom"), (std::vector<int>{25}));
+  EXPECT_TRUE(alerts_of(first, "org/silent").empty());
+
+  // 2024-03-01 00:00: a new month, the same week.
+  const Micros march = ledger::period_start(ledger::Period::month, t0 + 86'400 * second);
+  ASSERT_EQ(march, t0 + 12 * 3'600 * second);
+  clock_ = march;
+  int64_t before = budget("org").head_seq;
+  expect_status(spend("org/weekly", units(1), "hold_w2"), 201);
+  expect_status(spend("org/monthly", units(5), "hold_m2"), 201);
+  EXPECT_TRUE(alerts_of(all_entries("org"), "org/weekly", before).empty());
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/monthly", before), (std::vector<int>{50}));
+
+  // Monday 2024-03-04 00:00: a new week.
+  const Micros monday = ledger::period_start(ledger::Period::week, t0) + 7 * 86'400 * second;
+  clock_ = monday - 1;
+  before = budget("org").head_seq;
+  expect_status(spend("org/weekly", units(1), "hold_w3"), 201);  // 8.00: 80 %
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/weekly", before), (std::vector<int>{80}));
+  clock_ = monday;
+  before = budget("org").head_seq;
+  expect_status(spend("org/weekly", units(5), "hold_w4"), 201);
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/weekly", before), (std::vector<int>{50}));
+
+  // A lower limit can put what is already used past a threshold: the change alerts too.
+  before = budget("org").head_seq;
+  expect_status(set_budget("org/weekly", units(6), ledger::Period::week), 200);
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/weekly", before), (std::vector<int>{80}));
+  EXPECT_TRUE(verify("org").ok);
+}
+
+Command approval(CommandKind kind, const std::string& path, const std::string& hold_id) {
+  Command command = command_for(kind, path);
+  command.hold_id = hold_id;
+  command.reason = "looked fine";
+  return command;
+}
+
+TEST_P(StoreConformanceWithTree, HoldAboveTheApprovalThresholdWaitsReservedUntilApproved) {
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(2);
+                             }),
+                200);
+  // Exactly the threshold needs no approval; above it waits, with its amount reserved.
+  expect_status(hold("acme/research/agent", units(2), "hold_p0", 600 * second), 201);
+  const boost::json::object pending =
+      expect_status(hold("acme/research/agent", units(3), "hold_p1", 600 * second), 202);
+  EXPECT_EQ(pending.at("status").as_string(), "pending_approval");
+  EXPECT_EQ(pending.at("approval_level").as_string(), "acme/research");
+  EXPECT_EQ(hold_row("hold_p1").status, HoldStatus::pending_approval);
+  EXPECT_EQ(budget("acme/research").reserved, units(5));
+  EXPECT_EQ(budget("acme").reserved, units(5));
+  const Entry requested = all_entries("acme").back();
+  EXPECT_EQ(requested.kind, "hold");
+  EXPECT_EQ(boost::json::parse(requested.detail_json).at("status").as_string(), "pending_approval");
+  // A one-shot spend above the threshold is refused with a hint.
+  const boost::json::object spend_refused =
+      expect_status(spend("acme/research/agent", units(3), "hold_p2"), 402);
+  EXPECT_EQ(spend_refused.at("error").at("code").as_string(), "approval_required");
+  EXPECT_FALSE(spend_refused.at("error").at("hint").as_string().empty());
+  // Waiting requests are listed; the agent cannot capture one yet.
+  const std::vector<Hold> listed = store_->list_pending_approvals("acme", 10).value();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].id, "hold_p1");
+  expect_error(capture("acme/research/agent", "hold_p1"), "hold_not_held");
+
+  advance(120 * second);
+  const boost::json::object approved =
+      expect_status(approval(CommandKind::approve, "acme/research/agent", "hold_p1"), 200);
+  EXPECT_EQ(approved.at("status").as_string(), "held");
+  const Hold row = hold_row("hold_p1");
+  EXPECT_EQ(row.status, HoldStatus::held);
+  EXPECT_EQ(row.expires_at, now() + 600 * second);        // its ttl runs from the approval
+  EXPECT_EQ(budget("acme/research").reserved, units(5));  // approving moves no money
+  const Entry decided = all_entries("acme").back();
+  EXPECT_EQ(decided.kind, "approve");
+  EXPECT_EQ(decided.actor, "admin");
+  EXPECT_TRUE(decided.postings.empty());
+  EXPECT_TRUE(store_->list_pending_approvals("acme", 10).value().empty());
+  expect_error(approval(CommandKind::approve, "acme/research/agent", "hold_p1"),
+               "hold_not_pending");
+  expect_status(capture("acme/research/agent", "hold_p1", units(2)), 200);
+  EXPECT_EQ(budget("acme/research").spent, units(2));
+  EXPECT_EQ(budget("acme/research").reserved, units(2));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, RejectedWithdrawnAndUnansweredApprovalsReleaseTheirAmount) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(1);
+                             }),
+                200);
+  expect_status(hold("acme/research", units(4), "hold_r1", 600 * second), 202);
+  expect_status(hold("acme/research", units(4), "hold_r2", 600 * second), 202);
+  expect_status(hold("acme/research", units(4), "hold_r3", 60 * second), 202);
+  EXPECT_EQ(budget("acme").reserved, units(12));
+
+  const boost::json::object rejected =
+      expect_status(approval(CommandKind::reject_hold, "acme/research", "hold_r1"), 200);
+  EXPECT_EQ(rejected.at("status").as_string(), "rejected");
+  EXPECT_EQ(all_entries("acme").back().kind, "reject");
+  EXPECT_EQ(all_entries("acme").back().actor, "admin");
+  // The agent withdraws its own request.
+  expect_status(void_hold("acme/research", "hold_r2"), 200);
+  EXPECT_EQ(hold_row("hold_r2").status, HoldStatus::voided);
+  EXPECT_EQ(budget("acme").reserved, units(4));
+
+  // Nobody answers hold_r3: it lapses as rejected exactly at its deadline.
+  clock_ = t0 + 60 * second - 1;
+  EXPECT_EQ(hold_row("hold_r3").status_at(now()), HoldStatus::pending_approval);
+  EXPECT_TRUE(store_->list_expired_holds(now(), 10).value().empty());
+  clock_ = t0 + 60 * second;
+  EXPECT_EQ(hold_row("hold_r3").status_at(now()), HoldStatus::rejected);
+  const std::vector<Hold> due = store_->list_expired_holds(now(), 10).value();
+  ASSERT_EQ(due.size(), 1u);
+  expect_status(expire(due[0]), 200);
+  const Hold lapsed = hold_row("hold_r3");
+  EXPECT_EQ(lapsed.status, HoldStatus::rejected);
+  EXPECT_EQ(lapsed.captured, Money::zero());
+  const Entry entry = all_entries("acme").back();
+  EXPECT_EQ(entry.kind, "reject");
+  EXPECT_EQ(entry.actor, "system");
+  EXPECT_EQ(boost::json::parse(entry.detail_json).at("reason").as_string(), "approval expired");
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").spent, Money::zero());
+  expect_error(approval(CommandKind::approve, "acme/research", "hold_r3"), "hold_not_pending");
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, LateApprovalLapsesAndFrozenPathsCannotBeApproved) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(1);
+                             }),
+                200);
+  expect_status(hold("acme/research", units(2), "hold_l1", 60 * second), 202);
+  expect_status(hold("acme/research", units(2), "hold_l2", 600 * second), 202);
+  // An approval that arrives after the deadline meets the lapse first (recorded) and fails.
+  advance(60 * second);
+  expect_error(approval(CommandKind::approve, "acme/research", "hold_l1"), "hold_not_pending");
+  EXPECT_EQ(hold_row("hold_l1").status, HoldStatus::rejected);
+  EXPECT_EQ(budget("acme").reserved, units(2));
+  expect_status(freeze("acme/research", "investigating"), 200);
+  expect_error(approval(CommandKind::approve, "acme/research", "hold_l2"), "budget_frozen");
+  EXPECT_EQ(hold_row("hold_l2").status, HoldStatus::pending_approval);
+  // The kill switch voids requests still waiting, too.
+  const boost::json::object frozen = expect_status(freeze_voiding("acme", "stop"), 200);
+  EXPECT_EQ(frozen.at("holds_voided").as_int64(), 1);
+  EXPECT_EQ(hold_row("hold_l2").status, HoldStatus::voided);
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+}
+
 // Race tests: many threads spend on ONE hot root with a limit, then every invariant is checked
 // from the database, never from the callers' memory.
 class StoreConformanceRace : public StoreConformance {
@@ -1297,9 +1535,16 @@ class StoreConformanceRace : public StoreConformance {
     EXPECT_EQ(children, root.spent.micros());
 
     const std::vector<Entry> entries = all_entries("hot");
-    ASSERT_EQ(static_cast<int64_t>(entries.size()), 1 + agents + total);
+    // The default soft thresholds (50, 80, 100 % of the limit) each alert once, by the system.
+    int64_t expected_alerts = 0;
+    for (int percent : {50, 80, 100}) {
+      if (root.spent.micros() * 100 >= limit.micros() * percent)
+        ++expected_alerts;
+    }
+    ASSERT_EQ(static_cast<int64_t>(entries.size()), 1 + agents + total + expected_alerts);
     int64_t spends = 0;
     int64_t denials = 0;
+    int64_t alerts = 0;
     int64_t spent_by_entries = 0;
     for (const Entry& entry : entries) {
       if (entry.kind == "spend") {
@@ -1308,8 +1553,13 @@ class StoreConformanceRace : public StoreConformance {
       } else if (entry.kind == "deny") {
         ++denials;
         EXPECT_EQ(entry.code, "budget_exceeded");
+      } else if (entry.kind == "alert") {
+        ++alerts;
+        EXPECT_EQ(entry.budget, "hot");
+        EXPECT_EQ(entry.actor, "system");
       }
     }
+    EXPECT_EQ(alerts, expected_alerts);
     EXPECT_EQ(spends, expected_accepted);
     EXPECT_EQ(denials, total - expected_accepted);
     EXPECT_EQ(spent_by_entries, root.spent.micros());

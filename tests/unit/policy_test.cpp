@@ -87,6 +87,17 @@ TEST(Ring, SumsSaturateInsteadOfWrapping) {
   EXPECT_EQ(ring.amount_at(t0 + minute).micros(), Money::micros_max);
 }
 
+TEST(Hold, APendingApprovalReadsRejectedAtItsDeadline) {
+  Hold hold;
+  hold.status = HoldStatus::pending_approval;
+  hold.expires_at = t0;
+  EXPECT_TRUE(hold.open());
+  EXPECT_EQ(hold.status_at(t0 - 1), HoldStatus::pending_approval);
+  EXPECT_EQ(hold.status_at(t0), HoldStatus::rejected);
+  hold.status = HoldStatus::rejected;
+  EXPECT_FALSE(hold.open());
+}
+
 // ---- Vendor patterns -------------------------------------------------------------------------
 
 TEST(VendorPattern, WellFormedAndMalformed) {

@@ -92,6 +92,11 @@ const std::vector<Migration>& migrations() {
            {"m3_holds_open_by_budget",
             "CREATE INDEX IF NOT EXISTS holds_open_by_budget ON holds (status, budget)"},
        }},
+      // Approvals: a pending hold's ttl applies again from its approval.
+      {4,
+       {
+           {"m4_holds_ttl", "ALTER TABLE holds ADD COLUMN IF NOT EXISTS ttl BIGINT"},
+       }},
   };
   return all;
 }
@@ -120,11 +125,11 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
   "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[])"
 #define STUB_HOLD_COLUMNS                                                                     \
   "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, " \
-  "expires_at, settled_at, actor"
+  "expires_at, settled_at, actor, ttl"
 #define STUB_HOLD_ARRAYS                                                                \
   "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], " \
   "$7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], "     \
-  "$13::bigint[], $14::text[])"
+  "$13::bigint[], $14::text[], $15::bigint[])"
 #define STUB_KEY_COLUMNS "id, budget, name, secret_hash, created_at, expires_at, revoked_at"
 #define STUB_KEY_ARRAYS                                                                 \
   "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], " \
@@ -181,8 +186,8 @@ constexpr Sql update_holds{
     "UPDATE holds AS h SET root = v.root, budget = v.budget, amount = v.amount, "
     "captured = v.captured, status = v.status, vendor = v.vendor, intent = v.intent, "
     "tags = v.tags, on_expiry = v.on_expiry, created_at = v.created_at, "
-    "expires_at = v.expires_at, settled_at = v.settled_at, actor = v.actor FROM " STUB_HOLD_ARRAYS
-    " AS v(" STUB_HOLD_COLUMNS ") WHERE h.id = v.id"};
+    "expires_at = v.expires_at, settled_at = v.settled_at, actor = v.actor, "
+    "ttl = v.ttl FROM " STUB_HOLD_ARRAYS " AS v(" STUB_HOLD_COLUMNS ") WHERE h.id = v.id"};
 constexpr Sql insert_holds{
     "insert_holds", "INSERT INTO holds (" STUB_HOLD_COLUMNS ") SELECT * FROM " STUB_HOLD_ARRAYS};
 constexpr Sql update_keys{"update_keys",
@@ -220,8 +225,14 @@ constexpr Sql select_hold{"select_hold",
                           "SELECT " STUB_HOLD_COLUMNS " FROM holds WHERE id = $1::text"};
 constexpr Sql select_expired_holds{"select_expired_holds",
                                    "SELECT " STUB_HOLD_COLUMNS
-                                   " FROM holds WHERE status = 'held' AND expires_at <= "
-                                   "$1::bigint ORDER BY expires_at LIMIT $2::bigint"};
+                                   " FROM holds WHERE status IN ('held', 'pending_approval') "
+                                   "AND expires_at <= $1::bigint ORDER BY expires_at "
+                                   "LIMIT $2::bigint"};
+constexpr Sql select_pending_approvals{"select_pending_approvals",
+                                       "SELECT " STUB_HOLD_COLUMNS
+                                       " FROM holds WHERE status = 'pending_approval' AND "
+                                       "root = $1::text ORDER BY created_at, id "
+                                       "LIMIT $2::bigint"};
 constexpr Sql select_key{"select_key",
                          "SELECT " STUB_KEY_COLUMNS " FROM api_keys WHERE id = $1::text"};
 constexpr Sql select_entries{"select_entries",
@@ -265,6 +276,7 @@ constexpr const Sql* every_statement[] = {
     &select_roots,
     &select_hold,
     &select_expired_holds,
+    &select_pending_approvals,
     &select_key,
     &select_entries,
     &select_one_idempotency,
@@ -347,7 +359,7 @@ std::vector<Param> budget_params(const ledger::WorkingSet& state,
 std::vector<Param> hold_params(const ledger::WorkingSet& state,
                                const std::vector<const std::string*>& ids) {
   ArrayBuilder id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created,
-      expires, settled, actor;
+      expires, settled, actor, ttl;
   for (const std::string* key : ids) {
     const Hold& hold = state.holds.at(*key);
     id.add_text(hold.id);
@@ -364,10 +376,11 @@ std::vector<Param> hold_params(const ledger::WorkingSet& state,
     expires.add_int(hold.expires_at);
     settled.add_int(hold.settled_at);
     actor.add_text(hold.actor);
+    ttl.add_int(hold.ttl);
   }
   return {id.finish(),      root.finish(),    budget.finish(),  amount.finish(), captured.finish(),
           status.finish(),  vendor.finish(),  intent.finish(),  tags.finish(),   on_expiry.finish(),
-          created.finish(), expires.finish(), settled.finish(), actor.finish()};
+          created.finish(), expires.finish(), settled.finish(), actor.finish(),  ttl.finish()};
 }
 
 std::vector<Param> key_params(const ledger::WorkingSet& state,
@@ -855,6 +868,11 @@ Result<std::vector<Hold>> PgStore::list_expired_holds(ledger::Micros now, size_t
   return all_rows<Hold>(
       read_query({&select_expired_holds, {std::to_string(now), std::to_string(limit)}}),
       read_hold<Rows>);
+}
+
+Result<std::vector<Hold>> PgStore::list_pending_approvals(const std::string& root, size_t limit) {
+  return all_rows<Hold>(read_query({&select_pending_approvals, {root, std::to_string(limit)}}),
+                        read_hold<Rows>);
 }
 
 Result<std::optional<ApiKey>> PgStore::get_key(const std::string& id) {

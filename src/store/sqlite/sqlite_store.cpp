@@ -121,6 +121,10 @@ ALTER TABLE budgets ADD COLUMN usage TEXT;
     {3, R"sql(
 CREATE INDEX holds_open_by_budget ON holds (status, budget);
 )sql"},
+    // Approvals: a pending hold's ttl applies again from its approval.
+    {4, R"sql(
+ALTER TABLE holds ADD COLUMN ttl INTEGER;
+)sql"},
 };
 
 constexpr const char* budget_columns =
@@ -129,7 +133,7 @@ constexpr const char* budget_columns =
 
 constexpr const char* hold_columns =
     "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "
-    "expires_at, settled_at, actor";
+    "expires_at, settled_at, actor, ttl";
 
 constexpr const char* key_columns =
     "id, budget, name, secret_hash, created_at, expires_at, revoked_at";
@@ -189,7 +193,7 @@ auto bind_text(const std::string& value) {
 const std::string upsert_budget = std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
                                   ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_hold = std::string("INSERT OR REPLACE INTO holds (") + hold_columns +
-                                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_key = std::string("INSERT OR REPLACE INTO api_keys (") + key_columns +
                                ") VALUES (?, ?, ?, ?, ?, ?, ?)";
 const std::string insert_idempotency =
@@ -481,6 +485,7 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       insert.bind(12, hold.expires_at);
       insert.bind(13, hold.settled_at);
       insert.bind_static(14, hold.actor);
+      insert.bind(15, hold.ttl);
       if (Status status = insert.run(); !status.ok())
         return status;
     }
@@ -611,9 +616,25 @@ Result<std::vector<Hold>> SqliteStore::list_expired_holds(ledger::Micros now, si
   return query_rows(
       *reader,
       std::string("SELECT ") + hold_columns +
-          " FROM holds WHERE status = 'held' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+          " FROM holds WHERE status IN ('held', 'pending_approval') AND expires_at <= ? "
+          "ORDER BY expires_at LIMIT ?",
       [&](Statement& statement) {
         statement.bind(1, now);
+        statement.bind(2, static_cast<int64_t>(limit));
+      },
+      read_hold<Statement>);
+}
+
+Result<std::vector<Hold>> SqliteStore::list_pending_approvals(const std::string& root,
+                                                              size_t limit) {
+  Reader reader = checkout_reader();
+  return query_rows(
+      *reader,
+      std::string("SELECT ") + hold_columns +
+          " FROM holds WHERE status = 'pending_approval' AND root = ? "
+          "ORDER BY created_at, id LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, root);
         statement.bind(2, static_cast<int64_t>(limit));
       },
       read_hold<Statement>);
