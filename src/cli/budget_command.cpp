@@ -112,6 +112,7 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
   for (const bool freeze : {true, false}) {
     struct FreezeArgs {
       std::string path, reason;
+      bool void_holds = false;
     };
     auto args = std::make_shared<FreezeArgs>();
     CLI::App* command =
@@ -120,13 +121,19 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
                                   : "Unfreeze a budget node");
     command->add_option("path", args->path, "Budget path")->required();
     command->add_option("--reason", args->reason, "Why, for the audit trail");
+    if (freeze) {
+      command->add_flag("--void-holds", args->void_holds,
+                        "Also void every outstanding hold below the node, in the same commit");
+    }
     add_client_options(*command, *client);
     command->callback([client, args, freeze, &exit_code] {
       auto http = make_client(*client);
       if (!http)
         return void(exit_code = 1);
-      const std::string body =
-          boost::json::serialize(boost::json::object{{"reason", args->reason}});
+      boost::json::object fields{{"reason", args->reason}};
+      if (args->void_holds)
+        fields["void_holds"] = true;
+      const std::string body = boost::json::serialize(fields);
       exit_code = report(
           http->request("POST", "/v1/budgets/" + args->path + (freeze ? "/freeze" : "/unfreeze"),
                         body, new_idempotency_key()));

@@ -10,6 +10,7 @@ namespace stub::cli {
 void add_serve_command(CLI::App& app, int& exit_code);
 void add_budget_commands(CLI::App& app, int& exit_code);
 void add_key_commands(CLI::App& app, int& exit_code);
+void add_approvals_commands(CLI::App& app, int& exit_code);
 void add_money_commands(CLI::App& app, int& exit_code);
 void add_ledger_commands(CLI::App& app, int& exit_code);
 void add_verify_command(CLI::App& app, int& exit_code);

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   stub::cli::add_demo_command(app, exit_code);
   stub::cli::add_budget_commands(app, exit_code);
   stub::cli::add_key_commands(app, exit_code);
+  stub::cli::add_approvals_commands(app, exit_code);
   stub::cli::add_money_commands(app, exit_code);
   stub::cli::add_ledger_commands(app, exit_code);
   stub::cli::add_verify_command(app, exit_code);

@@ -1,5 +1,7 @@
 #include "http/api.hpp"
 
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
@@ -8,6 +10,7 @@
 #include "http/async_bridge.hpp"
 #include "http/error_mapping.hpp"
 #include "http/openapi.hpp"
+#include "http/policy_fields.hpp"
 #include "http/request_fields.hpp"
 #include "ledger/budget_path.hpp"
 #include "ledger/chain.hpp"
@@ -174,6 +177,11 @@ class Handler {
     if (n == 4 && s[1] == "holds" && method == "POST" && (s[3] == "capture" || s[3] == "void")) {
       co_return co_await settle(s[2], s[3] == "capture");
     }
+    if (n == 4 && s[1] == "holds" && method == "POST" && (s[3] == "approve" || s[3] == "reject")) {
+      co_return co_await decide_approval(s[2], s[3] == "approve");
+    }
+    if (n == 2 && s[1] == "approvals" && method == "GET")
+      co_return co_await list_approvals();
     if (n == 2 && s[1] == "entries" && method == "GET")
       co_return co_await list_entries();
     if (n == 3 && s[1] == "audit" && s[2] == "verify" && method == "GET") {
@@ -234,16 +242,9 @@ class Handler {
       co_return error_reply(path.error());
     if (Status known =
             reject_unknown_fields(body_, {"limit", "period", "per_txn_max", "currency", "windows",
-                                          "vendors", "approval_above", "breaker"});
+                                          "vendors", "approval_above", "breaker", "thresholds"});
         !known.ok()) {
       co_return error_reply(known.error());
-    }
-    for (const char* later : {"windows", "vendors", "approval_above", "breaker"}) {
-      if (body_.object.contains(later)) {
-        co_return error_reply(Error::invalid(
-            "unsupported_policy",
-            std::string("Policy \"") + later + "\" is not supported by this server version yet."));
-      }
     }
     Command command = base_command(CommandKind::set_budget, *path, "PUT /v1/budgets/" + text);
     ledger::BudgetSettings& settings = command.settings;
@@ -294,6 +295,8 @@ class Handler {
       }
       settings.currency = std::string(currency->get_string());
     }
+    if (Status policies = read_policy_fields(body_, settings); !policies.ok())
+      co_return error_reply(policies.error());
     co_return co_await execute(std::move(command));
   }
 
@@ -362,16 +365,51 @@ class Handler {
     auto path = parse_path(text);
     if (!path.ok())
       co_return error_reply(path.error());
-    if (Status known = reject_unknown_fields(body_, {"reason"}); !known.ok()) {
+    if (Status known = freeze ? reject_unknown_fields(body_, {"reason", "void_holds"})
+                              : reject_unknown_fields(body_, {"reason"});
+        !known.ok()) {
       co_return error_reply(known.error());
     }
     auto reason = text_field(body_, "reason");
     if (!reason.ok())
       co_return error_reply(reason.error());
+    bool void_holds = false;
+    if (const auto* flag = body_.object.if_contains("void_holds"); flag && !flag->is_null()) {
+      if (!flag->is_bool()) {
+        co_return error_reply(
+            Error::invalid("invalid_field", "Field \"void_holds\" must be true or false."));
+      }
+      void_holds = flag->get_bool();
+    }
     Command command = base_command(freeze ? CommandKind::freeze : CommandKind::unfreeze, *path,
                                    request_.method + " " + request_.target);
     command.reason = *reason;
-    co_return co_await execute(std::move(command));
+    command.void_holds = void_holds;
+    ledger::Outcome outcome = co_await submit_command(context_.sequencer, std::move(command));
+    if (!void_holds || !outcome.ok() || outcome->status != 200)
+      co_return outcome_reply(outcome);
+    co_return co_await finish_voiding(*path, boost::json::parse(outcome->body).as_object());
+  }
+
+  // A freeze with void_holds voids what fits under the per-commit row bound in its own commit;
+  // the rest of the frozen subtree's holds (none can be added: it is frozen) are voided by
+  // further commits here before the caller is answered, with the counts summed.
+  awaitable<ApiReply> finish_voiding(const BudgetPath& path, boost::json::object body) {
+    constexpr int continuations_max = 100'000;
+    for (int i = 0; i < continuations_max && body["holds_remaining"].to_number<int64_t>() > 0;
+         ++i) {
+      Command more = base_command(CommandKind::void_holds, path, "void_holds");
+      more.idempotency_key.clear();  // voiding what is open in a frozen subtree repeats safely
+      const ledger::Outcome next = co_await submit_command(context_.sequencer, std::move(more));
+      if (!next.ok())
+        co_return error_reply(next.error());  // a retry with the same key finishes the job
+      boost::json::object share = boost::json::parse(next->body).as_object();
+      for (const char* count : {"holds_voided", "holds_expired"}) {
+        share[count] = share[count].to_number<int64_t>() + body[count].to_number<int64_t>();
+      }
+      body = std::move(share);
+    }
+    co_return json_reply(200, body);
   }
 
   awaitable<ApiReply> create_key() {
@@ -516,10 +554,106 @@ class Handler {
   }
 
   awaitable<ApiReply> get_hold(const std::string& id) {
+    std::optional<ledger::Micros> wait;
+    if (auto given = target_.query.find("wait"); given != target_.query.end()) {
+      wait = given->second.empty() ? std::nullopt : ledger::parse_duration(given->second);
+      if (!wait) {
+        int64_t seconds = -1;
+        const auto [end, error] = std::from_chars(
+            given->second.data(), given->second.data() + given->second.size(), seconds);
+        if (error == std::errc{} && end == given->second.data() + given->second.size() &&
+            seconds >= 0)
+          wait = seconds * ledger::micros_per_second;
+      }
+      if (!wait || *wait > hold_wait_max) {
+        co_return error_reply(Error::invalid(
+            "invalid_query", "Query ?wait= must be a duration up to 60s, such as \"30s\"."));
+      }
+    }
     auto hold = co_await load_hold(id);
     if (!hold.ok())
       co_return error_reply(hold.error());
+    const ledger::Micros now = context_.clock();
+    if (wait && *wait > 0 && hold->status_at(now) == ledger::HoldStatus::pending_approval) {
+      // Long poll: wake when an entry for this hold commits (approved, rejected, withdrawn,
+      // expired), at the hold's own deadline, or after `wait`, whichever comes first.
+      const ledger::Micros until = std::min(now + *wait, hold->expires_at);
+      hold = co_await wait_for_decision(id, until - now);
+      if (!hold.ok())
+        co_return error_reply(hold.error());
+    }
     co_return json_reply(200, ledger::hold_to_json(*hold, context_.clock()));
+  }
+
+  awaitable<Result<ledger::Hold>> wait_for_decision(const std::string& id, ledger::Micros wait) {
+    auto executor = co_await boost::asio::this_coro::executor;
+    auto timer = std::make_shared<boost::asio::steady_timer>(executor);
+    timer->expires_after(std::chrono::microseconds(wait));
+    // The event bus calls back on the committer thread: only post the wake-up to this
+    // connection's executor, where the timer lives.
+    const uint64_t subscription =
+        context_.events.subscribe([timer, executor, id](const engine::EntryBatch& batch) {
+          for (const ledger::Entry& entry : *batch) {
+            if (entry.hold_id == id) {
+              boost::asio::post(executor, [timer] { timer->cancel(); });
+              return;
+            }
+          }
+        });
+    // Read again after subscribing, so that a decision committed in between is not missed.
+    auto hold = co_await load_hold(id);
+    if (hold.ok() && hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
+      boost::system::error_code ignored;
+      co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
+      hold = co_await load_hold(id);
+    }
+    context_.events.unsubscribe(subscription);
+    co_return hold;
+  }
+
+  awaitable<ApiReply> decide_approval(const std::string& id, bool approve) {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    if (Status known = reject_unknown_fields(body_, {"reason"}); !known.ok())
+      co_return error_reply(known.error());
+    auto reason = text_field(body_, "reason");
+    if (!reason.ok())
+      co_return error_reply(reason.error());
+    auto hold = co_await load_hold(id);
+    if (!hold.ok())
+      co_return error_reply(hold.error());
+    Command command = base_command(approve ? CommandKind::approve : CommandKind::reject_hold,
+                                   *BudgetPath::parse(hold->budget),
+                                   "POST /v1/holds/" + id + (approve ? "/approve" : "/reject"));
+    command.hold_id = id;
+    command.reason = *reason;
+    co_return co_await execute(std::move(command));
+  }
+
+  awaitable<ApiReply> list_approvals() {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    auto root_name = root_query();
+    if (!root_name.ok())
+      co_return error_reply(root_name.error());
+    auto limit = integer_query("limit", 100, 1, static_cast<int64_t>(Api::entries_page_max));
+    if (!limit.ok())
+      co_return error_reply(limit.error());
+    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+    auto pending_work = [this, root = *root_name, count = static_cast<size_t>(*limit)] {
+      return context_.store.list_pending_approvals(root, count);
+    };
+    auto pending = co_await run_blocking(context_.read_pool, std::move(pending_work));
+    if (!pending.ok())
+      co_return error_reply(pending.error());
+    const ledger::Micros now = context_.clock();
+    boost::json::array approvals;
+    for (const ledger::Hold& hold : *pending) {
+      // One past its deadline but not yet swept reads as rejected; it is no longer waiting.
+      if (hold.status_at(now) == ledger::HoldStatus::pending_approval)
+        approvals.push_back(ledger::hold_to_json(hold, now));
+    }
+    co_return json_reply(200, boost::json::object{{"approvals", std::move(approvals)}});
   }
 
   awaitable<ApiReply> settle(const std::string& id, bool capture) {

@@ -108,6 +108,25 @@ std::string vendor_account(const std::string& vendor) {
   return "vendor:" + (vendor.empty() ? std::string("unknown") : vendor);
 }
 
+// The spend that would trip a velocity breaker is refused, and the level that tripped is frozen
+// in the same commit, by the system, with the breaker's reason. The freeze entry is the alert.
+void trip_breaker(WorkingSet& state, const Command& command, const Decision& decision, Micros now) {
+  auto found = state.budgets.find(decision.level);
+  assert(found != state.budgets.end());
+  BudgetNode& node = found->second;
+  assert(!node.frozen && node.policies.breaker.has_value());
+  node.frozen = true;
+  node.frozen_reason = decision.freeze_reason;
+  node.updated_at = now;
+  state.dirty_budgets.insert(node.path);
+  Entry entry = make_entry(command, "freeze", now);
+  entry.budget = node.path;
+  entry.actor = std::string(system_actor);
+  entry.detail_json =
+      canonical_json(boost::json::object{{"reason", node.frozen_reason}, {"trigger", "breaker"}});
+  append_entry(state, std::move(entry));
+}
+
 Outcome deny(WorkingSet& state, const Command& command, const Decision& decision, Micros now) {
   Entry entry = make_entry(command, "deny", now);
   entry.amount = decision.requested;
@@ -133,6 +152,10 @@ Outcome deny(WorkingSet& state, const Command& command, const Decision& decision
       {"available", decision.available ? boost::json::value(decision.available->to_string())
                                        : boost::json::value(nullptr)},
       {"seq", state.new_entries.back().seq}};
+  if (!decision.hint.empty())
+    error["hint"] = decision.hint;
+  if (decision.code == DenialCode::breaker_tripped)
+    trip_breaker(state, command, decision, now);
   return respond(state, command, 402, boost::json::object{{"error", std::move(error)}}, now);
 }
 
@@ -150,17 +173,82 @@ void adjust_path(WorkingSet& state, const std::vector<BudgetNode*>& path, Money 
   }
 }
 
+// Counts an accepted spend or hold in the rolling windows and breaker of every node on its path.
+void count_usage(const std::vector<BudgetNode*>& path, Money amount, Micros now) {
+  for (BudgetNode* node : path) {
+    for (Ring& ring : node->usage.windows)
+      ring.add(now, amount.micros(), 1, now);
+    if (node->usage.breaker)
+      node->usage.breaker->add(now, amount.micros(), 1, now);
+  }
+}
+
+// Takes back what a settled hold released (made at `made_at`) from the same rolling counters.
+void release_usage(const std::vector<BudgetNode*>& path, Money released, Micros made_at) {
+  if (released.is_zero())
+    return;
+  for (BudgetNode* node : path) {
+    for (Ring& ring : node->usage.windows)
+      ring.release(made_at, released.micros());
+    if (node->usage.breaker)
+      node->usage.breaker->release(made_at, released.micros());
+  }
+}
+
+// Soft thresholds: after a spend, hold or limit change, each node on `path` whose spent +
+// reserved now reaches a threshold percentage of its limit not yet alerted in the current period
+// raises one alert entry (the highest threshold reached). Once per threshold per period.
+void raise_threshold_alerts(WorkingSet& state, const Command& command,
+                            const std::vector<BudgetNode*>& path, Micros now) {
+  for (BudgetNode* node : path) {
+    if (!node->limit || !node->limit->is_positive())
+      continue;
+    const std::vector<int> thresholds = node->policies.effective_thresholds();
+    if (thresholds.empty())
+      continue;
+    const Micros current = period_start(node->period, now);
+    const int alerted =
+        node->usage.alerted_period_start == current ? node->usage.alerted_percent : 0;
+    const int64_t used = node->spent_at(now).micros() + node->reserved.micros();
+    int crossed = 0;
+    for (int percent : thresholds) {
+      // 128-bit: used * 100 can exceed INT64_MAX for the largest budgets.
+      if (percent > alerted && static_cast<__int128>(used) * 100 >=
+                                   static_cast<__int128>(node->limit->micros()) * percent)
+        crossed = percent;
+    }
+    if (crossed == 0)
+      continue;
+    node->usage.alerted_period_start = current;
+    node->usage.alerted_percent = crossed;
+    state.dirty_budgets.insert(node->path);
+    Entry entry = make_entry(command, "alert", now);
+    entry.budget = node->path;
+    entry.actor = std::string(system_actor);
+    entry.detail_json =
+        canonical_json(boost::json::object{{"event", "threshold_crossed"},
+                                           {"percent", crossed},
+                                           {"limit", node->limit->to_string()},
+                                           {"used", Money::from_micros(used).to_string()},
+                                           {"period", period_name(node->period)},
+                                           {"period_start", format_timestamp(current)}});
+    append_entry(state, std::move(entry));
+  }
+}
+
 Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
   assert(command.amount && command.amount->is_positive());
   std::vector<BudgetNode*> path = lineage_of(state, command.budget);
   if (path.empty())
     return not_found("budget_not_found", "No budget " + command.budget + ".");
   const std::vector<const BudgetNode*> view = const_view(path);
-  const Decision decision = decide(view, SpendRequest{*command.amount, command.vendor}, now);
+  const Decision decision = decide(
+      view, SpendRequest{*command.amount, command.vendor, command.kind == CommandKind::hold}, now);
   if (!decision.accepted)
     return deny(state, command, decision, now);
 
   const Money amount = *command.amount;
+  count_usage(path, amount, now);
   const std::string budget_account = "budget:" + command.budget;
   if (command.kind == CommandKind::spend) {
     adjust_path(state, path, Money::zero(), amount, now);
@@ -173,22 +261,27 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
     entry.hold_id = command.hold_id;
     entry.postings = {{budget_account, amount.negated()}, {vendor_account(command.vendor), amount}};
     append_entry(state, std::move(entry));
-    return respond(state, command, 201,
-                   spend_body(command, amount, state.new_entries.back().seq, now), now);
+    const int64_t seq = state.new_entries.back().seq;
+    raise_threshold_alerts(state, command, path, now);
+    return respond(state, command, 201, spend_body(command, amount, seq, now), now);
   }
 
+  // A hold above an approval threshold reserves its amount like any hold (it passed every later
+  // rule) but waits for an admin: pending_approval until approved, rejected, or `ttl` passes.
   adjust_path(state, path, amount, Money::zero(), now);
   Hold hold;
   hold.id = command.hold_id;
   hold.root = command.root;
   hold.budget = command.budget;
   hold.amount = amount;
+  hold.status = decision.needs_approval ? HoldStatus::pending_approval : HoldStatus::held;
   hold.vendor = command.vendor;
   hold.intent = command.intent;
   hold.tags_json = command.tags_json;
   hold.on_expiry = command.on_expiry;
   hold.created_at = now;
   hold.expires_at = now + command.ttl;
+  hold.ttl = command.ttl;
   hold.actor = command.actor;
   Entry entry = make_entry(command, "hold", now);
   entry.amount = amount;
@@ -197,22 +290,38 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
   entry.tags_json = command.tags_json;
   entry.hold_id = hold.id;
   entry.postings = {{budget_account, amount.negated()}, {"holds:" + command.budget, amount}};
+  if (decision.needs_approval) {
+    const BudgetNode& level = state.budgets.at(decision.approval_level);
+    entry.detail_json = canonical_json(
+        boost::json::object{{"status", "pending_approval"},
+                            {"approval_level", decision.approval_level},
+                            {"approval_above", level.policies.approval_above->to_string()},
+                            {"decide_by", format_timestamp(hold.expires_at)}});
+  }
   append_entry(state, std::move(entry));
   boost::json::object body = hold_to_json(hold, now);
   body["seq"] = state.new_entries.back().seq;
+  if (decision.needs_approval)
+    body["approval_level"] = decision.approval_level;
   state.holds[hold.id] = std::move(hold);
   state.dirty_holds.insert(command.hold_id);
-  return respond(state, command, 201, body, now);
+  raise_threshold_alerts(state, command, path, now);
+  return respond(state, command, decision.needs_approval ? 202 : 201, body, now);
 }
 
-// Settles a held hold: captures `captured` (zero for a void) and releases the rest.
+// Settles an open hold: captures `captured` (zero for a void or a rejection) and releases the
+// rest. Only a held hold is ever captured.
 void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStatus status,
-                 Money captured, std::string_view kind, Micros now) {
-  assert(hold.status == HoldStatus::held);
+                 Money captured, std::string_view kind, Micros now,
+                 std::string detail_json = "null") {
+  assert(hold.open());
+  assert(hold.status == HoldStatus::held || captured.is_zero());
   assert(captured <= hold.amount && !captured.is_negative());
   std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
   assert(!path.empty());  // Nodes are never deleted, and the hold's node existed when it was made.
   adjust_path(state, path, hold.amount.negated(), captured, now);
+  release_usage(path, Money::from_micros(hold.amount.micros() - captured.micros()),
+                hold.created_at);
   hold.status = status;
   hold.captured = captured;
   hold.settled_at = now;
@@ -226,6 +335,7 @@ void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStat
   entry.tags_json = hold.tags_json;
   entry.receipt_json = command.receipt_json;
   entry.hold_id = hold.id;
+  entry.detail_json = std::move(detail_json);
   const Money released = Money::from_micros(hold.amount.micros() - captured.micros());
   entry.postings.push_back({"holds:" + hold.budget, hold.amount.negated()});
   if (!released.is_zero())
@@ -240,9 +350,71 @@ void expire_hold(WorkingSet& state, const Command& command, Hold& hold, Micros n
   // unless it was made with on_expiry "void".
   const Money captured = hold.on_expiry == OnExpiry::capture ? hold.amount : Money::zero();
   Command expiry = command;
-  expiry.actor = "system";
+  expiry.actor = std::string(system_actor);
   expiry.receipt_json = "null";
   settle_hold(state, expiry, hold, HoldStatus::expired, captured, "expire", now);
+}
+
+// An approval nobody gave in time is a rejection: the reservation is released, nothing moved.
+void reject_unanswered(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+  Command expiry = command;
+  expiry.actor = std::string(system_actor);
+  expiry.receipt_json = "null";
+  settle_hold(state, expiry, hold, HoldStatus::rejected, Money::zero(), "reject", now,
+              canonical_json(boost::json::object{{"reason", "approval expired"}}));
+}
+
+// Settles an open hold whose time is up: what the sweeper would do.
+bool settle_if_lapsed(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+  if (!hold.open() || now < hold.expires_at)
+    return false;
+  if (hold.status == HoldStatus::held) {
+    expire_hold(state, command, hold, now);
+  } else {
+    reject_unanswered(state, command, hold, now);
+  }
+  return true;
+}
+
+Outcome hold_answer(WorkingSet& state, const Command& command, const Hold& hold, Micros now) {
+  boost::json::object body = hold_to_json(hold, now);
+  body["seq"] = state.new_entries.back().seq;
+  return respond(state, command, 200, body, now);
+}
+
+// An admin's answer to a hold waiting for approval. Approving changes no money (the amount was
+// reserved when it was requested) and starts the hold's ttl; rejecting releases the reservation.
+Outcome apply_approval(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+  if (hold.status != HoldStatus::pending_approval) {
+    return conflict("hold_not_pending", "Hold " + hold.id + " is " +
+                                            std::string(hold_status_name(hold.status)) +
+                                            ", not pending approval.");
+  }
+  const std::string detail = canonical_json(boost::json::object{{"reason", command.reason}});
+  if (command.kind == CommandKind::reject_hold) {
+    settle_hold(state, command, hold, HoldStatus::rejected, Money::zero(), "reject", now, detail);
+    return hold_answer(state, command, hold, now);
+  }
+  const std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
+  for (const BudgetNode* node : path) {
+    if (node->frozen) {
+      return conflict("budget_frozen",
+                      "Budget " + node->path + " is frozen; unfreeze it or reject the hold.");
+    }
+  }
+  hold.status = HoldStatus::held;
+  hold.expires_at = now + hold.ttl;
+  state.dirty_holds.insert(hold.id);
+  Entry entry = make_entry(command, "approve", now);
+  entry.budget = hold.budget;
+  entry.amount = hold.amount;
+  entry.vendor = hold.vendor;
+  entry.intent = hold.intent;
+  entry.tags_json = hold.tags_json;
+  entry.hold_id = hold.id;
+  entry.detail_json = detail;
+  append_entry(state, std::move(entry));
+  return hold_answer(state, command, hold, now);
 }
 
 Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros now) {
@@ -252,12 +424,16 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
   }
   Hold& hold = found->second;
   if (command.kind == CommandKind::expire) {
-    if (hold.status == HoldStatus::held && now >= hold.expires_at)
-      expire_hold(state, command, hold, now);
+    settle_if_lapsed(state, command, hold, now);
     return Response{200, boost::json::serialize(hold_to_json(hold, now))};
   }
-  if (hold.status == HoldStatus::held && now >= hold.expires_at) {
-    expire_hold(state, command, hold, now);
+  settle_if_lapsed(state, command, hold, now);
+  if (command.kind == CommandKind::approve || command.kind == CommandKind::reject_hold)
+    return apply_approval(state, command, hold, now);
+  // The agent may withdraw a request that is still waiting for approval; it cannot capture it.
+  if (command.kind == CommandKind::void_hold && hold.status == HoldStatus::pending_approval) {
+    settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now);
+    return hold_answer(state, command, hold, now);
   }
   if (hold.status != HoldStatus::held) {
     return conflict(
@@ -266,9 +442,7 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
   }
   if (command.kind == CommandKind::void_hold) {
     settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now);
-    boost::json::object body = hold_to_json(hold, now);
-    body["seq"] = state.new_entries.back().seq;
-    return respond(state, command, 200, body, now);
+    return hold_answer(state, command, hold, now);
   }
   const Money captured = command.amount.value_or(hold.amount);
   if (captured > hold.amount) {
@@ -277,9 +451,7 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
                                                 hold.amount.to_string() + ".");
   }
   settle_hold(state, command, hold, HoldStatus::captured, captured, "capture", now);
-  boost::json::object body = hold_to_json(hold, now);
-  body["seq"] = state.new_entries.back().seq;
-  return respond(state, command, 200, body, now);
+  return hold_answer(state, command, hold, now);
 }
 
 Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) {
@@ -314,6 +486,23 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
     node.period = *settings.period;
     node.period_start = period_start(node.period, now);
   }
+  if (settings.windows)
+    node.policies.windows = *settings.windows;
+  if (settings.vendors)
+    node.policies.vendors = *settings.vendors;
+  if (settings.approval_above_given)
+    node.policies.approval_above = settings.approval_above;
+  if (settings.breaker_given)
+    node.policies.breaker = settings.breaker;
+  if (settings.thresholds_given)
+    node.policies.thresholds = settings.thresholds;
+  if (node.limit && node.policies.approval_above && *node.policies.approval_above > *node.limit) {
+    return Error::invalid("invalid_approval_above",
+                          "approval_above " + node.policies.approval_above->to_string() +
+                              " is above the limit " + node.limit->to_string() + " of " +
+                              node.path + ": no hold could ever need approval.");
+  }
+  sync_usage(node.usage, node.policies, now);
   if (node.limit) {
     const Money used = Money::from_micros(node.spent.micros() + node.reserved.micros());
     if (*node.limit < used) {
@@ -335,15 +524,93 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
        node.per_txn_max ? boost::json::value(node.per_txn_max->to_string()) : nullptr}};
   if (path->is_root())
     detail["currency"] = node.currency;
+  if (settings.touches_policies() || !node.policies.empty())
+    detail["policies"] = policies_to_json(node.policies);
   Entry entry = make_entry(command, "budget_set", now);
   entry.amount = node.limit;
   entry.detail_json = canonical_json(detail);
   append_entry(state, std::move(entry));
 
   const std::vector<BudgetNode*> lineage = lineage_of(state, node.path);
+  // A lower limit (or new thresholds) can put what is already used past a threshold.
+  raise_threshold_alerts(state, command, {lineage.back()}, now);
   const std::vector<const BudgetNode*> view = const_view(lineage);
   return respond(state, command, created ? 201 : 200, budget_to_json(*lineage.back(), view, now),
                  now);
+}
+
+[[maybe_unused]] bool within_subtree(std::string_view path, std::string_view subtree) {
+  return path == subtree ||
+         (path.size() > subtree.size() && path.starts_with(subtree) && path[subtree.size()] == '/');
+}
+
+struct VoidedShare {
+  int64_t voided = 0;
+  int64_t expired = 0;    // already past their expiry: settled as the sweeper would
+  int64_t remaining = 0;  // outstanding holds left for another commit (at least this many)
+};
+
+// Voids the outstanding holds below a frozen node, in id order, as many as fit in
+// void_rows_per_command_max written rows (each hold: its row, its entry, and any budget row not
+// yet written by this batch). A hold already past its expiry is expired instead (conservative:
+// captured at its held amount unless it was made with on_expiry "void").
+VoidedShare void_open_holds(WorkingSet& state, const Command& command, Micros now) {
+  VoidedShare share;
+  auto listed = state.open_holds.find(command.budget);
+  if (listed == state.open_holds.end())
+    return share;
+  const std::string detail =
+      canonical_json(boost::json::object{{"voided_by", "freeze"}, {"frozen", command.budget}});
+  size_t rows = 0;
+  for (const std::string& id : listed->second) {
+    auto found = state.holds.find(id);
+    assert(found != state.holds.end());
+    Hold& hold = found->second;
+    assert(within_subtree(hold.budget, command.budget));
+    if (!hold.open())
+      continue;  // settled earlier in this batch
+    const std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
+    assert(!path.empty());
+    size_t needed = 2;
+    for (const BudgetNode* node : path)
+      needed += state.dirty_budgets.contains(node->path) ? 0 : 1;
+    if (rows + needed > void_rows_per_command_max) {
+      ++share.remaining;
+      continue;
+    }
+    rows += needed;
+    if (settle_if_lapsed(state, command, hold, now)) {
+      ++share.expired;
+    } else {
+      settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now, detail);
+      ++share.voided;
+    }
+  }
+  if (state.open_holds_truncated.contains(command.budget))
+    ++share.remaining;
+  return share;
+}
+
+void add_share(boost::json::object& body, const VoidedShare& share) {
+  body["holds_voided"] = share.voided;
+  body["holds_expired"] = share.expired;
+  body["holds_remaining"] = share.remaining;
+}
+
+Outcome apply_void_holds(WorkingSet& state, const Command& command, Micros now) {
+  std::vector<BudgetNode*> lineage = lineage_of(state, command.budget);
+  if (lineage.empty())
+    return not_found("budget_not_found", "No budget " + command.budget + ".");
+  if (!lineage.back()->frozen) {
+    return conflict("not_frozen", "Budget " + command.budget +
+                                      " is not frozen; freeze it with void_holds to void its "
+                                      "outstanding holds.");
+  }
+  const VoidedShare share = void_open_holds(state, command, now);
+  const std::vector<const BudgetNode*> view = const_view(lineage_of(state, command.budget));
+  boost::json::object body = budget_to_json(*view.back(), view, now);
+  add_share(body, share);
+  return respond(state, command, 200, body, now);
 }
 
 Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
@@ -354,13 +621,29 @@ Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
   const bool freeze = command.kind == CommandKind::freeze;
   node.frozen = freeze;
   node.frozen_reason = freeze ? command.reason : "";
+  if (!freeze && node.usage.breaker) {
+    // Unfreezing re-arms the velocity breaker from zero: the spends that tripped it must not
+    // trip it again the moment the admin lets the node spend.
+    node.usage.breaker = Ring{node.usage.breaker->duration, now, {}};
+  }
   node.updated_at = now;
   state.dirty_budgets.insert(node.path);
   Entry entry = make_entry(command, freeze ? "freeze" : "unfreeze", now);
-  entry.detail_json = canonical_json(boost::json::object{{"reason", command.reason}});
+  boost::json::object detail{{"reason", command.reason}};
+  if (freeze && command.void_holds)
+    detail["void_holds"] = true;
+  entry.detail_json = canonical_json(detail);
   append_entry(state, std::move(entry));
-  const std::vector<const BudgetNode*> view = const_view(lineage);
-  return respond(state, command, 200, budget_to_json(node, view, now), now);
+  // The kill switch: with void_holds, the subtree's outstanding holds are voided in the same
+  // commit as the freeze (what does not fit under the row bound, in the next ones).
+  std::optional<VoidedShare> share;
+  if (freeze && command.void_holds)
+    share = void_open_holds(state, command, now);
+  const std::vector<const BudgetNode*> view = const_view(lineage_of(state, command.budget));
+  boost::json::object body = budget_to_json(*view.back(), view, now);
+  if (share)
+    add_share(body, *share);
+  return respond(state, command, 200, body, now);
 }
 
 Outcome apply_create_key(WorkingSet& state, const Command& command, Micros now) {
@@ -445,6 +728,12 @@ std::string_view command_kind_name(CommandKind kind) {
       return "create_key";
     case CommandKind::revoke_key:
       return "revoke_key";
+    case CommandKind::void_holds:
+      return "void_holds";
+    case CommandKind::approve:
+      return "approve";
+    case CommandKind::reject_hold:
+      return "reject";
   }
   return "unknown";
 }
@@ -493,6 +782,10 @@ ReadSet read_set_for(std::span<const Command> commands) {
       read.keys.insert(command.actor);
     if (command.kind == CommandKind::revoke_key)
       read.keys.insert(command.key.id);
+    if ((command.kind == CommandKind::freeze && command.void_holds) ||
+        command.kind == CommandKind::void_holds) {
+      read.open_hold_subtrees.insert(command.budget);
+    }
     if (!command.idempotency_key.empty()) {
       read.idempotency.emplace_back(command.root, scoped_idempotency_key(command));
     }
@@ -527,6 +820,8 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
     case CommandKind::capture:
     case CommandKind::void_hold:
     case CommandKind::expire:
+    case CommandKind::approve:
+    case CommandKind::reject_hold:
       return apply_hold_settlement(state, command, now);
     case CommandKind::set_budget:
       return apply_set_budget(state, command, now);
@@ -537,6 +832,8 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
       return apply_create_key(state, command, now);
     case CommandKind::revoke_key:
       return apply_revoke_key(state, command, now);
+    case CommandKind::void_holds:
+      return apply_void_holds(state, command, now);
   }
   return Error{ErrorCode::internal, "unknown_command", "Unknown command."};
 }

@@ -5,6 +5,7 @@
 // (each sees the effects of those before it), then writes what the WorkingSet marks dirty and
 // the entries it appended, all in one transaction. Pure: no I/O, time passed in.
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <span>
@@ -27,16 +28,37 @@ struct ReadSet {
   std::set<std::string> holds;
   std::set<std::string> keys;
   std::vector<std::pair<std::string, std::string>> idempotency;  // (root, scoped key)
+  // Subtrees whose outstanding holds a command voids (a freeze with void_holds): the store reads
+  // (and locks) every budget row below each, and up to open_holds_read_max of its open holds.
+  std::set<std::string> open_hold_subtrees;
 };
 
+// The most open holds a store reads for one subtree, in id order; more are flagged.
+inline constexpr size_t open_holds_read_max = 1'000;
+// The most rows one void_holds share may write (holds, void entries, budget rows below the
+// frozen node), so that a freeze of a busy fleet stays under a bounded store's row limit.
+inline constexpr size_t void_rows_per_command_max = 2'000;
+
 ReadSet read_set_for(std::span<const Command> commands);
+// The number of levels of a path ("a/b/c": 3).
+inline size_t lineage_depth(std::string_view path) {
+  return static_cast<size_t>(std::count(path.begin(), path.end(), '/')) + 1;
+}
 std::string scoped_idempotency_key(const Command& command);
 std::string idempotency_slot(std::string_view root, std::string_view scoped_key);
 
-// The most rows one command writes besides budget rows: two entries (an expiry met on the way,
-// then its own), an idempotency record, a hold and a key.
-constexpr size_t rows_written_max(const Command&) {
-  return 5;
+// The most rows one command writes besides budget rows: two entries (an expiry met on the way
+// then its own, or a denial and the freeze of a tripped breaker), an idempotency record, a hold
+// and a key; a spend or hold may also raise one threshold alert per level of its path.
+inline size_t rows_written_max(const Command& command) {
+  constexpr size_t base = 5;
+  if ((command.kind == CommandKind::freeze && command.void_holds) ||
+      command.kind == CommandKind::void_holds) {
+    return base + void_rows_per_command_max;
+  }
+  if (command.kind == CommandKind::spend || command.kind == CommandKind::hold)
+    return base + lineage_depth(command.budget);
+  return base;
 }
 // "a/b/c" -> "a", "a/b", "a/b/c" (views into `path`); empty for an invalid path.
 std::vector<std::string_view> lineage_paths(std::string_view path);
@@ -55,6 +77,12 @@ struct WorkingSet {
   std::unordered_set<std::string> dirty_keys;
   std::vector<IdempotencyRecord> new_idempotency;
   std::vector<Entry> new_entries;
+
+  // For each subtree in ReadSet::open_hold_subtrees: the ids of its open holds (held or pending
+  // approval) as read, in id order (the holds themselves are in `holds`), and whether there
+  // were more than open_holds_read_max.
+  std::map<std::string, std::vector<std::string>> open_holds;
+  std::set<std::string> open_holds_truncated;
 };
 
 // The answer to one command. Status is 200, 201, 202 or 402 (a denial, which is recorded as an

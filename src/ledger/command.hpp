@@ -23,6 +23,11 @@ enum class CommandKind {
   unfreeze,
   create_key,
   revoke_key,
+  // Voids the next share of a frozen subtree's outstanding holds: what a freeze with
+  // void_holds could not fit under the per-commit row bound (the edge submits these).
+  void_holds,
+  approve,      // an admin approves a hold waiting for approval
+  reject_hold,  // ...or rejects it
 };
 
 // A PUT of a budget node: every field that was given, and only those.
@@ -33,6 +38,19 @@ struct BudgetSettings {
   bool per_txn_max_given = false;
   std::optional<Money> per_txn_max;
   std::optional<std::string> currency;
+  // Policies: each one given replaces the node's (null or empty clears it); absent keeps it.
+  std::optional<std::vector<WindowCap>> windows;
+  std::optional<VendorRules> vendors;
+  bool approval_above_given = false;
+  std::optional<Money> approval_above;
+  bool breaker_given = false;
+  std::optional<BreakerSettings> breaker;
+  bool thresholds_given = false;
+  std::optional<std::vector<int>> thresholds;  // null: back to the default 50 / 80 / 100
+
+  bool touches_policies() const {
+    return windows || vendors || approval_above_given || breaker_given || thresholds_given;
+  }
 };
 
 struct Command {
@@ -53,7 +71,8 @@ struct Command {
   OnExpiry on_expiry = OnExpiry::capture;
 
   BudgetSettings settings;  // set_budget
-  std::string reason;       // freeze, unfreeze
+  std::string reason;       // freeze, unfreeze, approve, reject
+  bool void_holds = false;  // freeze: also void the subtree's outstanding holds, same commit
   ApiKey key;               // create_key (secret_hash set, secret never here), revoke_key (id)
 };
 

@@ -37,6 +37,14 @@ std::optional<Money> available_on_path(std::span<const BudgetNode* const> path, 
   return lowest;
 }
 
+namespace {
+
+std::string quoted(std::string_view text) {
+  return "\"" + std::string(text) + "\"";
+}
+
+}  // namespace
+
 Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& request, Micros now) {
   assert(!path.empty());
   assert(request.amount.is_positive());
@@ -49,12 +57,12 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
     decision.code = code;
     decision.level = node.path;
     decision.message = std::move(message);
+    decision.needs_approval = false;
+    decision.approval_level.clear();
     return decision;
   };
+  const std::string amount_text = request.amount.to_string();
 
-  // Each rule scans the whole path before the next rule runs, so the code reported is the
-  // first rule in precedence order that any level breaks; the level is the highest one that
-  // breaks it (for a budget shortfall, the one with the least room).
   for (const BudgetNode* node : path) {
     if (node->frozen) {
       return deny(DenialCode::frozen, *node,
@@ -62,12 +70,68 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
                       (node->frozen_reason.empty() ? "." : ": " + node->frozen_reason + "."));
     }
   }
+  // A block anywhere up the path wins over any allow list; then every allow list on the path
+  // must admit the vendor (they intersect).
+  for (const BudgetNode* node : path) {
+    for (const std::string& pattern : node->policies.vendors.block) {
+      if (!request.vendor.empty() && vendor_matches(pattern, request.vendor)) {
+        return deny(DenialCode::vendor_blocked, *node,
+                    "Vendor " + quoted(request.vendor) + " is blocked by " + node->path + " (" +
+                        quoted(pattern) + ").");
+      }
+    }
+  }
+  for (const BudgetNode* node : path) {
+    const auto& allow = node->policies.vendors.allow;
+    if (allow.empty())
+      continue;
+    const bool allowed = std::any_of(allow.begin(), allow.end(), [&](const std::string& pattern) {
+      return !request.vendor.empty() && vendor_matches(pattern, request.vendor);
+    });
+    if (!allowed) {
+      return deny(DenialCode::vendor_blocked, *node,
+                  (request.vendor.empty() ? std::string("A spend without a vendor")
+                                          : "Vendor " + quoted(request.vendor)) +
+                      " is not on the allow list of " + node->path + ".");
+    }
+  }
   for (const BudgetNode* node : path) {
     if (node->per_txn_max && request.amount > *node->per_txn_max) {
       return deny(DenialCode::per_txn_exceeded, *node,
-                  "Amount " + request.amount.to_string() +
-                      " is above the per-transaction maximum " + node->per_txn_max->to_string() +
-                      " of " + node->path + ".");
+                  "Amount " + amount_text + " is above the per-transaction maximum " +
+                      node->per_txn_max->to_string() + " of " + node->path + ".");
+    }
+  }
+  for (const BudgetNode* node : path) {
+    const std::optional<Money>& threshold = node->policies.approval_above;
+    if (!threshold || request.amount <= *threshold)
+      continue;
+    if (!request.hold) {
+      deny(DenialCode::approval_required, *node,
+           "Amount " + amount_text + " is above the approval threshold " + threshold->to_string() +
+               " of " + node->path + ".");
+      decision.hint =
+          "Reserve it with a hold (POST /v1/holds): the hold waits for an admin's approval.";
+      return decision;
+    }
+    decision.needs_approval = true;
+    decision.approval_level = node->path;
+    break;
+  }
+  for (const BudgetNode* node : path) {
+    for (const WindowCap& window : node->policies.windows) {
+      const Ring* ring = node->usage.window_ring(window.duration);
+      const Money used = ring != nullptr ? ring->amount_at(now) : Money::zero();
+      if (used.micros() + request.amount.micros() <= window.limit.micros())
+        continue;
+      const Money room = std::max(Money::zero(), *window.limit.checked_sub(used));
+      deny(DenialCode::window_exceeded, *node,
+           "Amount " + amount_text + " would take " + node->path + " over its limit of " +
+               window.limit.to_string() + " per " + format_duration(window.duration) + " (" +
+               used.to_string() + " used).");
+      if (!decision.available || room < *decision.available)
+        decision.available = room;
+      return decision;
     }
   }
   for (const BudgetNode* node : path) {
@@ -76,7 +140,7 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
     const int64_t used = node->spent_at(now).micros() + node->reserved.micros();
     if (used > Money::micros_max - request.amount.micros()) {
       return deny(DenialCode::budget_exceeded, *node,
-                  "Amount " + request.amount.to_string() + " would take " + node->path +
+                  "Amount " + amount_text + " would take " + node->path +
                       " beyond the largest total a budget can track.");
     }
   }
@@ -94,8 +158,34 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
   if (least_room && request.amount > *least_room) {
     assert(binding != nullptr);
     return deny(DenialCode::budget_exceeded, *binding,
-                "Amount " + request.amount.to_string() + " exceeds what remains of " +
-                    binding->path + " (" + std::max(*least_room, Money::zero()).to_string() + ").");
+                "Amount " + amount_text + " exceeds what remains of " + binding->path + " (" +
+                    std::max(*least_room, Money::zero()).to_string() + ").");
+  }
+  // The velocity breaker: the spend that would take a level past its rate trips it.
+  for (const BudgetNode* node : path) {
+    if (!node->policies.breaker)
+      continue;
+    const BreakerSettings& breaker = *node->policies.breaker;
+    const Ring empty_ring{breaker.duration, now, {}};
+    const Ring& ring = node->usage.breaker ? *node->usage.breaker : empty_ring;
+    const std::string per = " in " + format_duration(breaker.duration);
+    std::string reason;
+    const int64_t count = ring.count_at(now) + 1;
+    const Money amount = Money::from_micros(ring.amount_at(now).micros() + request.amount.micros());
+    if (breaker.max_count && count > *breaker.max_count) {
+      reason = "breaker: " + std::to_string(count) + " spends" + per + " (max " +
+               std::to_string(*breaker.max_count) + ")";
+    } else if (breaker.max_amount && amount > *breaker.max_amount) {
+      reason =
+          "breaker: " + amount.to_string() + per + " (max " + breaker.max_amount->to_string() + ")";
+    }
+    if (!reason.empty()) {
+      deny(DenialCode::breaker_tripped, *node,
+           "Amount " + amount_text + " trips the velocity breaker of " + node->path + ": " +
+               reason.substr(std::string_view("breaker: ").size()) + "; the budget is now frozen.");
+      decision.freeze_reason = std::move(reason);
+      return decision;
+    }
   }
   assert(decision.accepted);
   return decision;

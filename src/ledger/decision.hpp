@@ -3,8 +3,10 @@
 // THE decision function: given the state of every node on a path (root first) and a request to
 // move money, accept it or name the first rule it breaks, in the SPEC's precedence order:
 // frozen -> vendor_blocked -> per_txn_exceeded -> approval_required -> window_exceeded ->
-// budget_exceeded -> breaker_tripped. This issue enforces frozen, per_txn_exceeded and
-// budget_exceeded; each later policy is one more step in `decide` at its place in the order.
+// budget_exceeded -> breaker_tripped. Each rule scans the whole path (root first) before the
+// next one runs, so the code is the first rule any level breaks and the level is the highest
+// one that breaks it. approval_required refuses a one-shot spend; a hold above the threshold
+// goes on through the later rules and, if they pass, waits for an admin (needs_approval).
 
 #include <optional>
 #include <span>
@@ -30,6 +32,7 @@ std::string_view denial_code_name(DenialCode code);
 struct SpendRequest {
   Money amount;
   std::string_view vendor;
+  bool hold = false;  // a hold may wait for approval; a one-shot spend cannot
 };
 
 struct Decision {
@@ -39,6 +42,11 @@ struct Decision {
   Money requested;
   std::optional<Money> available;  // min over the path, nullopt when nothing on it has a limit
   std::string message;
+  std::string hint;           // approval_required: what to do instead
+  std::string freeze_reason;  // breaker_tripped: the reason the level is frozen with
+  // An accepted hold above some level's approval_above waits for an admin; the highest level.
+  bool needs_approval = false;
+  std::string approval_level;
 };
 
 // `path` is every node from the root to the target, root first. Pure: reads `now`, no clock.

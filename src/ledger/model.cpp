@@ -55,6 +55,8 @@ std::optional<HoldStatus> parse_hold_status(std::string_view text) {
 HoldStatus Hold::status_at(Micros now) const {
   if (status == HoldStatus::held && now >= expires_at)
     return HoldStatus::expired;
+  if (status == HoldStatus::pending_approval && now >= expires_at)
+    return HoldStatus::rejected;
   return status;
 }
 

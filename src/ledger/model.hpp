@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ledger/money.hpp"
+#include "ledger/policy.hpp"
 #include "ledger/time_point.hpp"
 
 namespace stub::ledger {
@@ -16,6 +17,8 @@ namespace stub::ledger {
 inline constexpr std::string_view genesis_hash =
     "0000000000000000000000000000000000000000000000000000000000000000";
 inline constexpr std::string_view admin_actor = "admin";
+// The actor of what the ledger does by itself: expiries, breaker freezes.
+inline constexpr std::string_view system_actor = "system";
 
 struct BudgetNode {
   std::string path;
@@ -30,6 +33,8 @@ struct BudgetNode {
   bool frozen = false;
   std::string frozen_reason;
   std::string currency = "USD";  // meaningful on roots; children inherit the root's
+  Policies policies;             // windows, vendor rules, approvals, breaker, thresholds
+  Usage usage;                   // the rolling counters and alert state those policies need
   // The root's row carries its chain head, so that every batch that touches a root writes the
   // row and racing writers on other instances conflict on it.
   int64_t head_seq = 0;
@@ -66,8 +71,13 @@ struct Hold {
   Micros expires_at = 0;
   Micros settled_at = 0;  // zero while open
   std::string actor;
+  // The hold's time to live. A hold waiting for approval expires (as rejected) `ttl` after it
+  // was requested; once approved it is held for `ttl` from the approval.
+  Micros ttl = 0;
 
-  // The status a reader should see at `now`: a held hold past its expiry reads as expired.
+  bool open() const { return status == HoldStatus::held || status == HoldStatus::pending_approval; }
+  // The status a reader should see at `now`: a held hold past its expiry reads as expired, a
+  // pending one past its deadline as rejected.
   HoldStatus status_at(Micros now) const;
 };
 

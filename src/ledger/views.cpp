@@ -40,6 +40,21 @@ boost::json::object budget_to_json(const BudgetNode& node,
       node.frozen ? boost::json::value(node.frozen_reason) : boost::json::value(nullptr);
   out["per_txn_max"] = money_or_null(node.per_txn_max);
   out["currency"] = lineage.front()->currency;
+  // Policies, with how much of each rolling window and of the breaker is used as of `now`.
+  boost::json::object policies = policies_to_json(node.policies);
+  auto& windows = policies["windows"].as_array();
+  for (size_t i = 0; i < windows.size(); ++i) {
+    const Ring* ring = node.usage.window_ring(node.policies.windows[i].duration);
+    windows[i].as_object()["used"] = (ring ? ring->amount_at(now) : Money::zero()).to_string();
+  }
+  if (node.policies.breaker) {
+    auto& breaker = policies["breaker"].as_object();
+    const Ring* ring = node.usage.breaker ? &*node.usage.breaker : nullptr;
+    breaker["recent_amount"] = (ring ? ring->amount_at(now) : Money::zero()).to_string();
+    breaker["recent_count"] = ring ? ring->count_at(now) : 0;
+  }
+  for (auto& member : policies)
+    out[member.key()] = std::move(member.value());
   return out;
 }
 

@@ -27,7 +27,8 @@ inline std::optional<int64_t> optional_micros(const std::optional<ledger::Money>
 }
 
 // path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max,
-// frozen (0/1), frozen_reason, currency, head_seq, head_hash, created_at, updated_at
+// frozen (0/1), frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy,
+// usage (NULL or empty: nothing set)
 template <typename Row>
 ledger::BudgetNode read_budget(const Row& row) {
   ledger::BudgetNode node;
@@ -47,11 +48,13 @@ ledger::BudgetNode read_budget(const Row& row) {
   node.head_hash = row.column_text(13);
   node.created_at = row.column_int(14);
   node.updated_at = row.column_int(15);
+  node.policies = ledger::policies_from_storage(row.column_text(16));
+  node.usage = ledger::usage_from_storage(row.column_text(17));
   return node;
 }
 
 // id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at,
-// expires_at, settled_at, actor
+// expires_at, settled_at, actor, ttl (NULL: holds made before approvals, whose ttl is moot)
 template <typename Row>
 ledger::Hold read_hold(const Row& row) {
   ledger::Hold hold;
@@ -70,6 +73,7 @@ ledger::Hold read_hold(const Row& row) {
   hold.expires_at = row.column_int(11);
   hold.settled_at = row.column_int(12);
   hold.actor = row.column_text(13);
+  hold.ttl = row.column_optional_int(14).value_or(hold.expires_at - hold.created_at);
   return hold;
 }
 

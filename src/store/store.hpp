@@ -68,9 +68,12 @@ class Store {
   virtual Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) = 0;
   virtual Result<std::vector<std::string>> list_roots() = 0;
   virtual Result<std::optional<ledger::Hold>> get_hold(const std::string& id) = 0;
-  // Held holds whose expiry is at or before `now`, oldest first.
+  // Open holds (held, or pending approval) whose expiry is at or before `now`, oldest first.
   virtual Result<std::vector<ledger::Hold>> list_expired_holds(ledger::Micros now,
                                                                size_t limit) = 0;
+  // Holds waiting for approval in a root, oldest first.
+  virtual Result<std::vector<ledger::Hold>> list_pending_approvals(const std::string& root,
+                                                                   size_t limit) = 0;
   virtual Result<std::optional<ledger::ApiKey>> get_key(const std::string& id) = 0;
   virtual Result<EntryPage> list_entries(const std::string& root, int64_t after, size_t limit) = 0;
   virtual Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(

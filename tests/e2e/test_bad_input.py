@@ -179,6 +179,75 @@ CASES = [
      "limit_below_usage"),
     ("idempotency_key_too_long", "POST", "/v1/spends", "agent", {"amount": "1"}, 400,
      "invalid_idempotency_key"),
+    ("hold_wait_garbage", "GET", "/v1/holds/{held}?wait=soon", "agent", None, 400, "invalid_query"),
+    ("hold_wait_too_long", "GET", "/v1/holds/{held}?wait=61s", "agent", None, 400, "invalid_query"),
+    ("approve_unknown_field", "POST", "/v1/holds/{held}/approve", "admin", {"note": "x"}, 400,
+     "unknown_field"),
+    ("approve_held_hold", "POST", "/v1/holds/{held}/approve", "admin", {}, 409, "hold_not_pending"),
+    ("agent_approves", "POST", "/v1/holds/{held}/approve", "agent", {}, 403, "admin_only"),
+    ("approvals_without_root", "GET", "/v1/approvals", "admin", None, 400, "invalid_root"),
+    ("freeze_void_holds_not_bool", "POST", f"/v1/budgets/{ROOT}/b/freeze", "admin",
+     {"reason": "x", "void_holds": "yes"}, 400, "invalid_field"),
+    ("unfreeze_void_holds", "POST", f"/v1/budgets/{ROOT}/b/unfreeze", "admin",
+     {"void_holds": True}, 400, "unknown_field"),
+    # --- policies (PUT /v1/budgets) ---------------------------------------------------------
+    *[(f"policy_{name}", "PUT", f"/v1/budgets/{ROOT}/a", "admin", body, 400, code)
+      for name, body, code in [
+          ("window_unknown_unit", {"windows": [{"duration": "1w", "limit": "5"}]}, "invalid_duration"),
+          ("window_no_unit", {"windows": [{"duration": "5", "limit": "5"}]}, "invalid_duration"),
+          ("window_too_short", {"windows": [{"duration": "500ms", "limit": "5"}]}, "invalid_duration"),
+          ("window_too_long", {"windows": [{"duration": "91d", "limit": "5"}]}, "invalid_duration"),
+          ("window_negative_duration", {"windows": [{"duration": "-1h", "limit": "5"}]},
+           "invalid_duration"),
+          ("window_negative_limit", {"windows": [{"duration": "1h", "limit": "-5"}]}, "invalid_amount"),
+          ("window_limit_7_decimals", {"windows": [{"duration": "1h", "limit": "0.0000001"}]},
+           "invalid_amount"),
+          ("window_limit_float", '{"windows": [{"duration": "1h", "limit": 5.5}]}', "invalid_amount"),
+          ("window_missing_limit", {"windows": [{"duration": "1h"}]}, "missing_field"),
+          ("window_missing_duration", {"windows": [{"limit": "5"}]}, "missing_field"),
+          ("window_unknown_member", {"windows": [{"duration": "1h", "limit": "5", "cap": 1}]},
+           "unknown_field"),
+          ("windows_not_a_list", {"windows": {"duration": "1h", "limit": "5"}}, "invalid_windows"),
+          ("windows_duplicate", {"windows": [{"duration": "1h", "limit": "5"},
+                                             {"duration": "60m", "limit": "6"}]}, "invalid_windows"),
+          ("windows_too_many", {"windows": [{"duration": f"{h}h", "limit": "5"} for h in range(1, 6)]},
+           "invalid_windows"),
+          ("vendor_pattern_inner_wildcard", {"vendors": {"allow": ["api.*.com"]}},
+           "invalid_vendor_pattern"),
+          ("vendor_pattern_bare_wildcard", {"vendors": {"block": ["*"]}}, "invalid_vendor_pattern"),
+          ("vendor_pattern_empty", {"vendors": {"block": [""]}}, "invalid_vendor_pattern"),
+          ("vendor_pattern_space", {"vendors": {"allow": ["open ai"]}}, "invalid_vendor_pattern"),
+          ("vendor_pattern_double_dot", {"vendors": {"allow": ["*..com"]}}, "invalid_vendor_pattern"),
+          ("vendor_pattern_not_string", {"vendors": {"allow": [7]}}, "invalid_vendors"),
+          ("vendors_not_object", {"vendors": ["openai"]}, "invalid_vendors"),
+          ("vendors_allow_not_list", {"vendors": {"allow": "openai"}}, "invalid_vendors"),
+          ("vendors_unknown_member", {"vendors": {"deny": ["openai"]}}, "unknown_field"),
+          ("approval_negative", {"approval_above": "-1"}, "invalid_amount"),
+          ("approval_not_money", {"approval_above": "lots"}, "invalid_amount"),
+          ("approval_above_limit_same_body", {"limit": "10", "approval_above": "10.01"},
+           "invalid_approval_above"),
+          ("approval_above_existing_limit", {"approval_above": "20.01"}, "invalid_approval_above"),
+          ("breaker_without_max", {"breaker": {"duration": "1m"}}, "invalid_breaker"),
+          ("breaker_zero_count", {"breaker": {"duration": "1m", "max_count": 0}}, "invalid_breaker"),
+          ("breaker_fraction_count", {"breaker": {"duration": "1m", "max_count": 2.5}},
+           "invalid_breaker"),
+          ("breaker_negative_amount", {"breaker": {"duration": "1m", "max_amount": "-1"}},
+           "invalid_amount"),
+          ("breaker_zero_amount", {"breaker": {"duration": "1m", "max_amount": "0"}}, "invalid_amount"),
+          ("breaker_unknown_unit", {"breaker": {"duration": "1y", "max_count": 5}}, "invalid_duration"),
+          ("breaker_missing_duration", {"breaker": {"max_count": 5}}, "missing_field"),
+          ("breaker_not_object", {"breaker": "fast"}, "invalid_breaker"),
+          ("breaker_unknown_member", {"breaker": {"duration": "1m", "max_count": 5, "x": 1}},
+           "unknown_field"),
+          ("threshold_above_limit", {"thresholds": [50, 120]}, "invalid_thresholds"),
+          ("threshold_zero", {"thresholds": [0]}, "invalid_thresholds"),
+          ("threshold_fraction", {"thresholds": [50.5]}, "invalid_thresholds"),
+          ("thresholds_not_list", {"thresholds": 80}, "invalid_thresholds"),
+          ("thresholds_too_many", {"thresholds": list(range(10, 100, 10))}, "invalid_thresholds"),
+          ("valid_fields_then_one_bad", {"limit": "15", "windows": [{"duration": "1h", "limit": "1"}],
+                                         "breaker": {"duration": "1m", "max_count": -1}},
+           "invalid_breaker"),
+      ]],
 ]
 
 
@@ -204,7 +273,8 @@ def test_bad_input_is_refused_and_changes_nothing(server, ctx, name, method, pat
     idem = "k" * 256 if name == "idempotency_key_too_long" else new_key()
     raw = body if isinstance(body, str) else (json.dumps(fill_body(body, ctx)) if body is not None else None)
     before = db_entry_count(server.db)
-    state_before = db_rows(server.db, "SELECT path, spent, reserved, limit_micros, frozen FROM budgets")
+    state_before = db_rows(server.db, "SELECT path, spent, reserved, limit_micros, frozen, policy, usage "
+                                      "FROM budgets")
 
     reply = Client(server.port).request(method, fill_path(path, ctx), raw=raw, token=bearer,
                                         idem=idem if method != "GET" else None)
@@ -214,7 +284,8 @@ def test_bad_input_is_refused_and_changes_nothing(server, ctx, name, method, pat
     assert error["code"] == code, reply
     assert error["type"] and error["message"]
     assert db_entry_count(server.db) == before, "a refused request wrote an entry"
-    state_after = db_rows(server.db, "SELECT path, spent, reserved, limit_micros, frozen FROM budgets")
+    state_after = db_rows(server.db, "SELECT path, spent, reserved, limit_micros, frozen, policy, usage "
+                                     "FROM budgets")
     assert [tuple(r) for r in state_after] == [tuple(r) for r in state_before]
 
 

@@ -19,6 +19,7 @@ REQUIRED = {
     ("get", "/v1/holds/{id}"), ("post", "/v1/holds/{id}/capture"), ("post", "/v1/holds/{id}/void"),
     ("post", "/v1/spends"), ("get", "/v1/budget"), ("get", "/v1/entries"), ("get", "/v1/events"),
     ("get", "/v1/audit/verify"), ("get", "/healthz"), ("get", "/metrics"), ("get", "/openapi.json"),
+    ("post", "/v1/holds/{id}/approve"), ("post", "/v1/holds/{id}/reject"), ("get", "/v1/approvals"),
 }
 
 
@@ -75,6 +76,10 @@ def test_every_documented_operation_answers(server, admin, document):
     key = admin.create_key(f"{ROOT}/team")
     agent = server.client(key["key"])
     held = [agent.ok("POST", "/v1/holds", {"amount": "1.00"}, idem=new_key())["id"] for _ in range(3)]
+    admin.put_budget(f"{ROOT}/gated", "20.00", approval_above="1.00")
+    gated = server.client(admin.create_key(f"{ROOT}/gated")["key"])
+    pending = [gated.ok("POST", "/v1/holds", {"amount": "2.00"}, idem=new_key(), expect=(202,))["id"]
+               for _ in range(2)]
     spare_key = admin.create_key(f"{ROOT}/team", name="to-revoke")["id"]
 
     # Concrete calls for each documented template: (path, body, token).
@@ -87,7 +92,10 @@ def test_every_documented_operation_answers(server, admin, document):
         ("post", "/v1/keys"): ("/v1/keys", {"budget": f"{ROOT}/team", "name": "n"}, None),
         ("delete", "/v1/keys/{id}"): (f"/v1/keys/{spare_key}", None, None),
         ("post", "/v1/holds"): ("/v1/holds", {"amount": "0.50"}, key["key"]),
-        ("get", "/v1/holds/{id}"): (f"/v1/holds/{held[0]}", None, key["key"]),
+        ("get", "/v1/holds/{id}"): (f"/v1/holds/{held[0]}?wait=1s", None, key["key"]),
+        ("post", "/v1/holds/{id}/approve"): (f"/v1/holds/{pending[0]}/approve", {"reason": "ok"}, None),
+        ("post", "/v1/holds/{id}/reject"): (f"/v1/holds/{pending[1]}/reject", {}, None),
+        ("get", "/v1/approvals"): (f"/v1/approvals?root={ROOT}", None, None),
         ("post", "/v1/holds/{id}/capture"): (f"/v1/holds/{held[1]}/capture", {"amount": "0.25"}, key["key"]),
         ("post", "/v1/holds/{id}/void"): (f"/v1/holds/{held[2]}/void", {}, key["key"]),
         ("post", "/v1/spends"): ("/v1/spends", {"amount": "0.10"}, key["key"]),
@@ -147,3 +155,10 @@ def test_admin_only_operations_refuse_an_agent_key(server, admin, document):
             problems.append(f"{method.upper()} {path}: {reply!r}")
     assert problems == []
     assert admin.ok("GET", "/v1/entries?root=oa-admin&limit=1000")["next_after"] == before
+
+
+def test_budget_body_documents_every_policy(document):
+    operation = document["paths"]["/v1/budgets/{path}"]["put"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"limit", "period", "per_txn_max", "currency", "windows", "vendors", "approval_above",
+            "breaker", "thresholds"} == set(schema["properties"])

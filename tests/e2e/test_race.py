@@ -173,7 +173,13 @@ def test_concurrent_spends_never_overspend_and_books_match_answers(server, admin
         assert row["amount"] == to_micros(AMOUNT)
     deny_rows = [row for row in entries if row["kind"] == "deny"]
     assert len(deny_rows) == CLIENTS  # every refusal is in the audit, once
-    assert len(entries) == setup_seq + expected_spends + CLIENTS
+    # The org's default soft thresholds (50, 80, 100 % of its limit) each alerted once.
+    alert_rows = [row for row in entries if row["kind"] == "alert"]
+    crossed = [p for p in (50, 80, 100)
+               if by_path[ROOT]["spent"] * 100 >= to_micros(ORG_LIMIT) * p]
+    assert sorted(json.loads(r["detail"])["percent"] for r in alert_rows
+                  if r["budget"] == ROOT) == crossed
+    assert len(entries) == setup_seq + expected_spends + CLIENTS + len(alert_rows)
 
     # ---- The API -------------------------------------------------------------------------
     listed = admin.ok("GET", f"/v1/budgets?root={ROOT}")["budgets"]

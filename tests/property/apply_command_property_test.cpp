@@ -209,6 +209,9 @@ struct ModelNode {
   Period period = Period::month;
   bool frozen = false;
   std::vector<std::pair<Micros, int64_t>> captures;  // (when, how much) at this node itself
+  // Soft thresholds (the default 50 / 80 / 100 %): the highest one alerted, in which period.
+  std::optional<Micros> alerted_period;
+  int alerted = 0;
 };
 
 struct ModelHold {
@@ -307,6 +310,30 @@ class Model {
       nodes[hold.node].captures.push_back({now, captured});
   }
 
+  // After a spend, hold or limit change: one "alert" entry per node of `path` (root first)
+  // whose spent + reserved reached a threshold not yet alerted in its current period.
+  void alerts(const std::vector<int>& path, Micros now, Expectation& expectation) {
+    for (int at : path) {
+      ModelNode& node = nodes[at];
+      if (!node.limit || *node.limit <= 0)
+        continue;
+      const Micros current = period_start(node.period, now);
+      const int already = node.alerted_period == current ? node.alerted : 0;
+      const int64_t used = spent_at(at, now) + reserved(at);
+      int crossed = 0;
+      for (int percent : {50, 80, 100}) {
+        if (percent > already &&
+            static_cast<__int128>(used) * 100 >= static_cast<__int128>(*node.limit) * percent)
+          crossed = percent;
+      }
+      if (crossed == 0)
+        continue;
+      node.alerted_period = current;
+      node.alerted = crossed;
+      expectation.kinds.push_back("alert");
+    }
+  }
+
   void expire_if_due(ModelHold& hold, Expectation& expectation, Micros now) {
     if (hold.status == HoldStatus::held && now >= hold.expires_at) {
       settle(hold, HoldStatus::expired, hold.void_on_expiry ? 0 : hold.amount, now);
@@ -347,7 +374,9 @@ class LedgerRun {
       model_.nodes[node].limit = setups[node].limit;
       model_.nodes[node].period = setups[node].period;
       nodes_created_ = node + 1;
-      check_step({201, "", "", "", {"budget_set"}}, outcome);
+      Expectation expectation{201, "", "", "", {"budget_set"}};
+      model_.alerts({node}, now_, expectation);  // nothing is used yet: none
+      check_step(expectation, outcome);
     }
   }
 
@@ -419,6 +448,7 @@ class LedgerRun {
             model_node.per_txn = step.per_txn;
           expectation.status = 200;
           expectation.kinds = {"budget_set"};
+          model_.alerts({node}, now_, expectation);
         }
         break;
       }
@@ -442,10 +472,12 @@ class LedgerRun {
               ModelHold{node, step.amount, now_ + step.ttl, step.void_on_expiry, HoldStatus::held};
           expectation.status = 201;
           expectation.kinds = {"hold"};
+          model_.alerts(model_.lineage(node), now_, expectation);
         } else {
           model_node.captures.push_back({now_, step.amount});
           expectation.status = 201;
           expectation.kinds = {"spend"};
+          model_.alerts(model_.lineage(node), now_, expectation);
         }
         break;
       }
@@ -608,6 +640,10 @@ class LedgerRun {
       RC_ASSERT(actual.limit.has_value() == expected.limit.has_value());
       if (expected.limit)
         RC_ASSERT(actual.limit->micros() == *expected.limit);
+      if (expected.alerted_period) {
+        RC_ASSERT(actual.usage.alerted_period_start == *expected.alerted_period);
+        RC_ASSERT(actual.usage.alerted_percent == expected.alerted);
+      }
       RC_ASSERT(actual.per_txn_max.has_value() == expected.per_txn.has_value());
       if (expected.per_txn)
         RC_ASSERT(actual.per_txn_max->micros() == *expected.per_txn);

@@ -74,6 +74,14 @@ inline Command set_budget(const std::string& path, std::optional<Money> limit,
   return command;
 }
 
+// A PUT of a budget node that changes only what `edit` sets (policies, say).
+template <typename Edit>
+Command set_policies(const std::string& path, const Edit& edit) {
+  Command command = command_for(CommandKind::set_budget, path);
+  edit(command.settings);
+  return command;
+}
+
 inline Command spend(const std::string& path, Money amount, const std::string& hold_id,
                      const std::string& vendor = "openai") {
   Command command = command_for(CommandKind::spend, path);

@@ -13,10 +13,12 @@
 #include <atomic>
 #include <boost/json/parse.hpp>
 #include <functional>
+#include <future>
 #include <latch>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -268,11 +270,11 @@ TEST_P(StoreConformance, SetBudgetRefusalsWriteNothing) {
   expect_error(set_budget("other/team", units(1)), "parent_not_found");
   EXPECT_FALSE(store_->get_budget("acme/nobody/agent").value().has_value());
   EXPECT_FALSE(store_->get_budget("other/team").value().has_value());
-  expect_status(spend("acme", units(6), "hold_1"), 201);
+  expect_status(spend("acme", units(6), "hold_1"), 201);  // and a 50 % threshold alert
   expect_error(set_budget("acme", units(5)), "limit_below_usage");
   EXPECT_EQ(budget("acme").limit, units(10));
-  EXPECT_EQ(budget("acme").head_seq, 2);
-  EXPECT_EQ(all_entries("acme").size(), 2u);
+  EXPECT_EQ(budget("acme").head_seq, 3);
+  EXPECT_EQ(all_entries("acme").size(), 3u);
 }
 
 TEST_P(StoreConformanceWithTree, SpendsCountOnEveryLevel) {
@@ -780,6 +782,690 @@ TEST_P(StoreConformanceWithTree, ReopeningKeepsEverything) {
   EXPECT_TRUE(verify("acme").ok);
 }
 
+// ---- Policies (issue 4): windows, vendor rules, the velocity breaker ----------------------------
+
+constexpr Micros minute = 60 * second;
+constexpr Micros hour = 60 * minute;
+
+std::vector<std::string> kinds_after(const std::vector<Entry>& entries, int64_t after_seq) {
+  std::vector<std::string> out;
+  for (const Entry& entry : entries) {
+    if (entry.seq > after_seq)
+      out.push_back(entry.kind);
+  }
+  return out;
+}
+
+TEST_P(StoreConformance, PoliciesAreStoredReadBackAndKeptOnReopen) {
+  ledger::Policies expected;
+  expected.windows = {{hour, units(5)}, {24 * hour, units(50)}};
+  expected.vendors.allow = {"*.openai.com", "anthropic"};
+  expected.vendors.block = {"bad.openai.com"};
+  expected.approval_above = units(20);
+  expected.breaker = ledger::BreakerSettings{minute, units(3), 10};
+  expected.thresholds = std::vector<int>{25, 75};
+  const boost::json::object created =
+      expect_status(set_policies("acme",
+                                 [&](ledger::BudgetSettings& settings) {
+                                   settings.limit_given = true;
+                                   settings.limit = units(100);
+                                   settings.windows = expected.windows;
+                                   settings.vendors = expected.vendors;
+                                   settings.approval_above_given = true;
+                                   settings.approval_above = expected.approval_above;
+                                   settings.breaker_given = true;
+                                   settings.breaker = expected.breaker;
+                                   settings.thresholds_given = true;
+                                   settings.thresholds = expected.thresholds;
+                                 }),
+                    201);
+  EXPECT_EQ(created.at("windows").as_array().size(), 2u);
+  EXPECT_EQ(created.at("windows").at(0).at("duration").as_string(), "1h");
+  EXPECT_EQ(created.at("windows").at(0).at("used").as_string(), "0.00");
+  EXPECT_EQ(created.at("breaker").at("max_count").as_int64(), 10);
+  EXPECT_EQ(created.at("approval_above").as_string(), "20.00");
+  EXPECT_EQ(budget("acme").policies, expected);
+  ASSERT_EQ(budget("acme").usage.windows.size(), 2u);
+  EXPECT_EQ(budget("acme").usage.windows[0].since, now());
+  ASSERT_TRUE(budget("acme").usage.breaker.has_value());
+  // The change is a chained entry naming the actor, with the policies in its detail.
+  const Entry set = all_entries("acme").back();
+  EXPECT_EQ(set.kind, "budget_set");
+  EXPECT_EQ(set.actor, "admin");
+  const auto detail = boost::json::parse(set.detail_json).as_object();
+  EXPECT_EQ(detail.at("policies").at("vendors").at("block").at(0).as_string(), "bad.openai.com");
+
+  // A later PUT that names only some fields keeps the others; null clears a policy.
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.breaker_given = true;
+                               settings.approval_above_given = true;
+                             }),
+                200);
+  expected.breaker.reset();
+  expected.approval_above.reset();
+  EXPECT_EQ(budget("acme").policies, expected);
+  EXPECT_FALSE(budget("acme").usage.breaker.has_value());
+
+  close();
+  open();
+  EXPECT_EQ(budget("acme").policies, expected);
+  EXPECT_EQ(budget("acme").usage.windows.size(), 2u);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformance, ApprovalThresholdAboveTheLimitIsRefusedAndChangesNothing) {
+  expect_status(set_budget("acme", units(100)), 201);
+  const int64_t head = budget("acme").head_seq;
+  const Error error = expect_error(set_policies("acme",
+                                                [](ledger::BudgetSettings& settings) {
+                                                  settings.approval_above_given = true;
+                                                  settings.approval_above = units(101);
+                                                }),
+                                   "invalid_approval_above");
+  EXPECT_EQ(error.code, ErrorCode::invalid_input);
+  EXPECT_FALSE(budget("acme").policies.approval_above.has_value());
+  EXPECT_EQ(budget("acme").head_seq, head);
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(100);
+                             }),
+                200);
+}
+
+TEST_P(StoreConformanceWithTree, WindowCapSlidesWithTheClock) {
+  // 5.00 per hour on research, on top of its 40.00 a day.
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.windows = std::vector<ledger::WindowCap>{{hour, units(5)}};
+                             }),
+                200);
+  clock_ = t0 + 10 * second;  // inside the bucket [t0, t0 + 1m)
+  expect_status(spend("acme/research/agent", units(3), "hold_w1"), 201);
+  advance(20 * minute);
+  expect_status(spend("acme/research/agent", units(2), "hold_w2"), 201);
+  // The window is full: one micro-unit more is refused, with the level and what is left.
+  const boost::json::object denied =
+      expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_w3"), 402);
+  EXPECT_EQ(denied.at("error").at("code").as_string(), "window_exceeded");
+  EXPECT_EQ(denied.at("error").at("budget").as_string(), "acme/research");
+  EXPECT_EQ(denied.at("error").at("available").as_string(), "0.00");
+  // The 3.00 from t0 + 10s counts until its bucket leaves the window: t0 + 1m + 1h.
+  clock_ = t0 + minute + hour - 1;
+  expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_w4"), 402);
+  clock_ = t0 + minute + hour;
+  expect_status(spend("acme/research/agent", units(3), "hold_w5"), 201);
+  expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_w6"), 402);
+  EXPECT_EQ(budget("acme/research").usage.windows.at(0).amount_at(now()), units(5));
+  EXPECT_EQ(budget("acme/research").spent, units(8));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, HeldAmountsCountInWindowsAndReleasesGiveBack) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.windows = std::vector<ledger::WindowCap>{{hour, units(6)}};
+                             }),
+                200);
+  expect_status(hold("acme/research", units(4), "hold_h1", 600 * second), 201);
+  expect_status(hold("acme/research", units(2), "hold_h2", 600 * second), 201);
+  expect_status(spend("acme/research/agent", cents(1), "hold_h3"), 402);  // held counts
+  advance(5 * minute);
+  // Capturing 1.00 of 4.00 gives 3.00 back to the window it was held in; voiding gives all.
+  expect_status(capture("acme/research", "hold_h1", units(1)), 200);
+  EXPECT_EQ(budget("acme").usage.windows.at(0).amount_at(now()), units(3));
+  expect_status(void_hold("acme/research", "hold_h2"), 200);
+  EXPECT_EQ(budget("acme").usage.windows.at(0).amount_at(now()), units(1));
+  expect_status(spend("acme/research/agent", units(5), "hold_h4"), 201);
+  expect_status(spend("acme/research/agent", cents(1), "hold_h5"), 402);
+  // An expired hold settles like a capture of its held amount (it keeps counting) unless it
+  // was made with on_expiry "void" (then it gives its amount back).
+  advance(hour + 2 * minute);
+  expect_status(
+      hold("acme/research", units(4), "hold_h6", 60 * second, ledger::OnExpiry::void_hold), 201);
+  advance(61 * second);
+  const std::vector<Hold> expired = store_->list_expired_holds(now(), 10).value();
+  ASSERT_EQ(expired.size(), 1u);
+  expect_status(expire(expired[0]), 200);
+  EXPECT_EQ(hold_row("hold_h6").status, HoldStatus::expired);
+  EXPECT_EQ(budget("acme").usage.windows.at(0).amount_at(now()), Money::zero());
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VendorRulesRefuseWithVendorBlocked) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.vendors = ledger::VendorRules{{}, {"*.evil.com", "scam"}};
+                             }),
+                200);
+  expect_status(
+      set_policies(
+          "acme/research",
+          [](ledger::BudgetSettings& settings) {
+            settings.vendors = ledger::VendorRules{{"*.openai.com", "anthropic", "x.evil.com"}, {}};
+          }),
+      200);
+  expect_status(spend("acme/research/agent", units(1), "hold_v1", "api.openai.com"), 201);
+  expect_status(spend("acme/research/agent", units(1), "hold_v2", "Anthropic"), 201);
+  const boost::json::object blocked =
+      expect_status(spend("acme/research/agent", units(1), "hold_v3", "x.evil.com"), 402);
+  EXPECT_EQ(blocked.at("error").at("code").as_string(), "vendor_blocked");
+  EXPECT_EQ(blocked.at("error").at("budget").as_string(), "acme");  // a block up the path wins
+  const boost::json::object not_allowed =
+      expect_status(spend("acme/research/agent", units(1), "hold_v4", "mistral"), 402);
+  EXPECT_EQ(not_allowed.at("error").at("code").as_string(), "vendor_blocked");
+  EXPECT_EQ(not_allowed.at("error").at("budget").as_string(), "acme/research");
+  // Holds are checked the same way, and a sibling without an allow list only sees the block.
+  expect_status(hold("acme/research/agent", units(1), "hold_v5", 60 * second), 201);  // anthropic
+  expect_status(set_budget("acme/sales", std::nullopt), 201);
+  expect_status(spend("acme/sales", units(1), "hold_v6", "mistral"), 201);
+  expect_status(spend("acme/sales", units(1), "hold_v7", "scam"), 402);
+  EXPECT_EQ(budget("acme").spent, units(3));
+  EXPECT_EQ(all_entries("acme").back().code, "vendor_blocked");
+}
+
+TEST_P(StoreConformanceWithTree, BreakerRefusesFreezesAndAlertsInOneCommit) {
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.breaker_given = true;
+                               settings.breaker = ledger::BreakerSettings{minute, std::nullopt, 3};
+                             }),
+                200);
+  struct Published {
+    std::mutex mutex;
+    std::vector<std::vector<std::string>> batches;  // kinds per committed batch
+  };
+  auto published = std::make_shared<Published>();
+  const uint64_t subscription = events_.subscribe([published](const engine::EntryBatch& batch) {
+    std::vector<std::string> kinds;
+    for (const Entry& entry : *batch)
+      kinds.push_back(entry.kind);
+    std::lock_guard lock(published->mutex);
+    published->batches.push_back(std::move(kinds));
+  });
+  for (int i = 0; i < 3; ++i) {
+    expect_status(spend("acme/research/agent", cents(10), "hold_b" + std::to_string(i)), 201);
+    advance(second);
+  }
+  const int64_t before = budget("acme").head_seq;
+  const boost::json::object tripped =
+      expect_status(spend("acme/research/agent", cents(10), "hold_b3"), 402);
+  EXPECT_EQ(tripped.at("error").at("code").as_string(), "breaker_tripped");
+  EXPECT_EQ(tripped.at("error").at("budget").as_string(), "acme/research");
+  EXPECT_EQ(tripped.at("error").at("seq").as_int64(), before + 1);
+  const BudgetNode research = budget("acme/research");
+  EXPECT_TRUE(research.frozen);
+  EXPECT_EQ(research.frozen_reason, "breaker: 4 spends in 1m (max 3)");
+  const std::vector<Entry> entries = all_entries("acme");
+  ASSERT_EQ(entries.size(), static_cast<size_t>(before + 2));
+  const Entry& deny = entries[static_cast<size_t>(before)];
+  const Entry& frozen = entries[static_cast<size_t>(before + 1)];
+  EXPECT_EQ(deny.kind, "deny");
+  EXPECT_EQ(deny.code, "breaker_tripped");
+  EXPECT_EQ(frozen.kind, "freeze");
+  EXPECT_EQ(frozen.budget, "acme/research");
+  EXPECT_EQ(frozen.actor, "system");
+  EXPECT_EQ(frozen.ts, deny.ts);
+  EXPECT_EQ(boost::json::parse(frozen.detail_json).at("trigger").as_string(), "breaker");
+  // Frozen from then on, even once the minute has passed.
+  advance(2 * minute);
+  const boost::json::object after =
+      expect_status(spend("acme/research/agent", cents(10), "hold_b4"), 402);
+  EXPECT_EQ(after.at("error").at("code").as_string(), "frozen");
+  EXPECT_EQ(budget("acme").spent, cents(30));
+  // Unfreezing re-arms the breaker from zero: three more spends pass, the fourth trips again.
+  expect_status(unfreeze("acme/research"), 200);
+  for (int i = 5; i < 8; ++i)
+    expect_status(spend("acme/research/agent", cents(10), "hold_b" + std::to_string(i)), 201);
+  expect_status(spend("acme/research/agent", cents(10), "hold_b8"), 402);
+  EXPECT_TRUE(budget("acme/research").frozen);
+  EXPECT_TRUE(verify("acme").ok);
+  events_.unsubscribe(subscription);
+  // The denial and the freeze were published together: one commit.
+  std::lock_guard lock(published->mutex);
+  bool together = false;
+  for (const auto& batch : published->batches)
+    together = together || batch == std::vector<std::string>{"deny", "freeze"};
+  EXPECT_TRUE(together);
+}
+
+TEST_P(StoreConformanceWithTree, OneBatchTripsTheBreakerOnceAndAdmitsNothingAfter) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.breaker_given = true;
+                               settings.breaker = ledger::BreakerSettings{hour, units(2), 100};
+                             }),
+                200);
+  const int64_t before = budget("acme").head_seq;
+  // Thirty 0.10 spends queued at once, decided in order in one or a few batches.
+  std::vector<std::shared_ptr<std::promise<Outcome>>> answers;
+  for (int i = 0; i < 30; ++i) {
+    auto promise = std::make_shared<std::promise<Outcome>>();
+    answers.push_back(promise);
+    sequencer_->submit(spend("acme/research/agent", cents(10), "hold_q" + std::to_string(i)),
+                       [promise](Outcome outcome) { promise->set_value(std::move(outcome)); });
+  }
+  std::vector<int> statuses;
+  for (auto& answer : answers)
+    statuses.push_back(answer->get_future().get()->status);
+  EXPECT_EQ(std::count(statuses.begin(), statuses.begin() + 20, 201), 20);
+  EXPECT_EQ(std::count(statuses.begin() + 20, statuses.end(), 402), 10);
+  EXPECT_EQ(kinds_after(all_entries("acme"), before).at(20), "deny");
+  EXPECT_EQ(kinds_after(all_entries("acme"), before).at(21), "freeze");
+  EXPECT_EQ(budget("acme").spent, units(2));
+  EXPECT_TRUE(budget("acme").frozen);
+}
+
+// ---- The kill switch (freeze with void_holds) and governance entries ---------------------------
+
+Command freeze_voiding(const std::string& path, const std::string& reason) {
+  Command command = freeze(path, reason);
+  command.void_holds = true;
+  return command;
+}
+
+// Submits every command at once (so that they share batches) and waits for every answer.
+std::vector<Outcome> submit_all(engine::Sequencer& sequencer, std::vector<Command> commands) {
+  std::vector<std::shared_ptr<std::promise<Outcome>>> promises;
+  for (Command& command : commands) {
+    auto promise = std::make_shared<std::promise<Outcome>>();
+    promises.push_back(promise);
+    sequencer.submit(std::move(command),
+                     [promise](Outcome outcome) { promise->set_value(std::move(outcome)); });
+  }
+  std::vector<Outcome> out;
+  for (auto& promise : promises)
+    out.push_back(promise->get_future().get());
+  return out;
+}
+
+TEST_P(StoreConformanceWithTree, FreezeWithVoidHoldsVoidsTheSubtreeInOneCommit) {
+  expect_status(set_budget("acme/research/other", std::nullopt), 201);
+  expect_status(set_budget("acme/sales", std::nullopt), 201);
+  expect_status(hold("acme/research", units(1), "hold_k1", 600 * second), 201);
+  expect_status(hold("acme/research/agent", units(2), "hold_k2", 600 * second), 201);
+  expect_status(hold("acme/research/other", units(3), "hold_k3", 30 * second), 201);
+  expect_status(hold("acme/sales", units(4), "hold_k4", 600 * second), 201);  // outside
+  expect_status(hold("acme/research/agent", units(1), "hold_k5", 600 * second), 201);
+  expect_status(capture("acme/research/agent", "hold_k5", cents(50)), 200);  // already settled
+  advance(31 * second);  // hold_k3 is past its expiry, not yet swept
+  EXPECT_EQ(budget("acme").reserved, units(10));
+
+  auto published = std::make_shared<std::pair<std::mutex, std::vector<size_t>>>();
+  const uint64_t subscription = events_.subscribe([published](const engine::EntryBatch& batch) {
+    std::lock_guard lock(published->first);
+    published->second.push_back(batch->size());
+  });
+  const int64_t before = budget("acme").head_seq;
+  const boost::json::object answer =
+      expect_status(freeze_voiding("acme/research", "incident 7"), 200);
+  EXPECT_TRUE(answer.at("frozen").as_bool());
+  EXPECT_EQ(answer.at("holds_voided").as_int64(), 2);
+  EXPECT_EQ(answer.at("holds_expired").as_int64(), 1);
+  EXPECT_EQ(answer.at("holds_remaining").as_int64(), 0);
+  EXPECT_EQ(hold_row("hold_k1").status, HoldStatus::voided);
+  EXPECT_EQ(hold_row("hold_k2").status, HoldStatus::voided);
+  EXPECT_EQ(hold_row("hold_k3").status, HoldStatus::expired);  // conservative: captured
+  EXPECT_EQ(hold_row("hold_k3").captured, units(3));
+  EXPECT_EQ(hold_row("hold_k4").status, HoldStatus::held);
+  EXPECT_EQ(hold_row("hold_k5").status, HoldStatus::captured);
+  EXPECT_EQ(budget("acme/research").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research/agent").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research/other").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").reserved, units(4));
+  EXPECT_EQ(budget("acme").spent, cents(350));
+
+  const std::vector<Entry> entries = all_entries("acme");
+  ASSERT_EQ(entries.size(), static_cast<size_t>(before + 4));
+  EXPECT_EQ(entries[static_cast<size_t>(before)].kind, "freeze");
+  EXPECT_EQ(boost::json::parse(entries[static_cast<size_t>(before)].detail_json)
+                .at("void_holds")
+                .as_bool(),
+            true);
+  std::multiset<std::string> settled;
+  for (size_t i = static_cast<size_t>(before) + 1; i < entries.size(); ++i) {
+    settled.insert(entries[i].kind + ":" + entries[i].hold_id);
+    if (entries[i].kind == "void") {
+      EXPECT_EQ(entries[i].actor, "admin");
+      EXPECT_EQ(boost::json::parse(entries[i].detail_json).at("frozen").as_string(),
+                "acme/research");
+    }
+  }
+  EXPECT_EQ(settled,
+            (std::multiset<std::string>{"void:hold_k1", "void:hold_k2", "expire:hold_k3"}));
+  // Frozen: no new hold below it; a capture of the voided hold is a conflict.
+  expect_status(hold("acme/research/agent", units(1), "hold_k6", 600 * second), 402);
+  expect_error(capture("acme/research/agent", "hold_k2"), "hold_not_held");
+  // The committer publishes a batch before it takes the next, so by now the freeze's is out.
+  events_.unsubscribe(subscription);
+  {
+    std::lock_guard lock(published->first);
+    ASSERT_FALSE(published->second.empty());
+    EXPECT_EQ(published->second.front(), 4u);  // the freeze and its voids: one commit
+  }
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VoidingABusyFleetSplitsUnderTheRowBound) {
+  // More open holds than one commit may void: a share per commit, the rest by void_holds.
+  constexpr int holds_count = 1'100;
+  std::vector<Command> holds;
+  for (int i = 0; i < holds_count; ++i) {
+    holds.push_back(hold(i % 2 == 0 ? "acme/research/agent" : "acme/research", cents(1),
+                         "hold_m" + std::to_string(10'000 + i), 3'600 * second));
+  }
+  for (const Outcome& outcome : submit_all(*sequencer_, std::move(holds)))
+    ASSERT_TRUE(outcome.ok() && outcome->status == 201);
+  EXPECT_EQ(budget("acme").reserved, cents(holds_count));
+
+  int64_t head = budget("acme").head_seq;
+  const boost::json::object first = expect_status(freeze_voiding("acme", "fleet stop"), 200);
+  int64_t voided = first.at("holds_voided").as_int64();
+  int64_t remaining = first.at("holds_remaining").as_int64();
+  EXPECT_GT(voided, 0);
+  EXPECT_GT(remaining, 0);
+  EXPECT_LE(budget("acme").head_seq - head,
+            static_cast<int64_t>(ledger::void_rows_per_command_max));
+  int commits = 1;
+  while (remaining > 0 && commits < 10) {
+    head = budget("acme").head_seq;
+    const boost::json::object next =
+        expect_status(command_for(CommandKind::void_holds, "acme"), 200);
+    voided += next.at("holds_voided").as_int64();
+    remaining = next.at("holds_remaining").as_int64();
+    EXPECT_LE(budget("acme").head_seq - head,
+              static_cast<int64_t>(ledger::void_rows_per_command_max));
+    ++commits;
+  }
+  EXPECT_EQ(remaining, 0);
+  EXPECT_EQ(voided, holds_count);
+  EXPECT_GE(commits, 2);
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research/agent").reserved, Money::zero());
+  // Nothing left: one more share voids nothing.
+  const boost::json::object idle = expect_status(command_for(CommandKind::void_holds, "acme"), 200);
+  EXPECT_EQ(idle.at("holds_voided").as_int64(), 0);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VoidHoldsNeedsAFrozenNode) {
+  expect_status(hold("acme/research", units(1), "hold_n1", 600 * second), 201);
+  expect_error(command_for(CommandKind::void_holds, "acme/research"), "not_frozen");
+  EXPECT_EQ(hold_row("hold_n1").status, HoldStatus::held);
+  // A plain freeze leaves holds alone (they may still be captured or voided).
+  expect_status(freeze("acme/research", "pause"), 200);
+  EXPECT_EQ(hold_row("hold_n1").status, HoldStatus::held);
+  expect_status(capture("acme/research", "hold_n1", cents(20)), 200);
+}
+
+TEST_P(StoreConformanceWithTree, GovernanceActionsAreChainedWithTheirActor) {
+  const int64_t before = budget("acme").head_seq;
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(2);
+                             }),
+                200);
+  expect_status(freeze_voiding("acme/research", "audit"), 200);
+  expect_status(unfreeze("acme/research"), 200);
+  expect_status(create_key("acme/research", "key_g1", "bot"), 201);
+  expect_status(revoke_key("acme", "key_g1"), 200);
+  std::vector<std::pair<std::string, std::string>> seen;
+  for (const Entry& entry : all_entries("acme")) {
+    if (entry.seq > before)
+      seen.emplace_back(entry.kind, entry.actor);
+  }
+  EXPECT_EQ(seen, (std::vector<std::pair<std::string, std::string>>{{"budget_set", "admin"},
+                                                                    {"freeze", "admin"},
+                                                                    {"unfreeze", "admin"},
+                                                                    {"key_created", "admin"},
+                                                                    {"key_revoked", "admin"}}));
+  const Entry set = all_entries("acme").at(static_cast<size_t>(before));
+  EXPECT_EQ(boost::json::parse(set.detail_json).at("policies").at("approval_above").as_string(),
+            "2.00");
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+// ---- Soft thresholds and approvals ------------------------------------------------------------
+
+std::vector<int> alerts_of(const std::vector<Entry>& entries, const std::string& budget,
+                           int64_t after_seq = 0) {
+  std::vector<int> out;
+  for (const Entry& entry : entries) {
+    if (entry.kind == "alert" && entry.budget == budget && entry.seq > after_seq) {
+      const auto detail = boost::json::parse(entry.detail_json);
+      EXPECT_EQ(detail.at("event").as_string(), "threshold_crossed");
+      EXPECT_EQ(entry.actor, "system");
+      EXPECT_TRUE(entry.postings.empty());
+      out.push_back(static_cast<int>(detail.at("percent").as_int64()));
+    }
+  }
+  return out;
+}
+
+TEST_P(StoreConformanceWithTree, ThresholdAlertsOncePerDayAndAgainAfterUtcMidnight) {
+  // research: 40.00 a day, at most 5.00 a spend; default thresholds 50 / 80 / 100 %.
+  const auto spend_units = [&](int count, const std::string& tag) {
+    for (int i = 0; i < count; ++i) {
+      expect_status(spend("acme/research/agent", units(4), "hold_" + tag + std::to_string(i)), 201);
+    }
+  };
+  spend_units(4, "a");  // 16.00: 40 %
+  EXPECT_TRUE(alerts_of(all_entries("acme"), "acme/research").empty());
+  expect_status(spend("acme/research/agent", units(4), "hold_a4"), 201);  // exactly 50 %
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50}));
+  spend_units(2, "b");  // 28.00: 70 %, nothing new
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50}));
+  // A hold counts too: 28 + 5 = 33.00 is past 80 %.
+  expect_status(hold("acme/research/agent", units(5), "hold_b9", 3'600 * second), 201);
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50, 80}));
+  expect_status(void_hold("acme/research/agent", "hold_b9"), 200);
+  expect_status(spend("acme/research/agent", units(4), "hold_b10"), 201);  // 32.00: 80 % again
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50, 80}));
+  spend_units(2, "c");  // 40.00: 100 %
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research"), (std::vector<int>{50, 80, 100}));
+  EXPECT_EQ(budget("acme/research").usage.alerted_percent, 100);
+
+  // The day rolls over at UTC midnight: not a microsecond earlier.
+  const Micros midnight = ledger::period_start(ledger::Period::day, t0) + 86'400 * second;
+  clock_ = midnight - 1;
+  expect_status(spend("acme/research/agent", units(1), "hold_d0"), 402);
+  const int64_t before = budget("acme").head_seq;
+  clock_ = midnight;
+  spend_units(5, "d");  // 20.00 of the new day's 40.00
+  EXPECT_EQ(alerts_of(all_entries("acme"), "acme/research", before), (std::vector<int>{50}));
+  // acme (100.00 a month) never reached 50 %: 40.00 on February 29, and this midnight also
+  // started March.
+  EXPECT_TRUE(alerts_of(all_entries("acme"), "acme").empty());
+  EXPECT_EQ(budget("acme").spent, units(20));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformance, ThresholdsRollOverWithWeeksAndMonthsAndCanBeChosen) {
+  // t0 is Thursday 2024-02-29 12:00 UTC: the month ends in 12 hours, the week on Monday.
+  expect_status(set_budget("org", std::nullopt), 201);
+  expect_status(set_budget("org/weekly", units(10), ledger::Period::week), 201);
+  expect_status(set_budget("org/monthly", units(10), ledger::Period::month), 201);
+  expect_status(set_policies("org/custom",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.limit_given = true;
+                               settings.limit = units(10);
+                               settings.thresholds_given = true;
+                               settings.thresholds = std::vector<int>{25};
+                             }),
+                201);
+  expect_status(set_policies("org/silent",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.limit_given = true;
+                               settings.limit = units(10);
+                               settings.thresholds_given = true;
+                               settings.thresholds = std::vector<int>{};
+                             }),
+                201);
+  for (const char* node : {"org/weekly", "org/monthly", "org/custom", "org/silent"})
+    expect_status(spend(node, units(6), std::string("hold_1") + node), 201);
+  const std::vector<Entry> first = all_entries("org");
+  EXPECT_EQ(alerts_of(first, "org/weekly"), (std::vector<int>{50}));
+  EXPECT_EQ(alerts_of(first, "org/monthly"), (std::vector<int>{50}));
+  EXPECT_EQ(alerts_of(first, "org/custom"), (std::vector<int>{25}));
+  EXPECT_TRUE(alerts_of(first, "org/silent").empty());
+
+  // 2024-03-01 00:00: a new month, the same week.
+  const Micros march = ledger::period_start(ledger::Period::month, t0 + 86'400 * second);
+  ASSERT_EQ(march, t0 + 12 * 3'600 * second);
+  clock_ = march;
+  int64_t before = budget("org").head_seq;
+  expect_status(spend("org/weekly", units(1), "hold_w2"), 201);
+  expect_status(spend("org/monthly", units(5), "hold_m2"), 201);
+  EXPECT_TRUE(alerts_of(all_entries("org"), "org/weekly", before).empty());
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/monthly", before), (std::vector<int>{50}));
+
+  // Monday 2024-03-04 00:00: a new week.
+  const Micros monday = ledger::period_start(ledger::Period::week, t0) + 7 * 86'400 * second;
+  clock_ = monday - 1;
+  before = budget("org").head_seq;
+  expect_status(spend("org/weekly", units(1), "hold_w3"), 201);  // 8.00: 80 %
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/weekly", before), (std::vector<int>{80}));
+  clock_ = monday;
+  before = budget("org").head_seq;
+  expect_status(spend("org/weekly", units(5), "hold_w4"), 201);
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/weekly", before), (std::vector<int>{50}));
+
+  // A lower limit can put what is already used past a threshold: the change alerts too.
+  before = budget("org").head_seq;
+  expect_status(set_budget("org/weekly", units(6), ledger::Period::week), 200);
+  EXPECT_EQ(alerts_of(all_entries("org"), "org/weekly", before), (std::vector<int>{80}));
+  EXPECT_TRUE(verify("org").ok);
+}
+
+Command approval(CommandKind kind, const std::string& path, const std::string& hold_id) {
+  Command command = command_for(kind, path);
+  command.hold_id = hold_id;
+  command.reason = "looked fine";
+  return command;
+}
+
+TEST_P(StoreConformanceWithTree, HoldAboveTheApprovalThresholdWaitsReservedUntilApproved) {
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(2);
+                             }),
+                200);
+  // Exactly the threshold needs no approval; above it waits, with its amount reserved.
+  expect_status(hold("acme/research/agent", units(2), "hold_p0", 600 * second), 201);
+  const boost::json::object pending =
+      expect_status(hold("acme/research/agent", units(3), "hold_p1", 600 * second), 202);
+  EXPECT_EQ(pending.at("status").as_string(), "pending_approval");
+  EXPECT_EQ(pending.at("approval_level").as_string(), "acme/research");
+  EXPECT_EQ(hold_row("hold_p1").status, HoldStatus::pending_approval);
+  EXPECT_EQ(budget("acme/research").reserved, units(5));
+  EXPECT_EQ(budget("acme").reserved, units(5));
+  const Entry requested = all_entries("acme").back();
+  EXPECT_EQ(requested.kind, "hold");
+  EXPECT_EQ(boost::json::parse(requested.detail_json).at("status").as_string(), "pending_approval");
+  // A one-shot spend above the threshold is refused with a hint.
+  const boost::json::object spend_refused =
+      expect_status(spend("acme/research/agent", units(3), "hold_p2"), 402);
+  EXPECT_EQ(spend_refused.at("error").at("code").as_string(), "approval_required");
+  EXPECT_FALSE(spend_refused.at("error").at("hint").as_string().empty());
+  // Waiting requests are listed; the agent cannot capture one yet.
+  const std::vector<Hold> listed = store_->list_pending_approvals("acme", 10).value();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].id, "hold_p1");
+  expect_error(capture("acme/research/agent", "hold_p1"), "hold_not_held");
+
+  advance(120 * second);
+  const boost::json::object approved =
+      expect_status(approval(CommandKind::approve, "acme/research/agent", "hold_p1"), 200);
+  EXPECT_EQ(approved.at("status").as_string(), "held");
+  const Hold row = hold_row("hold_p1");
+  EXPECT_EQ(row.status, HoldStatus::held);
+  EXPECT_EQ(row.expires_at, now() + 600 * second);        // its ttl runs from the approval
+  EXPECT_EQ(budget("acme/research").reserved, units(5));  // approving moves no money
+  const Entry decided = all_entries("acme").back();
+  EXPECT_EQ(decided.kind, "approve");
+  EXPECT_EQ(decided.actor, "admin");
+  EXPECT_TRUE(decided.postings.empty());
+  EXPECT_TRUE(store_->list_pending_approvals("acme", 10).value().empty());
+  expect_error(approval(CommandKind::approve, "acme/research/agent", "hold_p1"),
+               "hold_not_pending");
+  expect_status(capture("acme/research/agent", "hold_p1", units(2)), 200);
+  EXPECT_EQ(budget("acme/research").spent, units(2));
+  EXPECT_EQ(budget("acme/research").reserved, units(2));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, RejectedWithdrawnAndUnansweredApprovalsReleaseTheirAmount) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(1);
+                             }),
+                200);
+  expect_status(hold("acme/research", units(4), "hold_r1", 600 * second), 202);
+  expect_status(hold("acme/research", units(4), "hold_r2", 600 * second), 202);
+  expect_status(hold("acme/research", units(4), "hold_r3", 60 * second), 202);
+  EXPECT_EQ(budget("acme").reserved, units(12));
+
+  const boost::json::object rejected =
+      expect_status(approval(CommandKind::reject_hold, "acme/research", "hold_r1"), 200);
+  EXPECT_EQ(rejected.at("status").as_string(), "rejected");
+  EXPECT_EQ(all_entries("acme").back().kind, "reject");
+  EXPECT_EQ(all_entries("acme").back().actor, "admin");
+  // The agent withdraws its own request.
+  expect_status(void_hold("acme/research", "hold_r2"), 200);
+  EXPECT_EQ(hold_row("hold_r2").status, HoldStatus::voided);
+  EXPECT_EQ(budget("acme").reserved, units(4));
+
+  // Nobody answers hold_r3: it lapses as rejected exactly at its deadline.
+  clock_ = t0 + 60 * second - 1;
+  EXPECT_EQ(hold_row("hold_r3").status_at(now()), HoldStatus::pending_approval);
+  EXPECT_TRUE(store_->list_expired_holds(now(), 10).value().empty());
+  clock_ = t0 + 60 * second;
+  EXPECT_EQ(hold_row("hold_r3").status_at(now()), HoldStatus::rejected);
+  const std::vector<Hold> due = store_->list_expired_holds(now(), 10).value();
+  ASSERT_EQ(due.size(), 1u);
+  expect_status(expire(due[0]), 200);
+  const Hold lapsed = hold_row("hold_r3");
+  EXPECT_EQ(lapsed.status, HoldStatus::rejected);
+  EXPECT_EQ(lapsed.captured, Money::zero());
+  const Entry entry = all_entries("acme").back();
+  EXPECT_EQ(entry.kind, "reject");
+  EXPECT_EQ(entry.actor, "system");
+  EXPECT_EQ(boost::json::parse(entry.detail_json).at("reason").as_string(), "approval expired");
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").spent, Money::zero());
+  expect_error(approval(CommandKind::approve, "acme/research", "hold_r3"), "hold_not_pending");
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, LateApprovalLapsesAndFrozenPathsCannotBeApproved) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.approval_above_given = true;
+                               settings.approval_above = units(1);
+                             }),
+                200);
+  expect_status(hold("acme/research", units(2), "hold_l1", 60 * second), 202);
+  expect_status(hold("acme/research", units(2), "hold_l2", 600 * second), 202);
+  // An approval that arrives after the deadline meets the lapse first (recorded) and fails.
+  advance(60 * second);
+  expect_error(approval(CommandKind::approve, "acme/research", "hold_l1"), "hold_not_pending");
+  EXPECT_EQ(hold_row("hold_l1").status, HoldStatus::rejected);
+  EXPECT_EQ(budget("acme").reserved, units(2));
+  expect_status(freeze("acme/research", "investigating"), 200);
+  expect_error(approval(CommandKind::approve, "acme/research", "hold_l2"), "budget_frozen");
+  EXPECT_EQ(hold_row("hold_l2").status, HoldStatus::pending_approval);
+  // The kill switch voids requests still waiting, too.
+  const boost::json::object frozen = expect_status(freeze_voiding("acme", "stop"), 200);
+  EXPECT_EQ(frozen.at("holds_voided").as_int64(), 1);
+  EXPECT_EQ(hold_row("hold_l2").status, HoldStatus::voided);
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+}
+
 // Race tests: many threads spend on ONE hot root with a limit, then every invariant is checked
 // from the database, never from the callers' memory.
 class StoreConformanceRace : public StoreConformance {
@@ -849,9 +1535,16 @@ class StoreConformanceRace : public StoreConformance {
     EXPECT_EQ(children, root.spent.micros());
 
     const std::vector<Entry> entries = all_entries("hot");
-    ASSERT_EQ(static_cast<int64_t>(entries.size()), 1 + agents + total);
+    // The default soft thresholds (50, 80, 100 % of the limit) each alert once, by the system.
+    int64_t expected_alerts = 0;
+    for (int percent : {50, 80, 100}) {
+      if (root.spent.micros() * 100 >= limit.micros() * percent)
+        ++expected_alerts;
+    }
+    ASSERT_EQ(static_cast<int64_t>(entries.size()), 1 + agents + total + expected_alerts);
     int64_t spends = 0;
     int64_t denials = 0;
+    int64_t alerts = 0;
     int64_t spent_by_entries = 0;
     for (const Entry& entry : entries) {
       if (entry.kind == "spend") {
@@ -860,8 +1553,13 @@ class StoreConformanceRace : public StoreConformance {
       } else if (entry.kind == "deny") {
         ++denials;
         EXPECT_EQ(entry.code, "budget_exceeded");
+      } else if (entry.kind == "alert") {
+        ++alerts;
+        EXPECT_EQ(entry.budget, "hot");
+        EXPECT_EQ(entry.actor, "system");
       }
     }
+    EXPECT_EQ(alerts, expected_alerts);
     EXPECT_EQ(spends, expected_accepted);
     EXPECT_EQ(denials, total - expected_accepted);
     EXPECT_EQ(spent_by_entries, root.spent.micros());
@@ -908,6 +1606,136 @@ TEST_P(StoreConformanceRace, TwoInstancesOnOneDatabaseNeverOverspend) {
   EXPECT_EQ(counts.accepted.load(), expected_accepted);
   EXPECT_EQ(counts.denied.load(), total - expected_accepted);
   expect_hot_root_consistent(amount, limit, expected_accepted);
+}
+
+// 200 callers, each on its own thread and released together, spend on ONE hot node with a
+// policy; every second caller goes through a second instance when the store allows several.
+// Counts are by HTTP-level status and denial code; invariants are then read from the store.
+struct CrowdResult {
+  std::map<std::string, int> by_code;  // "201", or the denial code, or "error:<subcode>"
+};
+
+CrowdResult crowd(const std::vector<engine::Sequencer*>& sequencers, int callers, int per_caller,
+                  Money amount) {
+  std::mutex mutex;
+  CrowdResult result;
+  std::latch start(callers);
+  std::vector<std::thread> threads;
+  for (int caller = 0; caller < callers; ++caller) {
+    engine::Sequencer* sequencer = sequencers[static_cast<size_t>(caller) % sequencers.size()];
+    threads.emplace_back([&, sequencer, caller] {
+      start.arrive_and_wait();
+      for (int i = 0; i < per_caller; ++i) {
+        const std::string id = "hold_c" + std::to_string(caller) + "_" + std::to_string(i);
+        const Outcome outcome =
+            sequencer->execute(spend("hot/agent-" + std::to_string(caller % 4), amount, id));
+        std::string key;
+        if (!outcome.ok()) {
+          key = "error:" + outcome.error().subcode;
+        } else if (outcome->status == 402) {
+          key = std::string(
+              boost::json::parse(outcome->body).at("error").at("code").as_string().c_str());
+        } else {
+          key = std::to_string(outcome->status);
+        }
+        std::lock_guard lock(mutex);
+        ++result.by_code[key];
+      }
+    });
+  }
+  for (std::thread& thread : threads)
+    thread.join();
+  return result;
+}
+
+TEST_P(StoreConformanceRace, WindowCapAdmitsNoMoreThanItsLimitUnder200Callers) {
+  create_hot_root(units(1'000));
+  expect_status(
+      set_policies("hot",
+                   [](ledger::BudgetSettings& settings) {
+                     settings.windows = std::vector<ledger::WindowCap>{{3'600 * second, units(50)}};
+                   }),
+      200);
+  std::unique_ptr<Store> second_store;
+  std::unique_ptr<engine::Sequencer> second;
+  std::vector<engine::Sequencer*> instances{sequencer_.get()};
+  if (GetParam().multi_instance) {
+    second_store = GetParam().factory(directory_.str());
+    ASSERT_NE(second_store, nullptr);
+    second = std::make_unique<engine::Sequencer>(
+        *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+    instances.push_back(second.get());
+  }
+  const Money amount = cents(30);
+  const CrowdResult result = crowd(instances, 200, 2, amount);
+  second.reset();
+  second_store.reset();
+  const int expected = static_cast<int>(units(50).micros() / amount.micros());  // 166
+  EXPECT_EQ(result.by_code.at("201"), expected);
+  EXPECT_EQ(result.by_code.at("window_exceeded"), 400 - expected);
+  EXPECT_EQ(result.by_code.size(), 2u);
+  const BudgetNode root = budget("hot");
+  EXPECT_EQ(root.spent.micros(), expected * amount.micros());
+  EXPECT_LE(root.usage.windows.at(0).amount_at(now()), units(50));
+  EXPECT_EQ(root.usage.windows.at(0).amount_at(now()), root.spent);
+  int64_t spends = 0;
+  for (const Entry& entry : all_entries("hot")) {
+    spends += entry.kind == "spend" ? 1 : 0;
+    if (entry.kind == "deny")
+      EXPECT_EQ(entry.code, "window_exceeded");
+  }
+  EXPECT_EQ(spends, expected);
+  EXPECT_TRUE(verify("hot").ok);
+}
+
+TEST_P(StoreConformanceRace, BreakerTripsExactlyOnceUnder200Callers) {
+  create_hot_root(units(1'000));
+  expect_status(
+      set_policies("hot",
+                   [](ledger::BudgetSettings& settings) {
+                     settings.breaker_given = true;
+                     settings.breaker = ledger::BreakerSettings{3'600 * second, std::nullopt, 50};
+                   }),
+      200);
+  std::unique_ptr<Store> second_store;
+  std::unique_ptr<engine::Sequencer> second;
+  std::vector<engine::Sequencer*> instances{sequencer_.get()};
+  if (GetParam().multi_instance) {
+    second_store = GetParam().factory(directory_.str());
+    ASSERT_NE(second_store, nullptr);
+    second = std::make_unique<engine::Sequencer>(
+        *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+    instances.push_back(second.get());
+  }
+  const CrowdResult result = crowd(instances, 200, 1, cents(10));
+  second.reset();
+  second_store.reset();
+  EXPECT_EQ(result.by_code.at("201"), 50);
+  EXPECT_EQ(result.by_code.at("breaker_tripped"), 1);
+  EXPECT_EQ(result.by_code.at("frozen"), 149);
+  EXPECT_EQ(result.by_code.size(), 3u);
+  EXPECT_TRUE(budget("hot").frozen);
+  EXPECT_EQ(budget("hot").spent, units(5));
+  // Exactly one freeze, by the system, right after the one breaker denial; no spend after it.
+  int64_t freeze_seq = 0;
+  int freezes = 0;
+  int64_t last_spend_seq = 0;
+  int64_t trip_seq = 0;
+  for (const Entry& entry : all_entries("hot")) {
+    if (entry.kind == "freeze") {
+      ++freezes;
+      freeze_seq = entry.seq;
+      EXPECT_EQ(entry.actor, "system");
+    } else if (entry.kind == "spend") {
+      last_spend_seq = entry.seq;
+    } else if (entry.code == "breaker_tripped") {
+      trip_seq = entry.seq;
+    }
+  }
+  EXPECT_EQ(freezes, 1);
+  EXPECT_EQ(freeze_seq, trip_seq + 1);
+  EXPECT_LT(last_spend_seq, trip_seq);
+  EXPECT_TRUE(verify("hot").ok);
 }
 
 // Every store the suite runs against: SQLite, and PostgreSQL in both isolation levels when a

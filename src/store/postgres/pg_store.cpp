@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <random>
 #include <thread>
@@ -77,6 +78,25 @@ const std::vector<Migration>& migrations() {
             "CREATE TABLE IF NOT EXISTS commit_markers (id TEXT PRIMARY KEY, "
             "committed_at BIGINT NOT NULL)"},
        }},
+      // Policies and their rolling usage (time buckets) live in the budget row, so a batch
+      // reads and writes them with the rows it already locks. Nullable without a default: the
+      // plainest ADD COLUMN every engine of the subset runs; NULL reads as nothing set.
+      {2,
+       {
+           {"m2_budgets_policy", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS policy TEXT"},
+           {"m2_budgets_usage", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS usage TEXT"},
+       }},
+      // The kill switch reads a subtree's outstanding holds by budget path.
+      {3,
+       {
+           {"m3_holds_open_by_budget",
+            "CREATE INDEX IF NOT EXISTS holds_open_by_budget ON holds (status, budget)"},
+       }},
+      // Approvals: a pending hold's ttl applies again from its approval.
+      {4,
+       {
+           {"m4_holds_ttl", "ALTER TABLE holds ADD COLUMN IF NOT EXISTS ttl BIGINT"},
+       }},
   };
   return all;
 }
@@ -98,18 +118,18 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 
 #define STUB_BUDGET_COLUMNS                                                                \
   "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, " \
-  "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at"
+  "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage"
 #define STUB_BUDGET_ARRAYS                                                               \
   "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "  \
   "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], " \
-  "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[])"
+  "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[])"
 #define STUB_HOLD_COLUMNS                                                                     \
   "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, " \
-  "expires_at, settled_at, actor"
+  "expires_at, settled_at, actor, ttl"
 #define STUB_HOLD_ARRAYS                                                                \
   "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], " \
   "$7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], "     \
-  "$13::bigint[], $14::text[])"
+  "$13::bigint[], $14::text[], $15::bigint[])"
 #define STUB_KEY_COLUMNS "id, budget, name, secret_hash, created_at, expires_at, revoked_at"
 #define STUB_KEY_ARRAYS                                                                 \
   "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], " \
@@ -125,6 +145,18 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 constexpr Sql lock_budgets{"lock_budgets", "SELECT " STUB_BUDGET_COLUMNS
                                            " FROM budgets WHERE path = ANY($1::text[]) "
                                            "ORDER BY path FOR UPDATE"};
+// A freeze with void_holds also locks every row below its node, in path order, after the
+// lineage rows above: every writer below a node holds the node's root row first, so this
+// cannot deadlock; a hold there cannot appear or settle while the freeze decides.
+constexpr Sql lock_budgets_below{"lock_budgets_below",
+                                 "SELECT " STUB_BUDGET_COLUMNS
+                                 " FROM budgets WHERE root = $1::text AND path >= $2::text AND "
+                                 "path < $3::text ORDER BY path FOR UPDATE"};
+constexpr Sql select_open_holds_within{
+    "select_open_holds_within",
+    "SELECT " STUB_HOLD_COLUMNS
+    " FROM holds WHERE status IN ('held', 'pending_approval') AND (budget = $1::text OR "
+    "(budget >= $2::text AND budget < $3::text)) ORDER BY id LIMIT $4::bigint"};
 constexpr Sql select_holds{"select_holds", "SELECT " STUB_HOLD_COLUMNS
                                            " FROM holds WHERE id = ANY($1::text[]) ORDER BY id"};
 constexpr Sql select_keys{"select_keys",
@@ -148,8 +180,9 @@ constexpr Sql update_budgets{
     "period = v.period, period_start = v.period_start, spent = v.spent, reserved = v.reserved, "
     "per_txn_max = v.per_txn_max, frozen = v.frozen, frozen_reason = v.frozen_reason, "
     "currency = v.currency, head_seq = v.head_seq, head_hash = v.head_hash, "
-    "created_at = v.created_at, updated_at = v.updated_at FROM " STUB_BUDGET_ARRAYS
-    " AS v(" STUB_BUDGET_COLUMNS ") WHERE b.path = v.path"};
+    "created_at = v.created_at, updated_at = v.updated_at, policy = v.policy, "
+    "usage = v.usage FROM " STUB_BUDGET_ARRAYS " AS v(" STUB_BUDGET_COLUMNS
+    ") WHERE b.path = v.path"};
 // New rows are plain INSERTs: a racing creator of the same row gets 23505 and recomputes
 // instead of overwriting (no upserts of decided state).
 constexpr Sql insert_budgets{"insert_budgets", "INSERT INTO budgets (" STUB_BUDGET_COLUMNS
@@ -159,8 +192,8 @@ constexpr Sql update_holds{
     "UPDATE holds AS h SET root = v.root, budget = v.budget, amount = v.amount, "
     "captured = v.captured, status = v.status, vendor = v.vendor, intent = v.intent, "
     "tags = v.tags, on_expiry = v.on_expiry, created_at = v.created_at, "
-    "expires_at = v.expires_at, settled_at = v.settled_at, actor = v.actor FROM " STUB_HOLD_ARRAYS
-    " AS v(" STUB_HOLD_COLUMNS ") WHERE h.id = v.id"};
+    "expires_at = v.expires_at, settled_at = v.settled_at, actor = v.actor, "
+    "ttl = v.ttl FROM " STUB_HOLD_ARRAYS " AS v(" STUB_HOLD_COLUMNS ") WHERE h.id = v.id"};
 constexpr Sql insert_holds{
     "insert_holds", "INSERT INTO holds (" STUB_HOLD_COLUMNS ") SELECT * FROM " STUB_HOLD_ARRAYS};
 constexpr Sql update_keys{"update_keys",
@@ -198,8 +231,14 @@ constexpr Sql select_hold{"select_hold",
                           "SELECT " STUB_HOLD_COLUMNS " FROM holds WHERE id = $1::text"};
 constexpr Sql select_expired_holds{"select_expired_holds",
                                    "SELECT " STUB_HOLD_COLUMNS
-                                   " FROM holds WHERE status = 'held' AND expires_at <= "
-                                   "$1::bigint ORDER BY expires_at LIMIT $2::bigint"};
+                                   " FROM holds WHERE status IN ('held', 'pending_approval') "
+                                   "AND expires_at <= $1::bigint ORDER BY expires_at "
+                                   "LIMIT $2::bigint"};
+constexpr Sql select_pending_approvals{"select_pending_approvals",
+                                       "SELECT " STUB_HOLD_COLUMNS
+                                       " FROM holds WHERE status = 'pending_approval' AND "
+                                       "root = $1::text ORDER BY created_at, id "
+                                       "LIMIT $2::bigint"};
 constexpr Sql select_key{"select_key",
                          "SELECT " STUB_KEY_COLUMNS " FROM api_keys WHERE id = $1::text"};
 constexpr Sql select_entries{"select_entries",
@@ -224,6 +263,8 @@ constexpr const Sql* every_statement[] = {
     &rollback,
     &lock_timeout,
     &lock_budgets,
+    &lock_budgets_below,
+    &select_open_holds_within,
     &select_holds,
     &select_keys,
     &select_idempotency,
@@ -241,6 +282,7 @@ constexpr const Sql* every_statement[] = {
     &select_roots,
     &select_hold,
     &select_expired_holds,
+    &select_pending_approvals,
     &select_key,
     &select_entries,
     &select_one_idempotency,
@@ -291,7 +333,7 @@ void backoff(int attempt) {
 std::vector<Param> budget_params(const ledger::WorkingSet& state,
                                  const std::vector<const std::string*>& paths) {
   ArrayBuilder path, root, parent, limit, period, period_start, spent, reserved, per_txn, frozen,
-      reason, currency, head_seq, head_hash, created, updated;
+      reason, currency, head_seq, head_hash, created, updated, policy, usage;
   for (const std::string* key : paths) {
     const BudgetNode& node = state.budgets.at(*key);
     path.add_text(node.path);
@@ -310,17 +352,20 @@ std::vector<Param> budget_params(const ledger::WorkingSet& state,
     head_hash.add_text(node.head_hash);
     created.add_int(node.created_at);
     updated.add_int(node.updated_at);
+    policy.add_text(ledger::policies_to_storage(node.policies));
+    usage.add_text(ledger::usage_to_storage(node.usage));
   }
   return {path.finish(),     root.finish(),         parent.finish(),  limit.finish(),
           period.finish(),   period_start.finish(), spent.finish(),   reserved.finish(),
           per_txn.finish(),  frozen.finish(),       reason.finish(),  currency.finish(),
-          head_seq.finish(), head_hash.finish(),    created.finish(), updated.finish()};
+          head_seq.finish(), head_hash.finish(),    created.finish(), updated.finish(),
+          policy.finish(),   usage.finish()};
 }
 
 std::vector<Param> hold_params(const ledger::WorkingSet& state,
                                const std::vector<const std::string*>& ids) {
   ArrayBuilder id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created,
-      expires, settled, actor;
+      expires, settled, actor, ttl;
   for (const std::string* key : ids) {
     const Hold& hold = state.holds.at(*key);
     id.add_text(hold.id);
@@ -337,10 +382,11 @@ std::vector<Param> hold_params(const ledger::WorkingSet& state,
     expires.add_int(hold.expires_at);
     settled.add_int(hold.settled_at);
     actor.add_text(hold.actor);
+    ttl.add_int(hold.ttl);
   }
   return {id.finish(),      root.finish(),    budget.finish(),  amount.finish(), captured.finish(),
           status.finish(),  vendor.finish(),  intent.finish(),  tags.finish(),   on_expiry.finish(),
-          created.finish(), expires.finish(), settled.finish(), actor.finish()};
+          created.finish(), expires.finish(), settled.finish(), actor.finish(),  ttl.finish()};
 }
 
 std::vector<Param> key_params(const ledger::WorkingSet& state,
@@ -586,13 +632,20 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
     }
     idempotency_roots_keys = {roots.finish(), keys.finish()};
   }
-  const Query reads[] = {
+  std::vector<Query> reads = {
       {isolation_ == Isolation::serializable ? &begin_serializable : &begin_read_committed, {}},
       {&lock_budgets, {text_array(read.budgets)}},
       {&select_holds, {text_array(read.holds)}},
       {&select_keys, {text_array(read.keys)}},
       {&select_idempotency, idempotency_roots_keys},
   };
+  for (const std::string& subtree : read.open_hold_subtrees) {
+    const std::string low = subtree + "/";
+    const std::string high = subtree + "0";  // '0' follows '/'
+    reads.push_back({&lock_budgets_below, {subtree.substr(0, subtree.find('/')), low, high}});
+    reads.push_back({&select_open_holds_within,
+                     {subtree, low, high, std::to_string(ledger::open_holds_read_max + 1)}});
+  }
   auto loaded = connection.pipeline(reads);
   if (loaded.error)
     return abandon(*loaded.error, "reading the batch's rows");
@@ -620,6 +673,27 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
       std::string slot = ledger::idempotency_slot(record.root, record.key);
       state.idempotency.emplace(std::move(slot), std::move(record));
     }
+    size_t result = 5;
+    for (const std::string& subtree : read.open_hold_subtrees) {
+      const Rows below(loaded.results[result++].get());
+      for (int i = 0; i < below.size(); ++i) {
+        BudgetNode node = read_budget(below.at(i));
+        const std::string path = node.path;
+        state.budgets.try_emplace(path, std::move(node));
+      }
+      const Rows open(loaded.results[result++].get());
+      std::vector<std::string>& ids = state.open_holds[subtree];
+      for (int i = 0; i < open.size(); ++i) {
+        if (ids.size() == ledger::open_holds_read_max) {
+          state.open_holds_truncated.insert(subtree);
+          break;
+        }
+        Hold hold = read_hold(open.at(i));
+        ids.push_back(hold.id);
+        state.holds.try_emplace(ids.back(), std::move(hold));
+      }
+    }
+    assert(result == loaded.results.size());
   }
   std::unordered_set<std::string> existing_budgets, existing_holds, existing_keys;
   for (const auto& [path, node] : state.budgets)
@@ -790,6 +864,11 @@ Result<std::vector<Hold>> PgStore::list_expired_holds(ledger::Micros now, size_t
   return all_rows<Hold>(
       read_query({&select_expired_holds, {std::to_string(now), std::to_string(limit)}}),
       read_hold<Rows>);
+}
+
+Result<std::vector<Hold>> PgStore::list_pending_approvals(const std::string& root, size_t limit) {
+  return all_rows<Hold>(read_query({&select_pending_approvals, {root, std::to_string(limit)}}),
+                        read_hold<Rows>);
 }
 
 Result<std::optional<ApiKey>> PgStore::get_key(const std::string& id) {

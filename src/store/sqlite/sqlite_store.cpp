@@ -110,15 +110,30 @@ CREATE TABLE idempotency_log (
   created_at INTEGER NOT NULL
 );
 )sql"},
+    // Policies (windows, vendor rules, approvals, breaker, thresholds) and their rolling usage
+    // (time buckets), kept in the budget row itself so that a batch reads and writes them with
+    // the rows it already touches. Empty text: nothing set.
+    {2, R"sql(
+ALTER TABLE budgets ADD COLUMN policy TEXT;
+ALTER TABLE budgets ADD COLUMN usage TEXT;
+)sql"},
+    // The kill switch reads a subtree's outstanding holds by budget path.
+    {3, R"sql(
+CREATE INDEX holds_open_by_budget ON holds (status, budget);
+)sql"},
+    // Approvals: a pending hold's ttl applies again from its approval.
+    {4, R"sql(
+ALTER TABLE holds ADD COLUMN ttl INTEGER;
+)sql"},
 };
 
 constexpr const char* budget_columns =
     "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "
-    "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at";
+    "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage";
 
 constexpr const char* hold_columns =
     "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "
-    "expires_at, settled_at, actor";
+    "expires_at, settled_at, actor, ttl";
 
 constexpr const char* key_columns =
     "id, budget, name, secret_hash, created_at, expires_at, revoked_at";
@@ -176,9 +191,9 @@ auto bind_text(const std::string& value) {
 }
 
 const std::string upsert_budget = std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
-                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_hold = std::string("INSERT OR REPLACE INTO holds (") + hold_columns +
-                                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_key = std::string("INSERT OR REPLACE INTO api_keys (") + key_columns +
                                ") VALUES (?, ?, ?, ?, ?, ?, ?)";
 const std::string insert_idempotency =
@@ -192,6 +207,14 @@ const std::string select_hold_by_id =
     std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?";
 const std::string select_key_by_id =
     std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?";
+// Below a node: paths from "<node>/" up to (not including) "<node>0" ('0' follows '/').
+const std::string select_budgets_below = std::string("SELECT ") + budget_columns +
+                                         " FROM budgets WHERE root = ? AND path >= ? AND "
+                                         "path < ? ORDER BY path";
+const std::string select_open_holds_within =
+    std::string("SELECT ") + hold_columns +
+    " FROM holds WHERE status IN ('held', 'pending_approval') AND (budget = ? OR "
+    "(budget >= ? AND budget < ?)) ORDER BY id LIMIT ?";
 
 // One process owns a SQLite ledger: the idempotency index lives in its memory, and SQLite is
 // the single-instance default (many instances share PostgreSQL). A second `stub serve` on the
@@ -349,6 +372,44 @@ Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
     if (key.value())
       state.keys.emplace(id, std::move(*key.value()));
   }
+  for (const std::string& subtree : read.open_hold_subtrees) {
+    const std::string low = subtree + "/";
+    const std::string high = subtree + "0";
+    auto below = query_rows(
+        connection, select_budgets_below,
+        [&](Statement& statement) {
+          statement.bind(1, subtree.substr(0, subtree.find('/')));
+          statement.bind(2, low);
+          statement.bind(3, high);
+        },
+        read_budget<Statement>);
+    if (!below.ok())
+      return below.error();
+    for (BudgetNode& node : below.value()) {
+      const std::string path = node.path;
+      state.budgets.try_emplace(path, std::move(node));
+    }
+    auto holds = query_rows(
+        connection, select_open_holds_within,
+        [&](Statement& statement) {
+          statement.bind(1, subtree);
+          statement.bind(2, low);
+          statement.bind(3, high);
+          statement.bind(4, static_cast<int64_t>(ledger::open_holds_read_max + 1));
+        },
+        read_hold<Statement>);
+    if (!holds.ok())
+      return holds.error();
+    std::vector<std::string>& ids = state.open_holds[subtree];
+    for (Hold& hold : holds.value()) {
+      if (ids.size() == ledger::open_holds_read_max) {
+        state.open_holds_truncated.insert(subtree);
+        break;
+      }
+      ids.push_back(hold.id);
+      state.holds.try_emplace(ids.back(), std::move(hold));
+    }
+  }
   for (const auto& [root, key] : read.idempotency) {
     auto record = find_idempotency(connection, root, key);
     if (!record.ok())
@@ -385,6 +446,10 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       insert.bind_static(14, node.head_hash);
       insert.bind(15, node.created_at);
       insert.bind(16, node.updated_at);
+      const std::string policy = ledger::policies_to_storage(node.policies);
+      const std::string usage = ledger::usage_to_storage(node.usage);
+      insert.bind_static(17, policy);
+      insert.bind_static(18, usage);
       if (Status status = insert.run(); !status.ok())
         return status;
     }
@@ -410,6 +475,7 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       insert.bind(12, hold.expires_at);
       insert.bind(13, hold.settled_at);
       insert.bind_static(14, hold.actor);
+      insert.bind(15, hold.ttl);
       if (Status status = insert.run(); !status.ok())
         return status;
     }
@@ -545,9 +611,25 @@ Result<std::vector<Hold>> SqliteStore::list_expired_holds(ledger::Micros now, si
   return query_rows(
       *reader,
       std::string("SELECT ") + hold_columns +
-          " FROM holds WHERE status = 'held' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+          " FROM holds WHERE status IN ('held', 'pending_approval') AND expires_at <= ? "
+          "ORDER BY expires_at LIMIT ?",
       [&](Statement& statement) {
         statement.bind(1, now);
+        statement.bind(2, static_cast<int64_t>(limit));
+      },
+      read_hold<Statement>);
+}
+
+Result<std::vector<Hold>> SqliteStore::list_pending_approvals(const std::string& root,
+                                                              size_t limit) {
+  Reader reader = checkout_reader();
+  return query_rows(
+      *reader,
+      std::string("SELECT ") + hold_columns +
+          " FROM holds WHERE status = 'pending_approval' AND root = ? "
+          "ORDER BY created_at, id LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, root);
         statement.bind(2, static_cast<int64_t>(limit));
       },
       read_hold<Statement>);

@@ -33,6 +33,8 @@ class SqliteStore final : public Store {
   Result<std::vector<std::string>> list_roots() override;
   Result<std::optional<ledger::Hold>> get_hold(const std::string& id) override;
   Result<std::vector<ledger::Hold>> list_expired_holds(ledger::Micros now, size_t limit) override;
+  Result<std::vector<ledger::Hold>> list_pending_approvals(const std::string& root,
+                                                           size_t limit) override;
   Result<std::optional<ledger::ApiKey>> get_key(const std::string& id) override;
   Result<EntryPage> list_entries(const std::string& root, int64_t after, size_t limit) override;
   Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,

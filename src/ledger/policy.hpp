@@ -1,0 +1,135 @@
+#pragma once
+
+// Policies on a budget node (SPEC §2) and the rolling usage they are checked against. Plain
+// values with their own codecs; the rules that apply them are in decision.cpp and batch.cpp.
+//
+// Rolling usage is kept in time buckets inside the node's own row: a ring per window duration
+// (and one for the velocity breaker) of `buckets_per_ring` buckets, each `duration / 60` wide,
+// aligned on the epoch. A window of duration D sums every bucket that overlaps (now - D, now],
+// so it counts everything made in the last D and at most D / 60 more: an approximation that
+// can only refuse early, never late. Because the buckets live in the budget row, a batch reads
+// and writes them with the rows it already locks: no extra rows, no extra round trips.
+
+#include <boost/json/object.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ledger/money.hpp"
+#include "ledger/result.hpp"
+#include "ledger/time_point.hpp"
+
+namespace stub::ledger {
+
+inline constexpr size_t windows_per_node_max = 4;
+inline constexpr size_t vendor_patterns_max = 64;
+inline constexpr size_t vendor_pattern_length_max = 253;
+inline constexpr size_t thresholds_max = 8;
+inline constexpr int64_t buckets_per_ring = 60;
+// Window and breaker durations: from 1 s to 90 days.
+inline constexpr Micros policy_duration_min = micros_per_second;
+inline constexpr Micros policy_duration_max = 90LL * 86'400 * micros_per_second;
+inline constexpr int64_t breaker_count_max = 1'000'000'000;
+
+struct WindowCap {
+  Micros duration = 0;
+  Money limit;
+  friend bool operator==(const WindowCap&, const WindowCap&) = default;
+};
+
+struct VendorRules {
+  std::vector<std::string> allow;  // empty: any vendor (that no block list names)
+  std::vector<std::string> block;
+  bool empty() const { return allow.empty() && block.empty(); }
+  friend bool operator==(const VendorRules&, const VendorRules&) = default;
+};
+
+struct BreakerSettings {
+  Micros duration = 0;
+  std::optional<Money> max_amount;  // at least one of the two is set
+  std::optional<int64_t> max_count;
+  friend bool operator==(const BreakerSettings&, const BreakerSettings&) = default;
+};
+
+struct Policies {
+  std::vector<WindowCap> windows;  // distinct durations, ascending
+  VendorRules vendors;
+  std::optional<Money> approval_above;
+  std::optional<BreakerSettings> breaker;
+  // Percentages of the limit that raise a threshold_crossed alert, ascending. nullopt: the
+  // default 50 / 80 / 100; empty: no alerts.
+  std::optional<std::vector<int>> thresholds;
+
+  bool empty() const {
+    return windows.empty() && vendors.empty() && !approval_above && !breaker && !thresholds;
+  }
+  std::vector<int> effective_thresholds() const;
+  friend bool operator==(const Policies&, const Policies&) = default;
+};
+
+// One time bucket: what was held or captured (net of what was released later) and how many
+// spends and holds were accepted in [index * width, (index + 1) * width).
+struct Bucket {
+  int64_t index = 0;
+  int64_t amount = 0;  // micros
+  int64_t count = 0;
+  friend bool operator==(const Bucket&, const Bucket&) = default;
+};
+
+struct Ring {
+  Micros duration = 0;
+  Micros since = 0;             // when the ring started; nothing before it was counted in it
+  std::vector<Bucket> buckets;  // ascending index
+
+  Micros width() const { return duration / buckets_per_ring; }
+  // Whether any of the bucket lies in (now - duration, now].
+  bool overlaps(const Bucket& bucket, Micros now) const;
+  // Sums over every bucket that overlaps (now - duration, now].
+  Money amount_at(Micros now) const;
+  int64_t count_at(Micros now) const;
+  // Counts `amount` and `count` at `at` (normally now), dropping buckets that can no longer
+  // overlap any window ending at or after `now`.
+  void add(Micros at, int64_t amount, int64_t count, Micros now);
+  // Takes back `amount` released by a hold made at `made_at`, when this ring counted it.
+  void release(Micros made_at, int64_t amount);
+  friend bool operator==(const Ring&, const Ring&) = default;
+};
+
+struct Usage {
+  std::vector<Ring> windows;  // one per window duration, in the order of Policies::windows
+  std::optional<Ring> breaker;
+  // Threshold alerts already raised: the highest percentage, in the period starting here.
+  Micros alerted_period_start = 0;
+  int alerted_percent = 0;
+
+  bool empty() const {
+    return windows.empty() && !breaker && alerted_period_start == 0 && alerted_percent == 0;
+  }
+  const Ring* window_ring(Micros duration) const;
+  friend bool operator==(const Usage&, const Usage&) = default;
+};
+
+// Storage codecs. An empty text reads as nothing set; an unreadable one also reads as nothing
+// set for policies (the edge validated what was written), and as empty usage.
+std::string policies_to_storage(const Policies& policies);
+Policies policies_from_storage(std::string_view text);
+std::string usage_to_storage(const Usage& usage);
+Usage usage_from_storage(std::string_view text);
+
+// The public JSON form, as PUT /v1/budgets takes it and budget states show it.
+boost::json::object policies_to_json(const Policies& policies);
+
+// "1h", "90s", "250ms": the largest unit that divides the duration evenly.
+std::string format_duration(Micros duration);
+
+// Vendor patterns: an exact name, or "*.example.com" (any name ending in ".example.com", not
+// "example.com" itself). Lower-case letters, digits and . - _ : / only; matching ignores case.
+bool valid_vendor_pattern(std::string_view pattern);
+bool vendor_matches(std::string_view pattern, std::string_view vendor);
+
+// Keeps `usage` in step with `policies`: a ring for every window duration and the breaker,
+// reusing the existing ring of the same duration, new ones starting at `now`.
+void sync_usage(Usage& usage, const Policies& policies, Micros now);
+
+}  // namespace stub::ledger
