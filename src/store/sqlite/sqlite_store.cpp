@@ -216,6 +216,12 @@ const std::string select_open_holds_within =
     " FROM holds WHERE status IN ('held', 'pending_approval') AND (budget = ? OR "
     "(budget >= ? AND budget < ?)) ORDER BY id LIMIT ?";
 
+uint64_t idempotency_fingerprint(std::string_view root, std::string_view scoped_key) {
+  const uint64_t a = std::hash<std::string_view>{}(root);
+  const uint64_t b = std::hash<std::string_view>{}(scoped_key);
+  return a ^ (b * 0x9E3779B97F4A7C15ULL + (a << 6) + (a >> 2));
+}
+
 // One process owns a SQLite ledger: the idempotency index lives in its memory, and SQLite is
 // the single-instance default (many instances share PostgreSQL). A second `stub serve` on the
 // same file fails at once with a clear error instead of corrupting that index.
@@ -512,7 +518,7 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       insert.bind(6, record.created_at);
       if (Status status = insert.run(); !status.ok())
         return status;
-      staged_idempotency_.emplace_back(ledger::idempotency_slot(record.root, record.key),
+      staged_idempotency_.emplace_back(idempotency_fingerprint(record.root, record.key),
                                        sqlite3_last_insert_rowid(connection.handle()));
     }
   }
@@ -572,8 +578,8 @@ Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& 
   {
     // Only committed records enter the index.
     std::lock_guard lock(idempotency_mutex_);
-    for (auto& [key, id] : staged_idempotency_)
-      idempotency_index_.emplace(std::move(key), id);
+    for (const auto& [fingerprint, id] : staged_idempotency_)
+      idempotency_index_.emplace(fingerprint, id);
     staged_idempotency_.clear();
   }
   if (committed)
@@ -664,28 +670,26 @@ Result<std::optional<IdempotencyRecord>> SqliteStore::get_idempotency(const std:
 Result<std::optional<IdempotencyRecord>> SqliteStore::find_idempotency(Connection& connection,
                                                                        const std::string& root,
                                                                        const std::string& key) {
-  int64_t id = 0;
+  // Usually one candidate; more only on a fingerprint collision.
+  std::vector<int64_t> candidates;
   {
     std::lock_guard lock(idempotency_mutex_);
-    auto found = idempotency_index_.find(ledger::idempotency_slot(root, key));
-    if (found == idempotency_index_.end())
-      return std::optional<IdempotencyRecord>{};
-    id = found->second;
+    const auto [first, last] = idempotency_index_.equal_range(idempotency_fingerprint(root, key));
+    for (auto it = first; it != last; ++it)
+      candidates.push_back(it->second);
   }
-  auto statement = connection.prepared(
-      "SELECT root, key, request_hash, status, body, created_at FROM idempotency_log WHERE id = ?");
-  if (!statement.ok())
-    return statement.error();
-  (*statement)->bind(1, id);
-  auto row = (*statement)->step();
-  if (!row.ok())
-    return row.error();
-  std::optional<IdempotencyRecord> out;
-  const Statement& found = **statement;
-  if (row.value() && found.column_text(0) == root && found.column_text(1) == key)
-    out = read_idempotency(found);
-  (*statement)->reset();
-  return out;
+  for (const int64_t id : candidates) {
+    auto record = query_one(
+        connection,
+        "SELECT root, key, request_hash, status, body, created_at FROM idempotency_log "
+        "WHERE id = ?",
+        [id](Statement& statement) { statement.bind(1, id); }, read_idempotency<Statement>);
+    if (!record.ok())
+      return record.error();
+    if (record.value() && record.value()->root == root && record.value()->key == key)
+      return record;
+  }
+  return std::optional<IdempotencyRecord>{};
 }
 
 Status SqliteStore::build_idempotency_index(Connection& connection) {
@@ -700,7 +704,7 @@ Status SqliteStore::build_idempotency_index(Connection& connection) {
     if (!row.value())
       break;
     idempotency_index_.emplace(
-        ledger::idempotency_slot((*statement)->column_text(1), (*statement)->column_text(2)),
+        idempotency_fingerprint((*statement)->column_text(1), (*statement)->column_text(2)),
         (*statement)->column_int(0));
   }
   (*statement)->reset();

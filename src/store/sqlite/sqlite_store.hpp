@@ -64,8 +64,11 @@ class SqliteStore final : public Store {
   int lock_fd_ = -1;
   std::mutex idempotency_mutex_;
   // (root, scoped key) -> idempotency_log.id of committed records.
-  std::unordered_map<std::string, int64_t> idempotency_index_;  // GUARDED_BY(idempotency_mutex_)
-  std::vector<std::pair<std::string, int64_t>> staged_idempotency_;  // committing thread only
+  // fingerprint(root, scoped key) -> idempotency_log.id of committed records. A 64-bit
+  // fingerprint instead of the key itself keeps the index small (no string per record); a
+  // lookup checks the row it finds, so a collision costs one extra read, never a wrong answer.
+  std::unordered_multimap<uint64_t, int64_t> idempotency_index_;  // GUARDED_BY(idempotency_mutex_)
+  std::vector<std::pair<uint64_t, int64_t>> staged_idempotency_;  // committing thread only
   std::mutex checkpointer_mutex_;
   std::condition_variable checkpointer_wake_;
   bool stopping_ = false;  // GUARDED_BY(checkpointer_mutex_)
