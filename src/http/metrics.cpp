@@ -52,7 +52,12 @@ Metrics::Metrics()
                           .Name("stub_commit_seconds")
                           .Help("Time to read, decide, write and commit one batch")
                           .Register(*registry_)
-                          .Add({}, latency_buckets())) {}
+                          .Add({}, latency_buckets())),
+      store_events_(prometheus::BuildCounter()
+                        .Name("stub_store_events_total")
+                        .Help("What the store did to commit: conflict retries, reconnects, "
+                              "ambiguous commits (PostgreSQL)")
+                        .Register(*registry_)) {}
 
 void Metrics::record_request(const std::string& route, int status, double seconds) {
   requests_.Add({{"route", route}, {"status", std::to_string(status)}}).Increment();
@@ -65,6 +70,16 @@ void Metrics::record_batch(const engine::BatchStats& stats) {
   entries_.Increment(static_cast<double>(stats.entries));
   batch_commands_.Observe(static_cast<double>(stats.commands));
   commit_seconds_.Observe(static_cast<double>(stats.commit_micros) / 1e6);
+}
+
+void Metrics::record_store_events(const std::vector<store::Store::EventCount>& totals) {
+  for (const auto& [name, total] : totals) {
+    uint64_t& seen = store_events_seen_[name];
+    prometheus::Counter& counter = store_events_.Add({{"event", name}});
+    if (total > seen)
+      counter.Increment(static_cast<double>(total - seen));
+    seen = total;
+  }
 }
 
 std::string Metrics::render() const {

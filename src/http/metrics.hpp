@@ -9,10 +9,12 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
 #include "engine/sequencer.hpp"
+#include "store/store.hpp"
 
 namespace stub::http {
 
@@ -21,6 +23,9 @@ class Metrics {
   Metrics();
   void record_request(const std::string& route, int status, double seconds);
   void record_batch(const engine::BatchStats& stats);
+  // Brings stub_store_events_total up to the store's running totals. One caller at a time
+  // (the committer's batch hook).
+  void record_store_events(const std::vector<store::Store::EventCount>& totals);
   std::string render() const;
 
  private:
@@ -33,6 +38,8 @@ class Metrics {
   prometheus::Counter& entries_;
   prometheus::Histogram& batch_commands_;
   prometheus::Histogram& commit_seconds_;
+  prometheus::Family<prometheus::Counter>& store_events_;
+  std::map<std::string, uint64_t> store_events_seen_;  // committer thread only
 };
 
 }  // namespace stub::http

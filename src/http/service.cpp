@@ -19,9 +19,11 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
       options.admin_token.empty() ? "stub_admin_" + random_hex(24) : options.admin_token;
 
   Metrics* metrics = &service->metrics_;
+  store::Store* store_ptr = service->store_.get();
   auto user_hook = options.sequencer.on_batch;
-  options.sequencer.on_batch = [metrics, user_hook](const engine::BatchStats& stats) {
+  options.sequencer.on_batch = [metrics, store_ptr, user_hook](const engine::BatchStats& stats) {
     metrics->record_batch(stats);
+    metrics->record_store_events(store_ptr->event_counts());
     if (user_hook)
       user_hook(stats);
   };

@@ -93,6 +93,14 @@ class Store {
   // The most rows one commit may write (0: no bound). PostgreSQL-compatible distributed
   // engines cap a transaction's rows, so the sequencer sizes batches to stay under it.
   virtual size_t max_rows_per_commit() const { return 0; }
+
+  // Running totals of what the store did on its own to commit (retries, reconnects, ...), by
+  // name, for /metrics. Empty for stores with nothing to report.
+  struct EventCount {
+    std::string name;
+    uint64_t total = 0;
+  };
+  virtual std::vector<EventCount> event_counts() const { return {}; }
 };
 
 struct StoreOptions {

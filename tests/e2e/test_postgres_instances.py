@@ -218,6 +218,16 @@ def test_three_instances_on_one_hot_budget_never_overspend(instances, database):
     fleet = Fleet(instances, agents, tokens)
     fleet.run()
     check_books(database, fleet, agents)
+    # The instances raced on one root: /metrics counts the batches each had to recompute.
+    retries = 0
+    for server in instances:
+        text = server.client().get("/metrics", token=None).body.decode()
+        lines = [line for line in text.splitlines()
+                 if line.startswith('stub_store_events_total{event="conflict_retry"}')]
+        assert len(lines) == 1, text[-2000:]
+        retries += float(lines[0].split()[-1])
+    if instances[0].extra_args[-1] == "serializable":
+        assert retries > 0, "three instances on one hot root never conflicted"
 
 
 @pytest.mark.parametrize("instances", ["read-committed", "serializable"], indirect=True)

@@ -526,6 +526,14 @@ std::vector<const Sql*> PgStore::migration_statements() {
   return out;
 }
 
+std::vector<Store::EventCount> PgStore::event_counts() const {
+  return {{"conflict_retry", counters_.conflicts.load(std::memory_order_relaxed)},
+          {"reconnect", counters_.reconnects.load(std::memory_order_relaxed)},
+          {"ambiguous_commit", counters_.ambiguous.load(std::memory_order_relaxed)},
+          {"ambiguous_commit_found_committed",
+           counters_.found_committed.load(std::memory_order_relaxed)}};
+}
+
 Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
                                                const StoreOptions& options) {
   std::unique_ptr<PgStore> store(new PgStore());

@@ -70,6 +70,7 @@ class PgStore final : public Store {
   // Aurora DSQL's limit is 3,000 rows per transaction; stay clear of it.
   size_t max_rows_per_commit() const override { return 2'500; }
 
+  std::vector<EventCount> event_counts() const override;
   const CommitCounters& counters() const { return counters_; }
   Faults& faults() { return faults_; }
 
