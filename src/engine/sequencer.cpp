@@ -135,8 +135,9 @@ void Sequencer::commit(std::vector<Pending>& batch) {
   }
   std::vector<ledger::Command> commands;
   commands.reserve(batch.size());
-  for (const Pending& pending : batch)
-    commands.push_back(pending.command);
+  // Moved, not copied: from here on a Pending is only its callback.
+  for (Pending& pending : batch)
+    commands.push_back(std::move(pending.command));
   const ledger::ReadSet read = ledger::read_set_for(commands);
 
   const auto started = std::chrono::steady_clock::now();
