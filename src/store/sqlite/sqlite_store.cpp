@@ -693,10 +693,20 @@ Result<std::optional<IdempotencyRecord>> SqliteStore::find_idempotency(Connectio
 }
 
 Status SqliteStore::build_idempotency_index(Connection& connection) {
+  // Growing a large index rehashes it in one go, under the lock the committer needs (tens of
+  // ms at a few hundred thousand records, measured as a 20% dip in `stub bench`). Start with
+  // room for a million records (8 MiB of buckets) or twice what is there.
+  auto records = query_one(
+      connection, "SELECT count(*) FROM idempotency_log", [](Statement&) {},
+      [](const Statement& row) { return row.column_int(0); });
+  if (!records.ok())
+    return records.error();
   auto statement = connection.prepared("SELECT id, root, key FROM idempotency_log");
   if (!statement.ok())
     return statement.error();
   std::lock_guard lock(idempotency_mutex_);
+  idempotency_index_.reserve(
+      std::max<size_t>(size_t{1} << 20, 2 * static_cast<size_t>(records->value_or(0))));
   while (true) {
     auto row = (*statement)->step();
     if (!row.ok())
