@@ -35,23 +35,15 @@ Dispatcher::Dispatcher(store::Store& store, engine::EventBus& events, engine::Cl
       events_(events),
       clock_(std::move(clock)),
       options_(options),
-      owner_(random_owner()) {
+      owner_(random_owner()),
+      live_(options_.poll_interval.count() > 0) {
   assert(options_.attempts_max >= 1 && options_.first_retry > 0);
-  if (options_.poll_interval.count() <= 0)
+  if (!live_)
     return;  // driven by pass() alone (tests)
-  subscription_ = events_.subscribe([this](const engine::EntryBatch&) {
-    {
-      std::lock_guard lock(mutex_);
-      woken_ = true;
-    }
-    wake_.notify_one();
-  });
   thread_ = std::thread([this] { run(); });
 }
 
 Dispatcher::~Dispatcher() {
-  if (subscription_ != 0)
-    events_.unsubscribe(subscription_);
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -59,6 +51,25 @@ Dispatcher::~Dispatcher() {
   wake_.notify_all();
   if (thread_.joinable())
     thread_.join();
+  if (subscription_ != 0)
+    events_.unsubscribe(subscription_);
+}
+
+void Dispatcher::listen(bool wanted) {
+  // Only while some webhook exists: a subscriber makes the sequencer copy and publish every
+  // batch's entries, which a ledger without webhooks should not pay for.
+  if (wanted && subscription_ == 0) {
+    subscription_ = events_.subscribe([this](const engine::EntryBatch&) {
+      {
+        std::lock_guard lock(mutex_);
+        woken_ = true;
+      }
+      wake_.notify_one();
+    });
+  } else if (!wanted && subscription_ != 0) {
+    events_.unsubscribe(subscription_);
+    subscription_ = 0;
+  }
 }
 
 void Dispatcher::run() {
@@ -85,6 +96,8 @@ bool Dispatcher::pass() {
     spdlog::warn("webhooks: cannot list webhooks: {}", webhooks.error().message);
     return false;
   }
+  if (live_)
+    listen(!webhooks->empty());
   bool more = false;
   for (const ledger::Webhook& webhook : webhooks.value())
     more = serve(webhook, clock_()) || more;

@@ -10,7 +10,8 @@
 //
 // Several instances on one database each run a dispatcher; a webhook is served by the one
 // holding its lease (renewed every pass, 30 s), so deliveries are normally sent once. The event
-// bus only wakes the dispatcher early; it polls too, to see other instances' commits.
+// bus only wakes the dispatcher early (it listens only while some webhook exists); it polls
+// too, to see other instances' commits.
 //
 // Thread safety: construct and destroy on one thread; the event bus may call in from any.
 
@@ -55,6 +56,7 @@ class Dispatcher {
 
  private:
   void run();
+  void listen(bool wanted);
   bool serve(const ledger::Webhook& webhook, ledger::Micros now);
   void attempt(const ledger::Webhook& webhook, store::WebhookDelivery delivery);
 
@@ -62,8 +64,9 @@ class Dispatcher {
   engine::EventBus& events_;
   engine::Clock clock_;
   DispatcherOptions options_;
-  const std::string owner_;  // this instance, for leases
-  uint64_t subscription_ = 0;
+  const std::string owner_;    // this instance, for leases
+  const bool live_;            // runs its own thread (else tests drive pass())
+  uint64_t subscription_ = 0;  // dispatcher thread (and the destructor, after it ended)
   // Last budget_exceeded event sent per (webhook, budget), by entry time. Dispatcher thread.
   std::map<std::pair<std::string, std::string>, ledger::Micros> last_budget_exceeded_;
 
