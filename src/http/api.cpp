@@ -615,6 +615,13 @@ class Handler {
             }
           }
         });
+    // Unsubscribes however the coroutine ends, even if it is destroyed while suspended (a
+    // server shutting down), so no callback outlives this connection's executor.
+    struct Unsubscribe {
+      engine::EventBus& events;
+      uint64_t id;
+      ~Unsubscribe() { events.unsubscribe(id); }
+    } unsubscribe{context_.events, subscription};
     // Read again after subscribing, so that a decision committed in between is not missed.
     auto hold = co_await load_hold(id);
     if (hold.ok() && hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
@@ -622,7 +629,6 @@ class Handler {
       co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
       hold = co_await load_hold(id);
     }
-    context_.events.unsubscribe(subscription);
     co_return hold;
   }
 
