@@ -1,6 +1,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <charconv>
 #include <iostream>
+#include <vector>
 
 #include "cli/client_settings.hpp"
 #include "cli/commands.hpp"
@@ -39,6 +41,84 @@ void print_tree(const boost::json::array& budgets) {
   }
 }
 
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const size_t end = text.find(separator, start);
+    out.push_back(text.substr(start, end - start));
+    if (end == std::string::npos)
+      return out;
+    start = end + 1;
+  }
+}
+
+// The policy flags of `budget set`, turned into the body fields the server checks.
+template <typename Args>
+Status add_policy_fields(boost::json::object& body, const Args& args) {
+  if (!args.windows.empty()) {
+    boost::json::array windows;
+    if (args.windows != std::vector<std::string>{"none"}) {
+      for (const std::string& window : args.windows) {
+        const size_t equals = window.find('=');
+        if (equals == std::string::npos) {
+          return Error::invalid("invalid_window",
+                                "--window takes DURATION=LIMIT, e.g. 1h=5.00, got " + window + ".");
+        }
+        windows.push_back(boost::json::object{{"duration", window.substr(0, equals)},
+                                              {"limit", window.substr(equals + 1)}});
+      }
+    }
+    body["windows"] = std::move(windows);
+  }
+  if (!args.allow.empty() || !args.block.empty()) {
+    boost::json::array allow(args.allow.begin(), args.allow.end());
+    boost::json::array block(args.block.begin(), args.block.end());
+    body["vendors"] = boost::json::object{{"allow", std::move(allow)}, {"block", std::move(block)}};
+  }
+  set_money(body, "approval_above", args.approval_above);
+  if (args.breaker == "none") {
+    body["breaker"] = nullptr;
+  } else if (!args.breaker.empty()) {
+    const std::vector<std::string> parts = split(args.breaker, ',');
+    boost::json::object breaker{{"duration", parts.front()}};
+    for (size_t i = 1; i < parts.size(); ++i) {
+      if (parts[i].starts_with("amount=")) {
+        breaker["max_amount"] = parts[i].substr(7);
+      } else if (parts[i].starts_with("count=")) {
+        int64_t count = 0;
+        const std::string digits = parts[i].substr(6);
+        const auto [end, error] =
+            std::from_chars(digits.data(), digits.data() + digits.size(), count);
+        if (error != std::errc{} || end != digits.data() + digits.size())
+          return Error::invalid("invalid_breaker", "--breaker count= takes a whole number.");
+        breaker["max_count"] = count;
+      } else {
+        return Error::invalid(
+            "invalid_breaker",
+            "--breaker takes DURATION[,amount=X][,count=N], got " + args.breaker + ".");
+      }
+    }
+    body["breaker"] = std::move(breaker);
+  }
+  if (args.thresholds == "default") {
+    body["thresholds"] = nullptr;
+  } else if (args.thresholds == "none") {
+    body["thresholds"] = boost::json::array{};
+  } else if (!args.thresholds.empty()) {
+    boost::json::array percents;
+    for (const std::string& part : split(args.thresholds, ',')) {
+      int64_t percent = 0;
+      const auto [end, error] = std::from_chars(part.data(), part.data() + part.size(), percent);
+      if (error != std::errc{} || end != part.data() + part.size())
+        return Error::invalid("invalid_thresholds", "--thresholds takes e.g. 50,80,100.");
+      percents.emplace_back(percent);
+    }
+    body["thresholds"] = std::move(percents);
+  }
+  return Status::success();
+}
+
 }  // namespace
 
 void add_budget_commands(CLI::App& app, int& exit_code) {
@@ -48,6 +128,8 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
 
   struct SetArgs {
     std::string path, limit, period, per_txn_max, currency, idempotency_key;
+    std::vector<std::string> windows, allow, block;
+    std::string approval_above, breaker, thresholds;
   };
   auto set_args = std::make_shared<SetArgs>();
   CLI::App* set = budget->add_subcommand("set", "Create or update a budget node");
@@ -58,6 +140,20 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
   set->add_option("--per-txn-max", set_args->per_txn_max, "Largest single spend ('none' clears)");
   set->add_option("--currency", set_args->currency, "Currency of a root, e.g. USD");
   set->add_option("--idempotency-key", set_args->idempotency_key, "Default: a fresh random key");
+  set->add_option("--window", set_args->windows,
+                  "Rolling cap DURATION=LIMIT, e.g. 1h=5.00 (repeat; replaces the node's windows; "
+                  "'none' clears them)");
+  set->add_option("--allow", set_args->allow,
+                  "Vendor allowed, exact or *.example.com (repeat; with --block, replaces the "
+                  "node's vendor rules)");
+  set->add_option("--block", set_args->block, "Vendor blocked (repeat)");
+  set->add_option("--approval-above", set_args->approval_above,
+                  "Holds above this wait for an admin's approval ('none' clears)");
+  set->add_option("--breaker", set_args->breaker,
+                  "Velocity breaker DURATION[,amount=X][,count=N], e.g. 1m,count=20 ('none' "
+                  "clears)");
+  set->add_option("--thresholds", set_args->thresholds,
+                  "Alert percentages, e.g. 50,80,100 ('none': no alerts, 'default': 50,80,100)");
   add_client_options(*set, *client);
   set->callback([client, set_args, &exit_code] {
     auto http = make_client(*client);
@@ -70,6 +166,10 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
       body["period"] = set_args->period;
     if (!set_args->currency.empty())
       body["currency"] = set_args->currency;
+    if (Status policies = add_policy_fields(body, *set_args); !policies.ok()) {
+      std::cerr << "stub: " << policies.error().message << "\n";
+      return void(exit_code = 1);
+    }
     const std::string key =
         set_args->idempotency_key.empty() ? new_idempotency_key() : set_args->idempotency_key;
     exit_code = report(

@@ -6,6 +6,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
+#include <set>
 
 #include "http/async_bridge.hpp"
 #include "http/error_mapping.hpp"
@@ -15,6 +16,8 @@
 #include "ledger/budget_path.hpp"
 #include "ledger/chain.hpp"
 #include "ledger/views.hpp"
+#include "webhooks/events.hpp"
+#include "webhooks/sender.hpp"
 
 namespace stub::http {
 
@@ -182,6 +185,18 @@ class Handler {
     }
     if (n == 2 && s[1] == "approvals" && method == "GET")
       co_return co_await list_approvals();
+    if (n >= 2 && s[1] == "webhooks") {
+      if (n == 2 && method == "GET")
+        co_return co_await list_webhooks();
+      if (n == 3 && method == "PUT")
+        co_return co_await put_webhook(s[2]);
+      if (n == 3 && method == "GET")
+        co_return co_await get_webhook(s[2]);
+      if (n == 3 && method == "DELETE")
+        co_return co_await delete_webhook(s[2]);
+      if (n == 4 && s[3] == "deliveries" && method == "GET")
+        co_return co_await list_deliveries(s[2]);
+    }
     if (n == 2 && s[1] == "entries" && method == "GET")
       co_return co_await list_entries();
     if (n == 3 && s[1] == "audit" && s[2] == "verify" && method == "GET") {
@@ -600,6 +615,13 @@ class Handler {
             }
           }
         });
+    // Unsubscribes however the coroutine ends, even if it is destroyed while suspended (a
+    // server shutting down), so no callback outlives this connection's executor.
+    struct Unsubscribe {
+      engine::EventBus& events;
+      uint64_t id;
+      ~Unsubscribe() { events.unsubscribe(id); }
+    } unsubscribe{context_.events, subscription};
     // Read again after subscribing, so that a decision committed in between is not missed.
     auto hold = co_await load_hold(id);
     if (hold.ok() && hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
@@ -607,7 +629,6 @@ class Handler {
       co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
       hold = co_await load_hold(id);
     }
-    context_.events.unsubscribe(subscription);
     co_return hold;
   }
 
@@ -628,6 +649,180 @@ class Handler {
     command.hold_id = id;
     command.reason = *reason;
     co_return co_await execute(std::move(command));
+  }
+
+  // ---- Webhooks ---------------------------------------------------------------------------
+
+  static Status check_webhook_name(const std::string& name) {
+    const auto parsed = BudgetPath::parse(name);
+    if (!parsed || !parsed->is_root()) {
+      return Error::invalid("invalid_webhook_name",
+                            "Webhook name \"" + name + "\" is not [a-z0-9][a-z0-9_-]{0,62}.");
+    }
+    return Status::success();
+  }
+
+  // Reads a webhook (admin only), or the error to answer.
+  awaitable<Result<ledger::Webhook>> load_webhook(const std::string& name) {
+    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+    auto webhook_work = [this, name] { return context_.store.get_webhook(name); };
+    auto webhook = co_await run_blocking(context_.read_pool, std::move(webhook_work));
+    if (!webhook.ok())
+      co_return webhook.error();
+    if (!webhook.value())
+      co_return Error{ErrorCode::not_found, "webhook_not_found", "No webhook " + name + "."};
+    co_return *webhook.value();
+  }
+
+  awaitable<ApiReply> put_webhook(const std::string& name) {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    if (Status valid = check_webhook_name(name); !valid.ok())
+      co_return error_reply(valid.error());
+    if (Status known = reject_unknown_fields(body_, {"root", "url", "events", "secret"});
+        !known.ok()) {
+      co_return error_reply(known.error());
+    }
+    ledger::WebhookSettings settings;
+    settings.name = name;
+    if (body_.object.contains("url")) {
+      auto url = text_field(body_, "url", 2'048);
+      if (!url.ok())
+        co_return error_reply(url.error());
+      if (!webhooks::valid_url(*url)) {
+        co_return error_reply(Error::invalid(
+            "invalid_url", "Field \"url\" must be an http:// or https:// URL with a host."));
+      }
+      settings.url = *url;
+    }
+    if (const auto* events = body_.object.if_contains("events")) {
+      std::set<std::string> names;
+      bool valid = events->is_array() && !events->get_array().empty();
+      for (const auto& event : valid ? events->get_array() : boost::json::array{}) {
+        if (!event.is_string() || !webhooks::known_event(event.get_string())) {
+          valid = false;
+          break;
+        }
+        names.emplace(event.get_string());
+      }
+      if (!valid) {
+        std::string known;
+        for (const std::string& event : webhooks::event_names())
+          known += (known.empty() ? "" : ", ") + event;
+        co_return error_reply(Error::invalid(
+            "invalid_events", "Field \"events\" must be a non-empty list of: " + known + "."));
+      }
+      settings.events = std::vector<std::string>(names.begin(), names.end());
+    }
+    if (const auto* secret = body_.object.if_contains("secret")) {
+      if (!secret->is_string() || secret->get_string().size() < webhook_secret_length_min ||
+          secret->get_string().size() > webhook_secret_length_max) {
+        co_return error_reply(Error::invalid(
+            "invalid_secret", "Field \"secret\" must be a string of 16 to 256 bytes."));
+      }
+      settings.secret = std::string(secret->get_string());
+    }
+    auto root = text_field(body_, "root");
+    if (!root.ok())
+      co_return error_reply(root.error());
+    if (root->empty()) {
+      // An update may leave the root out: a webhook keeps the root it was created in.
+      auto existing = co_await load_webhook(name);
+      if (!existing.ok() && existing.error().code != ErrorCode::not_found)
+        co_return error_reply(existing.error());
+      if (!existing.ok()) {
+        co_return error_reply(
+            Error::invalid("missing_field", "Field \"root\" is required to create a webhook."));
+      }
+      *root = existing->root;
+    }
+    auto path = parse_path(*root);
+    if (!path.ok() || !path->is_root()) {
+      co_return error_reply(
+          Error::invalid("invalid_root", "Field \"root\" must name a root budget."));
+    }
+    Command command = base_command(CommandKind::set_webhook, *path, "PUT /v1/webhooks/" + name);
+    command.webhook = std::move(settings);
+    co_return co_await execute(std::move(command));
+  }
+
+  awaitable<ApiReply> get_webhook(const std::string& name) {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    auto webhook = co_await load_webhook(name);
+    if (!webhook.ok())
+      co_return error_reply(webhook.error());
+    co_return json_reply(200, ledger::webhook_to_json(*webhook));
+  }
+
+  awaitable<ApiReply> list_webhooks() {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    const std::string root = target_.query["root"];
+    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+    auto list_work = [this] { return context_.store.list_webhooks(); };
+    auto all = co_await run_blocking(context_.read_pool, std::move(list_work));
+    if (!all.ok())
+      co_return error_reply(all.error());
+    boost::json::array out;
+    for (const ledger::Webhook& webhook : *all) {
+      if (root.empty() || webhook.root == root)
+        out.push_back(ledger::webhook_to_json(webhook));
+    }
+    co_return json_reply(200, boost::json::object{{"webhooks", std::move(out)}});
+  }
+
+  awaitable<ApiReply> delete_webhook(const std::string& name) {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    auto webhook = co_await load_webhook(name);
+    if (!webhook.ok())
+      co_return error_reply(webhook.error());
+    Command command = base_command(CommandKind::delete_webhook, *BudgetPath::parse(webhook->root),
+                                   "DELETE /v1/webhooks/" + name);
+    command.webhook.name = name;
+    command.idempotency_key.clear();  // a delete is idempotent by itself
+    co_return co_await execute(std::move(command));
+  }
+
+  awaitable<ApiReply> list_deliveries(const std::string& name) {
+    if (!principal_.admin)
+      co_return error_reply(admin_only());
+    auto limit = integer_query("limit", 100, 1, static_cast<int64_t>(Api::entries_page_max));
+    if (!limit.ok())
+      co_return error_reply(limit.error());
+    auto webhook = co_await load_webhook(name);
+    if (!webhook.ok())
+      co_return error_reply(webhook.error());
+    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+    auto deliveries_work = [this, name, count = static_cast<size_t>(*limit)] {
+      return context_.store.list_deliveries(name, count);
+    };
+    auto deliveries = co_await run_blocking(context_.read_pool, std::move(deliveries_work));
+    if (!deliveries.ok())
+      co_return error_reply(deliveries.error());
+    const auto time_or_null = [](ledger::Micros at) {
+      return at == 0 ? boost::json::value(nullptr)
+                     : boost::json::value(ledger::format_timestamp(at));
+    };
+    boost::json::array out;
+    for (const store::WebhookDelivery& delivery : *deliveries) {
+      out.push_back(boost::json::object{
+          {"event_id", delivery.event_id},
+          {"event", delivery.event},
+          {"seq", delivery.seq},
+          {"status", delivery.status},
+          {"attempts", delivery.attempts},
+          {"last_status", delivery.last_status == 0 ? boost::json::value(nullptr)
+                                                    : boost::json::value(delivery.last_status)},
+          {"last_error", delivery.last_error.empty() ? boost::json::value(nullptr)
+                                                     : boost::json::value(delivery.last_error)},
+          {"next_attempt_at",
+           delivery.status == "pending" ? time_or_null(delivery.next_attempt_at) : nullptr},
+          {"created_at", time_or_null(delivery.created_at)},
+          {"delivered_at", time_or_null(delivery.delivered_at)}});
+    }
+    co_return json_reply(200, boost::json::object{{"deliveries", std::move(out)}});
   }
 
   awaitable<ApiReply> list_approvals() {

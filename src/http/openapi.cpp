@@ -57,6 +57,18 @@ constexpr const char* reason_schema = R"json({
   "properties": {"reason": {"type": "string", "maxLength": 256}}
 })json";
 
+constexpr const char* webhook_schema = R"json({
+  "type": "object", "additionalProperties": false,
+  "properties": {
+    "root": {"type": "string"},
+    "url": {"type": "string", "maxLength": 2048},
+    "events": {"type": "array", "minItems": 1, "items": {"enum": [
+      "approval_decided", "approval_requested", "breaker_tripped", "budget_exceeded", "frozen",
+      "threshold_crossed", "unfrozen"]}},
+    "secret": {"type": "string", "minLength": 16, "maxLength": 256}
+  }
+})json";
+
 constexpr Operation operations[] = {
     {"put", "/v1/budgets/{path}",
      "Create or update a budget node and its policies (parent must exist)", "200", true, true,
@@ -95,6 +107,14 @@ constexpr Operation operations[] = {
     {"get", "/v1/events", "Server-Sent Events: each committed entry as it commits", "200", false,
      false},
     {"get", "/v1/audit/verify", "Re-verify a root's hash chain (?root=R)", "200", true, false},
+    {"put", "/v1/webhooks/{name}",
+     "Create or update a webhook of a root (url, events, secret); deliveries are signed", "200",
+     true, true, "201", webhook_schema},
+    {"get", "/v1/webhooks/{name}", "A webhook (never its secret)", "200", true, false},
+    {"get", "/v1/webhooks", "Every webhook (?root=R)", "200", true, false},
+    {"get", "/v1/webhooks/{name}/deliveries",
+     "The delivery log of a webhook, newest first (?limit=N)", "200", true, false},
+    {"delete", "/v1/webhooks/{name}", "Delete a webhook", "200", true, false},
     {"get", "/healthz", "Liveness and store health", "200", false, false},
     {"get", "/metrics", "Prometheus metrics", "200", false, false},
     {"get", "/openapi.json", "This document", "200", false, false},
@@ -120,7 +140,7 @@ std::string openapi_document() {
     }
     boost::json::array parameters;
     const std::string_view path = operation.path;
-    for (const char* name : {"path", "id"}) {
+    for (const char* name : {"path", "id", "name"}) {
       if (path.find(std::string("{") + name + "}") != std::string_view::npos) {
         parameters.push_back(boost::json::object{
             {"name", name}, {"in", "path"}, {"required", true}, {"schema", {{"type", "string"}}}});

@@ -25,6 +25,8 @@ inline constexpr size_t text_field_length_max = 256;
 inline constexpr size_t idempotency_key_length_max = 255;
 inline constexpr ledger::Micros hold_ttl_default = 5 * 60 * ledger::micros_per_second;
 inline constexpr ledger::Micros hold_ttl_max = 24 * 3600 * ledger::micros_per_second;
+inline constexpr size_t webhook_secret_length_min = 16;
+inline constexpr size_t webhook_secret_length_max = 256;
 // The longest GET /v1/holds/{id}?wait= long poll.
 inline constexpr ledger::Micros hold_wait_max = 60 * ledger::micros_per_second;
 

@@ -31,6 +31,10 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
                                                             options.sequencer, &service->events_);
   service->sweeper_ = std::make_unique<engine::HoldSweeper>(*service->store_, *service->sequencer_,
                                                             options.clock, options.sweep_interval);
+  if (options.webhooks.poll_interval.count() > 0) {
+    service->dispatcher_ = std::make_unique<webhooks::Dispatcher>(
+        *service->store_, service->events_, options.clock, options.webhooks);
+  }
   service->read_pool_ = std::make_unique<boost::asio::thread_pool>(options.read_threads);
   service->authenticator_ =
       std::make_unique<Authenticator>(service->admin_token_, *service->store_);
@@ -51,6 +55,7 @@ void Service::stop() {
   if (server_)
     server_->stop();
   sweeper_.reset();
+  dispatcher_.reset();
   if (sequencer_)
     sequencer_->stop();
   if (read_pool_)

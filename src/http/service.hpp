@@ -15,6 +15,7 @@
 #include "http/metrics.hpp"
 #include "http/server.hpp"
 #include "store/store.hpp"
+#include "webhooks/dispatcher.hpp"
 
 namespace stub::http {
 
@@ -26,6 +27,7 @@ struct ServiceOptions {
   engine::SequencerOptions sequencer;
   size_t read_threads = 4;
   std::chrono::milliseconds sweep_interval{1'000};
+  webhooks::DispatcherOptions webhooks;  // poll_interval 0: no delivery thread
   engine::Clock clock = engine::system_clock_micros;
   bool listen = true;  // false: no HTTP server (in-process benchmarks)
 };
@@ -56,6 +58,7 @@ class Service {
   Metrics metrics_;
   std::unique_ptr<engine::Sequencer> sequencer_;
   std::unique_ptr<engine::HoldSweeper> sweeper_;
+  std::unique_ptr<webhooks::Dispatcher> dispatcher_;
   std::unique_ptr<boost::asio::thread_pool> read_pool_;
   std::unique_ptr<Authenticator> authenticator_;
   std::unique_ptr<Api> api_;

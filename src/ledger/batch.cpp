@@ -686,6 +686,79 @@ Outcome apply_revoke_key(WorkingSet& state, const Command& command, Micros now) 
   return respond(state, command, 200, key_to_json(key), now);
 }
 
+boost::json::object webhook_detail(const Webhook& webhook) {
+  boost::json::object detail = webhook_to_json(webhook);
+  detail.erase("created_at");
+  detail.erase("updated_at");
+  return detail;
+}
+
+Outcome apply_set_webhook(WorkingSet& state, const Command& command, Micros now) {
+  const WebhookSettings& settings = command.webhook;
+  auto existing = state.webhooks.find(settings.name);
+  const bool created = existing == state.webhooks.end();
+  if (!created && existing->second.root != command.root) {
+    return conflict("webhook_root_mismatch", "Webhook " + settings.name + " belongs to root " +
+                                                 existing->second.root +
+                                                 "; delete it first to use the name elsewhere.");
+  }
+  Webhook webhook;
+  if (created) {
+    for (const auto& [field, given] : {std::pair{"url", settings.url.has_value()},
+                                       std::pair{"events", settings.events.has_value()},
+                                       std::pair{"secret", settings.secret.has_value()}}) {
+      if (!given) {
+        return Error::invalid("missing_field", std::string("Field \"") + field +
+                                                   "\" is required to create a webhook.");
+      }
+    }
+    webhook.name = settings.name;
+    webhook.root = command.root;
+    webhook.created_at = now;
+    // Deliveries start with what commits after this change (whose entry takes the next seq).
+    webhook.since_seq = state.budgets.at(command.root).head_seq + 1;
+  } else {
+    webhook = existing->second;
+  }
+  if (settings.url)
+    webhook.url = *settings.url;
+  if (settings.events)
+    webhook.events = *settings.events;
+  if (settings.secret)
+    webhook.secret = *settings.secret;
+  webhook.updated_at = now;
+
+  boost::json::object detail = webhook_detail(webhook);
+  detail["created"] = created;
+  detail["secret_changed"] = settings.secret.has_value();
+  Entry entry = make_entry(command, "webhook_set", now);
+  entry.budget = command.root;
+  entry.detail_json = canonical_json(detail);
+  append_entry(state, std::move(entry));
+  assert(webhook.since_seq >= 1 && webhook.root == command.root);
+  const boost::json::object body = webhook_to_json(webhook);
+  state.webhooks[webhook.name] = std::move(webhook);
+  state.dirty_webhooks.insert(settings.name);
+  state.deleted_webhooks.erase(settings.name);
+  return respond(state, command, created ? 201 : 200, body, now);
+}
+
+Outcome apply_delete_webhook(WorkingSet& state, const Command& command, Micros now) {
+  auto existing = state.webhooks.find(command.webhook.name);
+  if (existing == state.webhooks.end() || existing->second.root != command.root)
+    return not_found("webhook_not_found", "No webhook " + command.webhook.name + ".");
+  boost::json::object body = webhook_to_json(existing->second);
+  body["deleted"] = true;
+  Entry entry = make_entry(command, "webhook_deleted", now);
+  entry.budget = command.root;
+  entry.detail_json = canonical_json(webhook_detail(existing->second));
+  append_entry(state, std::move(entry));
+  state.webhooks.erase(existing);
+  state.dirty_webhooks.erase(command.webhook.name);
+  state.deleted_webhooks.insert(command.webhook.name);
+  return respond(state, command, 200, body, now);
+}
+
 // Re-checks the acting key against the row read in this commit, so that a revoke or an expiry
 // takes effect at once on every instance whatever the edge cached.
 Status check_actor(const WorkingSet& state, const Command& command, Micros now) {
@@ -734,6 +807,10 @@ std::string_view command_kind_name(CommandKind kind) {
       return "approve";
     case CommandKind::reject_hold:
       return "reject";
+    case CommandKind::set_webhook:
+      return "set_webhook";
+    case CommandKind::delete_webhook:
+      return "delete_webhook";
   }
   return "unknown";
 }
@@ -786,6 +863,8 @@ ReadSet read_set_for(std::span<const Command> commands) {
         command.kind == CommandKind::void_holds) {
       read.open_hold_subtrees.insert(command.budget);
     }
+    if (command.kind == CommandKind::set_webhook || command.kind == CommandKind::delete_webhook)
+      read.webhooks.insert(command.webhook.name);
     if (!command.idempotency_key.empty()) {
       read.idempotency.emplace_back(command.root, scoped_idempotency_key(command));
     }
@@ -834,6 +913,10 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
       return apply_revoke_key(state, command, now);
     case CommandKind::void_holds:
       return apply_void_holds(state, command, now);
+    case CommandKind::set_webhook:
+      return apply_set_webhook(state, command, now);
+    case CommandKind::delete_webhook:
+      return apply_delete_webhook(state, command, now);
   }
   return Error{ErrorCode::internal, "unknown_command", "Unknown command."};
 }

@@ -31,6 +31,7 @@ struct ReadSet {
   // Subtrees whose outstanding holds a command voids (a freeze with void_holds): the store reads
   // (and locks) every budget row below each, and up to open_holds_read_max of its open holds.
   std::set<std::string> open_hold_subtrees;
+  std::set<std::string> webhooks;  // by name
 };
 
 // The most open holds a store reads for one subtree, in id order; more are flagged.
@@ -83,6 +84,12 @@ struct WorkingSet {
   // were more than open_holds_read_max.
   std::map<std::string, std::vector<std::string>> open_holds;
   std::set<std::string> open_holds_truncated;
+
+  // Webhooks as read (absent: none by that name), then as changed; deleted ones are removed
+  // from `webhooks` and named in deleted_webhooks.
+  std::unordered_map<std::string, Webhook> webhooks;
+  std::unordered_set<std::string> dirty_webhooks;
+  std::unordered_set<std::string> deleted_webhooks;
 };
 
 // The answer to one command. Status is 200, 201, 202 or 402 (a denial, which is recorded as an

@@ -28,6 +28,16 @@ enum class CommandKind {
   void_holds,
   approve,      // an admin approves a hold waiting for approval
   reject_hold,  // ...or rejects it
+  set_webhook,
+  delete_webhook,
+};
+
+// A PUT of a webhook: the fields given (url, events and secret are required to create one).
+struct WebhookSettings {
+  std::string name;
+  std::optional<std::string> url;
+  std::optional<std::vector<std::string>> events;
+  std::optional<std::string> secret;
 };
 
 // A PUT of a budget node: every field that was given, and only those.
@@ -74,6 +84,7 @@ struct Command {
   std::string reason;       // freeze, unfreeze, approve, reject
   bool void_holds = false;  // freeze: also void the subtree's outstanding holds, same commit
   ApiKey key;               // create_key (secret_hash set, secret never here), revoke_key (id)
+  WebhookSettings webhook;  // set_webhook, delete_webhook (name)
 };
 
 std::string_view command_kind_name(CommandKind kind);

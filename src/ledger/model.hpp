@@ -95,6 +95,19 @@ struct ApiKey {
   }
 };
 
+// A webhook: where a root's alerts are sent (docs/api.md, "Webhooks"). Its configuration is
+// ledger state (changes are chained entries); its deliveries are the dispatcher's bookkeeping.
+struct Webhook {
+  std::string name;
+  std::string root;
+  std::string url;
+  std::vector<std::string> events;  // event names, ascending
+  std::string secret;               // signs deliveries; never shown or chained
+  int64_t since_seq = 0;            // deliveries cover the root's entries after this seq
+  Micros created_at = 0;
+  Micros updated_at = 0;
+};
+
 struct Posting {
   std::string account;
   Money amount;

@@ -92,4 +92,17 @@ boost::json::object key_to_json(const ApiKey& key) {
   return out;
 }
 
+boost::json::object webhook_to_json(const Webhook& webhook) {
+  boost::json::array events;
+  for (const std::string& event : webhook.events)
+    events.emplace_back(event);
+  return boost::json::object{{"name", webhook.name},
+                             {"root", webhook.root},
+                             {"url", webhook.url},
+                             {"events", std::move(events)},
+                             {"since_seq", webhook.since_seq},
+                             {"created_at", format_timestamp(webhook.created_at)},
+                             {"updated_at", format_timestamp(webhook.updated_at)}};
+}
+
 }  // namespace stub::ledger

@@ -15,5 +15,7 @@ boost::json::object budget_to_json(const BudgetNode& node,
                                    std::span<const BudgetNode* const> lineage, Micros now);
 boost::json::object hold_to_json(const Hold& hold, Micros now);
 boost::json::object key_to_json(const ApiKey& key);
+// Never shows the secret.
+boost::json::object webhook_to_json(const Webhook& webhook);
 
 }  // namespace stub::ledger

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "ledger/model.hpp"
+#include "store/store.hpp"
 
 namespace stub::store {
 
@@ -124,6 +125,46 @@ ledger::IdempotencyRecord read_idempotency(const Row& row) {
   return ledger::IdempotencyRecord{row.column_text(0), row.column_text(1),
                                    row.column_text(2), static_cast<int>(row.column_int(3)),
                                    row.column_text(4), row.column_int(5)};
+}
+
+// Webhook events are stored as a JSON array of strings.
+std::string events_to_text(const std::vector<std::string>& events);
+std::vector<std::string> events_from_text(const std::string& text);
+
+// name, root, url, events, secret, since_seq, created_at, updated_at
+template <typename Row>
+ledger::Webhook read_webhook(const Row& row) {
+  ledger::Webhook webhook;
+  webhook.name = row.column_text(0);
+  webhook.root = row.column_text(1);
+  webhook.url = row.column_text(2);
+  webhook.events = events_from_text(row.column_text(3));
+  webhook.secret = row.column_text(4);
+  webhook.since_seq = row.column_int(5);
+  webhook.created_at = row.column_int(6);
+  webhook.updated_at = row.column_int(7);
+  return webhook;
+}
+
+// webhook, event_id, root, seq, event, payload, status, attempts, last_status, last_error,
+// next_attempt_at, created_at, delivered_at
+template <typename Row>
+WebhookDelivery read_delivery(const Row& row) {
+  WebhookDelivery delivery;
+  delivery.webhook = row.column_text(0);
+  delivery.event_id = row.column_text(1);
+  delivery.root = row.column_text(2);
+  delivery.seq = row.column_int(3);
+  delivery.event = row.column_text(4);
+  delivery.payload = row.column_text(5);
+  delivery.status = row.column_text(6);
+  delivery.attempts = row.column_int(7);
+  delivery.last_status = row.column_int(8);
+  delivery.last_error = row.column_text(9);
+  delivery.next_attempt_at = row.column_int(10);
+  delivery.created_at = row.column_int(11);
+  delivery.delivered_at = row.column_int(12);
+  return delivery;
 }
 
 }  // namespace stub::store

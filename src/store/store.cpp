@@ -1,6 +1,7 @@
 #include "store/store.hpp"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include "ledger/budget_path.hpp"
 #include "store/row_mapping.hpp"
@@ -22,6 +23,26 @@ std::vector<ledger::Posting> parse_postings(const std::string& text) {
       continue;
     const auto money = ledger::Money::parse(amount->get_string());
     out.push_back({std::string(account->get_string()), money.value_or(ledger::Money::zero())});
+  }
+  return out;
+}
+
+std::string events_to_text(const std::vector<std::string>& events) {
+  boost::json::array array;
+  for (const std::string& event : events)
+    array.emplace_back(event);
+  return boost::json::serialize(array);
+}
+
+std::vector<std::string> events_from_text(const std::string& text) {
+  std::vector<std::string> out;
+  boost::system::error_code error;
+  const boost::json::value parsed = boost::json::parse(text, error);
+  if (error || !parsed.is_array())
+    return out;
+  for (const auto& event : parsed.get_array()) {
+    if (event.is_string())
+      out.emplace_back(event.get_string());
   }
   return out;
 }

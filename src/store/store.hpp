@@ -42,6 +42,24 @@ struct EntryPage {
   }
 };
 
+// One event owed to one webhook, and what became of it: the dispatcher's bookkeeping, kept
+// outside the ledger's commits.
+struct WebhookDelivery {
+  std::string webhook;   // the webhook's name
+  std::string event_id;  // "evt_<root>_<seq>_<event>": the same on every attempt and instance
+  std::string root;
+  int64_t seq = 0;  // the entry it reports
+  std::string event;
+  std::string payload;             // the exact JSON body; each attempt signs it anew
+  std::string status = "pending";  // pending, succeeded, failed (gave up)
+  int64_t attempts = 0;
+  int64_t last_status = 0;  // the receiver's last HTTP status, 0 when it gave none
+  std::string last_error;
+  ledger::Micros next_attempt_at = 0;
+  ledger::Micros created_at = 0;
+  ledger::Micros delivered_at = 0;  // zero until it succeeded
+};
+
 // Called every `progress_every` entries during a verify with the count checked so far.
 using VerifyProgress = std::function<void(int64_t checked, int64_t total)>;
 
@@ -89,6 +107,35 @@ class Store {
     int64_t head_seq = 0;
   };
   virtual Result<EntryBounds> entry_bounds(const std::string& root) = 0;
+
+  // ---- Webhooks. The configuration is ledger state, written by commits. --------------------
+  virtual Result<std::vector<ledger::Webhook>> list_webhooks() = 0;
+  virtual Result<std::optional<ledger::Webhook>> get_webhook(const std::string& name) = 0;
+
+  // ---- Webhook deliveries: the dispatcher's bookkeeping, never in a ledger commit (SQLite
+  // keeps it in a file of its own, so it never takes the ledger's write lock). -------------
+  //
+  // Takes or renews `owner`'s delivery lease on `webhook` until `lease_until` and returns its
+  // cursor (the last seq of its root already turned into deliveries), or nullopt while another
+  // owner's lease runs. A webhook re-created under the same name starts at its new since_seq.
+  virtual Result<std::optional<int64_t>> claim_webhook(const ledger::Webhook& webhook,
+                                                       const std::string& owner,
+                                                       ledger::Micros now,
+                                                       ledger::Micros lease_until) = 0;
+  // Records `deliveries` and moves the cursor to `cursor` (if `owner` still holds the lease),
+  // atomically. A delivery already recorded (same webhook and event id) is left as it is.
+  virtual Status enqueue_deliveries(const std::string& webhook, const std::string& owner,
+                                    int64_t cursor,
+                                    const std::vector<WebhookDelivery>& deliveries) = 0;
+  // Pending deliveries whose next attempt is due at `now`, soonest first.
+  virtual Result<std::vector<WebhookDelivery>> due_deliveries(const std::string& webhook,
+                                                              ledger::Micros now,
+                                                              size_t limit) = 0;
+  // Stores the outcome of an attempt (status, attempts, last_*, next_attempt_at, delivered_at).
+  virtual Status record_delivery(const WebhookDelivery& delivery) = 0;
+  // The delivery log of a webhook, newest first.
+  virtual Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
+                                                               size_t limit) = 0;
 
   // The most rows one commit may write (0: no bound). PostgreSQL-compatible distributed
   // engines cap a transaction's rows, so the sequencer sizes batches to stay under it.

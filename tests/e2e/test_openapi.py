@@ -20,6 +20,8 @@ REQUIRED = {
     ("post", "/v1/spends"), ("get", "/v1/budget"), ("get", "/v1/entries"), ("get", "/v1/events"),
     ("get", "/v1/audit/verify"), ("get", "/healthz"), ("get", "/metrics"), ("get", "/openapi.json"),
     ("post", "/v1/holds/{id}/approve"), ("post", "/v1/holds/{id}/reject"), ("get", "/v1/approvals"),
+    ("put", "/v1/webhooks/{name}"), ("get", "/v1/webhooks/{name}"), ("delete", "/v1/webhooks/{name}"),
+    ("get", "/v1/webhooks"), ("get", "/v1/webhooks/{name}/deliveries"),
 }
 
 
@@ -96,6 +98,13 @@ def test_every_documented_operation_answers(server, admin, document):
         ("post", "/v1/holds/{id}/approve"): (f"/v1/holds/{pending[0]}/approve", {"reason": "ok"}, None),
         ("post", "/v1/holds/{id}/reject"): (f"/v1/holds/{pending[1]}/reject", {}, None),
         ("get", "/v1/approvals"): (f"/v1/approvals?root={ROOT}", None, None),
+        ("put", "/v1/webhooks/{name}"): ("/v1/webhooks/oa-hook", {
+            "root": ROOT, "url": "http://127.0.0.1:9/hook", "events": ["frozen"],
+            "secret": "0123456789abcdef"}, None),
+        ("get", "/v1/webhooks/{name}"): ("/v1/webhooks/oa-hook", None, None),
+        ("get", "/v1/webhooks"): (f"/v1/webhooks?root={ROOT}", None, None),
+        ("get", "/v1/webhooks/{name}/deliveries"): ("/v1/webhooks/oa-hook/deliveries", None, None),
+        ("delete", "/v1/webhooks/{name}"): ("/v1/webhooks/oa-hook", None, None),
         ("post", "/v1/holds/{id}/capture"): (f"/v1/holds/{held[1]}/capture", {"amount": "0.25"}, key["key"]),
         ("post", "/v1/holds/{id}/void"): (f"/v1/holds/{held[2]}/void", {}, key["key"]),
         ("post", "/v1/spends"): ("/v1/spends", {"amount": "0.10"}, key["key"]),
@@ -108,7 +117,8 @@ def test_every_documented_operation_answers(server, admin, document):
     }
     # Documented operations are called in the document's order; put before the freezes.
     operations = [(m.lower(), p, op) for p, item in document["paths"].items() for m, op in item.items()]
-    operations.sort(key=lambda o: (o[0] != "put", o[2].get("x-admin-only") is False))
+    # Deletes come last, so that what they remove is there for the calls that read it.
+    operations.sort(key=lambda o: (o[0] != "put", o[0] == "delete", o[2].get("x-admin-only") is False))
     problems = []
     for method, template, operation in operations:
         success = sorted(int(code) for code in operation.get("responses", {}) if code.startswith("2"))
@@ -147,6 +157,7 @@ def test_admin_only_operations_refuse_an_agent_key(server, admin, document):
     problems = []
     for method, template in admin_only:
         path = template.replace("{path}", "oa-admin").replace("{id}", key["id"])
+        path = path.replace("{name}", "oa-admin-hook")
         if template == "/v1/audit/verify":
             path += "?root=oa-admin"
         body = {"budget": "oa-admin"} if template == "/v1/keys" else ({} if method != "get" else None)

@@ -8,6 +8,7 @@ so every case stays well inside its windows."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 from stubclient import Client, chain_problems, db_rows, new_key
@@ -158,3 +159,31 @@ def test_breaker_trips_once_under_200_concurrent_callers(server, admin):
     assert max(r["seq"] for r in rows if r["kind"] == "spend") < trips[0]["seq"]
     spent = db_rows(server.db, "SELECT spent FROM budgets WHERE path = ?", (path,))[0]["spent"]
     assert spent == 40 * 50_000
+
+
+def test_cli_sets_every_policy(fresh_server):
+    from test_cli import run_cli
+
+    admin = fresh_server.client()
+    admin.put_budget("clipol", "100.00")
+    done = run_cli(fresh_server, "budget", "set", "clipol/agent", "--limit", "50",
+                   "--window", "1h=5.00", "--window", "1d=20", "--allow", "*.openai.com",
+                   "--block", "bad.openai.com", "--approval-above", "10",
+                   "--breaker", "1m,amount=3.00,count=20", "--thresholds", "25,75")
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    assert [w["duration"] for w in state["windows"]] == ["1h", "1d"]
+    assert state["vendors"] == {"allow": ["*.openai.com"], "block": ["bad.openai.com"]}
+    assert state["approval_above"] == "10.00"
+    assert state["breaker"]["max_amount"] == "3.00" and state["breaker"]["max_count"] == 20
+    assert state["thresholds"] == [25, 75]
+    cleared = run_cli(fresh_server, "budget", "set", "clipol/agent", "--window", "none",
+                      "--breaker", "none", "--approval-above", "none", "--thresholds", "none")
+    assert cleared.returncode == 0, cleared.stderr
+    state = json.loads(cleared.stdout)
+    assert state["windows"] == [] and state["breaker"] is None and state["approval_above"] is None
+    assert state["thresholds"] == []
+    refused = run_cli(fresh_server, "budget", "set", "clipol/agent", "--window", "1w=5")
+    assert refused.returncode == 1 and "invalid_duration" in refused.stderr
+    malformed = run_cli(fresh_server, "budget", "set", "clipol/agent", "--breaker", "1m,fast")
+    assert malformed.returncode == 1 and "--breaker" in malformed.stderr

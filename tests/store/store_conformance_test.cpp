@@ -40,6 +40,7 @@ using ledger::Entry;
 using ledger::Hold;
 using ledger::HoldStatus;
 using ledger::Outcome;
+using store::WebhookDelivery;
 
 using StoreFactory = std::function<std::unique_ptr<Store>(const std::string& temp_dir)>;
 
@@ -1464,6 +1465,145 @@ TEST_P(StoreConformanceWithTree, LateApprovalLapsesAndFrozenPathsCannotBeApprove
   EXPECT_EQ(frozen.at("holds_voided").as_int64(), 1);
   EXPECT_EQ(hold_row("hold_l2").status, HoldStatus::voided);
   EXPECT_EQ(budget("acme").reserved, Money::zero());
+}
+
+// ---- Webhooks: configuration (chained) and the delivery log -----------------------------------
+
+Command put_webhook(const std::string& root, const std::string& name,
+                    std::optional<std::string> url, std::optional<std::string> secret,
+                    std::optional<std::vector<std::string>> events) {
+  Command command = command_for(CommandKind::set_webhook, root);
+  command.webhook.name = name;
+  command.webhook.url = std::move(url);
+  command.webhook.secret = std::move(secret);
+  command.webhook.events = std::move(events);
+  return command;
+}
+
+TEST_P(StoreConformanceWithTree, WebhookChangesAreChainedAndStored) {
+  const int64_t head = budget("acme").head_seq;
+  const boost::json::object created =
+      expect_status(put_webhook("acme", "ops", "http://127.0.0.1:9/hook", "0123456789abcdef",
+                                std::vector<std::string>{"frozen", "unfrozen"}),
+                    201);
+  EXPECT_EQ(created.at("since_seq").as_int64(), head + 1);
+  EXPECT_FALSE(created.contains("secret"));
+  auto stored = store_->get_webhook("ops").value();
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->root, "acme");
+  EXPECT_EQ(stored->secret, "0123456789abcdef");
+  EXPECT_EQ(stored->events, (std::vector<std::string>{"frozen", "unfrozen"}));
+  EXPECT_EQ(stored->since_seq, head + 1);
+  // Creating needs url, secret and events; another root cannot take the name.
+  expect_error(put_webhook("acme", "half", "http://127.0.0.1:9/", std::nullopt, std::nullopt),
+               "missing_field");
+  expect_status(set_budget("zeta", std::nullopt), 201);
+  expect_error(put_webhook("zeta", "ops", "http://x.example/", "0123456789abcdef",
+                           std::vector<std::string>{"frozen"}),
+               "webhook_root_mismatch");
+  // An update keeps what it does not name.
+  expect_status(put_webhook("acme", "ops", "http://127.0.0.1:10/hook", std::nullopt, std::nullopt),
+                200);
+  stored = store_->get_webhook("ops").value();
+  EXPECT_EQ(stored->url, "http://127.0.0.1:10/hook");
+  EXPECT_EQ(stored->secret, "0123456789abcdef");
+  EXPECT_EQ(stored->since_seq, head + 1);
+  EXPECT_EQ(store_->list_webhooks().value().size(), 1u);
+
+  Command removal = command_for(CommandKind::delete_webhook, "acme");
+  removal.webhook.name = "ops";
+  expect_status(removal, 200);
+  EXPECT_FALSE(store_->get_webhook("ops").value().has_value());
+  expect_error(removal, "webhook_not_found");
+  // Every change is an entry by its actor; the secret is never in the books.
+  std::vector<std::string> kinds;
+  for (const Entry& entry : all_entries("acme")) {
+    EXPECT_EQ(entry.detail_json.find("0123456789abcdef"), std::string::npos);
+    if (entry.seq > head) {
+      kinds.push_back(entry.kind);
+      EXPECT_EQ(entry.actor, "admin");
+    }
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"webhook_set", "webhook_set", "webhook_deleted"}));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+WebhookDelivery delivery_for(const std::string& webhook, int64_t seq, Micros at) {
+  WebhookDelivery delivery;
+  delivery.webhook = webhook;
+  delivery.event_id = "evt_acme_" + std::to_string(seq) + "_frozen";
+  delivery.root = "acme";
+  delivery.seq = seq;
+  delivery.event = "frozen";
+  delivery.payload = R"({"id":")" + delivery.event_id + R"("})";
+  delivery.next_attempt_at = at;
+  delivery.created_at = at;
+  return delivery;
+}
+
+TEST_P(StoreConformanceWithTree, DeliveryLogLeasesCursorsAndOutcomes) {
+  expect_status(put_webhook("acme", "ops", "http://127.0.0.1:9/hook", "0123456789abcdef",
+                            std::vector<std::string>{"frozen"}),
+                201);
+  const ledger::Webhook webhook = *store_->get_webhook("ops").value();
+  // The first claim starts the cursor just before the webhook's own entry.
+  auto first = store_->claim_webhook(webhook, "a", now(), now() + 30 * second);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ(**first, webhook.since_seq - 1);
+  // Another instance cannot take it while the lease runs, but can once it ran out.
+  EXPECT_FALSE(store_->claim_webhook(webhook, "b", now(), now() + 30 * second)->has_value());
+  ASSERT_TRUE(store_
+                  ->enqueue_deliveries("ops", "a", webhook.since_seq + 1,
+                                       {delivery_for("ops", webhook.since_seq + 1, now())})
+                  .ok());
+  // A second enqueue of the same event keeps the first record; a stale owner moves nothing.
+  ASSERT_TRUE(store_
+                  ->enqueue_deliveries("ops", "b", webhook.since_seq + 5,
+                                       {delivery_for("ops", webhook.since_seq + 5, now())})
+                  .ok());
+  auto renewed = store_->claim_webhook(webhook, "a", now(), now() + 30 * second);
+  EXPECT_EQ(renewed->value(), webhook.since_seq + 1);
+  EXPECT_EQ(store_->list_deliveries("ops", 10).value().size(), 1u);
+
+  std::vector<WebhookDelivery> due = store_->due_deliveries("ops", now(), 10).value();
+  ASSERT_EQ(due.size(), 1u);
+  WebhookDelivery attempt = due[0];
+  attempt.attempts = 1;
+  attempt.last_status = 500;
+  attempt.last_error = "HTTP 500";
+  attempt.next_attempt_at = now() + second;
+  ASSERT_TRUE(store_->record_delivery(attempt).ok());
+  EXPECT_TRUE(store_->due_deliveries("ops", now(), 10).value().empty());
+  due = store_->due_deliveries("ops", now() + second, 10).value();
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0].attempts, 1);
+  EXPECT_EQ(due[0].last_status, 500);
+  due[0].attempts = 2;
+  due[0].status = "succeeded";
+  due[0].last_status = 200;
+  due[0].last_error.clear();
+  due[0].delivered_at = now() + second;
+  ASSERT_TRUE(store_->record_delivery(due[0]).ok());
+  EXPECT_TRUE(store_->due_deliveries("ops", now() + hour, 10).value().empty());
+  const std::vector<WebhookDelivery> log = store_->list_deliveries("ops", 10).value();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].status, "succeeded");
+  EXPECT_EQ(log[0].payload, delivery_for("ops", webhook.since_seq + 1, now()).payload);
+
+  advance(31 * second);
+  auto taken = store_->claim_webhook(webhook, "b", now(), now() + 30 * second);
+  EXPECT_EQ(taken->value(), webhook.since_seq + 1);
+  // Deleted and created again under its name: it starts over at its new since_seq.
+  Command removal = command_for(CommandKind::delete_webhook, "acme");
+  removal.webhook.name = "ops";
+  expect_status(removal, 200);
+  expect_status(put_webhook("acme", "ops", "http://127.0.0.1:9/hook", "0123456789abcdef",
+                            std::vector<std::string>{"frozen"}),
+                201);
+  const ledger::Webhook again = *store_->get_webhook("ops").value();
+  EXPECT_GT(again.since_seq, webhook.since_seq);
+  EXPECT_EQ(store_->claim_webhook(again, "b", now(), now() + 30 * second)->value(),
+            again.since_seq - 1);
 }
 
 // Race tests: many threads spend on ONE hot root with a limit, then every invariant is checked

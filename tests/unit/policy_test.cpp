@@ -310,6 +310,19 @@ TEST(DecidePolicies, BreakerTripsOnTheSpendPastItsCountOrAmount) {
   EXPECT_EQ(over.freeze_reason, "breaker: 10.000001 in 1m (max 10.00)");
 }
 
+TEST(DecidePolicies, BreakerCountsSlideOutOfItsDuration) {
+  // 3 spends a minute; the spends at t0 count until their 1-second bucket leaves the minute.
+  Tree tree;
+  tree.team.policies.breaker = BreakerSettings{minute, std::nullopt, 3};
+  sync_usage(tree.team.usage, tree.team.policies, t0 - 2 * hour);
+  for (int i = 0; i < 3; ++i)
+    tree.team.usage.breaker->add(t0, units(1).micros(), 1, t0);
+  const Micros bucket_end = t0 + second;  // buckets of a 1-minute breaker are 1 s wide
+  EXPECT_EQ(tree.decide_spend(units(1), "api.openai.com", bucket_end + minute - 1).code,
+            DenialCode::breaker_tripped);
+  EXPECT_TRUE(tree.decide_spend(units(1), "api.openai.com", bucket_end + minute).accepted);
+}
+
 TEST(DecidePolicies, ApprovalThresholdRefusesSpendsAndMarksHolds) {
   Tree tree;
   tree.team.policies.approval_above = units(10);

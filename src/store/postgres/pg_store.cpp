@@ -97,6 +97,32 @@ const std::vector<Migration>& migrations() {
        {
            {"m4_holds_ttl", "ALTER TABLE holds ADD COLUMN IF NOT EXISTS ttl BIGINT"},
        }},
+      // Webhooks: the configuration (written by commits, changes chained) and the dispatcher's
+      // cursors and delivery log (written outside the ledger's commits).
+      {5,
+       {
+           {"m5_webhooks",
+            "CREATE TABLE IF NOT EXISTS webhooks (name TEXT PRIMARY KEY, root TEXT NOT NULL, "
+            "url TEXT NOT NULL, events TEXT NOT NULL, secret TEXT NOT NULL, "
+            "since_seq BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"},
+           {"m5_webhook_cursors",
+            "CREATE TABLE IF NOT EXISTS webhook_cursors (name TEXT PRIMARY KEY, "
+            "since_seq BIGINT NOT NULL, cursor_seq BIGINT NOT NULL, lease_owner TEXT NOT NULL, "
+            "lease_until BIGINT NOT NULL)"},
+           {"m5_webhook_deliveries",
+            "CREATE TABLE IF NOT EXISTS webhook_deliveries (webhook TEXT NOT NULL, "
+            "event_id TEXT NOT NULL, root TEXT NOT NULL, seq BIGINT NOT NULL, "
+            "event TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL, "
+            "attempts BIGINT NOT NULL, last_status BIGINT NOT NULL, last_error TEXT NOT NULL, "
+            "next_attempt_at BIGINT NOT NULL, created_at BIGINT NOT NULL, "
+            "delivered_at BIGINT NOT NULL, PRIMARY KEY (webhook, event_id))"},
+           {"m5_webhook_deliveries_due",
+            "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries "
+            "(webhook, status, next_attempt_at)"},
+           {"m5_webhook_deliveries_recent",
+            "CREATE INDEX IF NOT EXISTS webhook_deliveries_recent ON webhook_deliveries "
+            "(webhook, created_at)"},
+       }},
   };
   return all;
 }
@@ -139,6 +165,14 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
   "detail, postings, prev_hash, hash"
 #define STUB_IDEMPOTENCY_COLUMNS "root, key, request_hash, status, body, created_at"
 
+#define STUB_WEBHOOK_COLUMNS "name, root, url, events, secret, since_seq, created_at, updated_at"
+#define STUB_WEBHOOK_ARRAYS                                                             \
+  "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], " \
+  "$7::bigint[], $8::bigint[])"
+#define STUB_DELIVERY_COLUMNS                                                                   \
+  "webhook, event_id, root, seq, event, payload, status, attempts, last_status, last_error, " \
+  "next_attempt_at, created_at, delivered_at"
+
 // ---- The batch's reads (round trip 1) ---------------------------------------------------------
 
 // Rows are locked in path order, so two batches never wait on each other in a cycle.
@@ -159,6 +193,9 @@ constexpr Sql select_open_holds_within{
     "(budget >= $2::text AND budget < $3::text)) ORDER BY id LIMIT $4::bigint"};
 constexpr Sql select_holds{"select_holds", "SELECT " STUB_HOLD_COLUMNS
                                            " FROM holds WHERE id = ANY($1::text[]) ORDER BY id"};
+// Every writer of a webhook holds its root's row first, so these need no lock of their own.
+constexpr Sql select_webhooks{"select_webhooks", "SELECT " STUB_WEBHOOK_COLUMNS
+                                                 " FROM webhooks WHERE name = ANY($1::text[])"};
 constexpr Sql select_keys{"select_keys",
                           "SELECT " STUB_KEY_COLUMNS " FROM api_keys WHERE id = ANY($1::text[])"};
 // One primary-key probe per key, whatever the statistics say: the LIMIT keeps the planner from
@@ -214,6 +251,16 @@ constexpr Sql insert_entries{
     ") SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], "
     "$6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], "
     "$13::text[], $14::text[], $15::text[], $16::text[], $17::text[])"};
+constexpr Sql update_webhooks{
+    "update_webhooks",
+    "UPDATE webhooks AS w SET root = v.root, url = v.url, events = v.events, "
+    "secret = v.secret, since_seq = v.since_seq, created_at = v.created_at, "
+    "updated_at = v.updated_at FROM " STUB_WEBHOOK_ARRAYS " AS v(" STUB_WEBHOOK_COLUMNS
+    ") WHERE w.name = v.name"};
+constexpr Sql insert_webhooks{"insert_webhooks", "INSERT INTO webhooks (" STUB_WEBHOOK_COLUMNS
+                                                 ") SELECT * FROM " STUB_WEBHOOK_ARRAYS};
+constexpr Sql delete_webhooks{"delete_webhooks",
+                              "DELETE FROM webhooks WHERE name = ANY($1::text[])"};
 constexpr Sql insert_marker{"insert_marker",
                             "INSERT INTO commit_markers (id, committed_at) "
                             "VALUES ($1::text, $2::bigint)"};
@@ -248,6 +295,49 @@ constexpr Sql select_entries{"select_entries",
 constexpr Sql select_one_idempotency{"select_one_idempotency",
                                      "SELECT " STUB_IDEMPOTENCY_COLUMNS
                                      " FROM idempotency WHERE root = $1::text AND key = $2::text"};
+constexpr Sql select_all_webhooks{"select_all_webhooks",
+                                  "SELECT " STUB_WEBHOOK_COLUMNS " FROM webhooks ORDER BY name"};
+constexpr Sql select_webhook{"select_webhook", "SELECT " STUB_WEBHOOK_COLUMNS
+                                               " FROM webhooks WHERE name = $1::text"};
+
+// ---- The webhook delivery log (the dispatcher's, outside the ledger's commits) ---------------
+
+constexpr Sql insert_cursor{"insert_cursor",
+                            "INSERT INTO webhook_cursors (name, since_seq, cursor_seq, "
+                            "lease_owner, lease_until) VALUES ($1::text, $2::bigint, $2::bigint, "
+                            "'', 0) ON CONFLICT (name) DO NOTHING"};
+// A webhook deleted and created again under its name starts over at its new since_seq.
+constexpr Sql claim_cursor{
+    "claim_cursor",
+    "UPDATE webhook_cursors SET cursor_seq = CASE WHEN since_seq <> $2::bigint THEN $2::bigint "
+    "ELSE cursor_seq END, since_seq = $2::bigint, lease_owner = $3::text, "
+    "lease_until = $5::bigint WHERE name = $1::text AND (lease_owner = $3::text OR "
+    "lease_until <= $4::bigint) RETURNING cursor_seq"};
+constexpr Sql move_cursor{"move_cursor",
+                          "UPDATE webhook_cursors SET cursor_seq = $2::bigint WHERE "
+                          "name = $1::text AND lease_owner = $3::text RETURNING name"};
+constexpr Sql insert_deliveries{
+    "insert_deliveries",
+    "INSERT INTO webhook_deliveries (" STUB_DELIVERY_COLUMNS
+    ") SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], "
+    "$6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], "
+    "$12::bigint[], $13::bigint[]) WHERE EXISTS (SELECT 1 FROM webhook_cursors WHERE "
+    "name = $14::text AND lease_owner = $15::text) ON CONFLICT (webhook, event_id) DO NOTHING"};
+constexpr Sql select_due_deliveries{
+    "select_due_deliveries",
+    "SELECT " STUB_DELIVERY_COLUMNS
+    " FROM webhook_deliveries WHERE webhook = $1::text AND status = 'pending' AND "
+    "next_attempt_at <= $2::bigint ORDER BY next_attempt_at, seq LIMIT $3::bigint"};
+constexpr Sql update_delivery{
+    "update_delivery",
+    "UPDATE webhook_deliveries SET status = $3::text, attempts = $4::bigint, "
+    "last_status = $5::bigint, last_error = $6::text, next_attempt_at = $7::bigint, "
+    "delivered_at = $8::bigint WHERE webhook = $1::text AND event_id = $2::text"};
+constexpr Sql select_deliveries{"select_deliveries",
+                                "SELECT " STUB_DELIVERY_COLUMNS
+                                " FROM webhook_deliveries WHERE webhook = $1::text ORDER BY "
+                                "created_at DESC, seq DESC, event_id LIMIT $2::bigint"};
+
 // Both in one statement, so one snapshot.
 constexpr Sql select_entry_bounds{
     "select_entry_bounds",
@@ -268,6 +358,19 @@ constexpr const Sql* every_statement[] = {
     &select_holds,
     &select_keys,
     &select_idempotency,
+    &select_webhooks,
+    &update_webhooks,
+    &insert_webhooks,
+    &delete_webhooks,
+    &select_all_webhooks,
+    &select_webhook,
+    &insert_cursor,
+    &claim_cursor,
+    &move_cursor,
+    &insert_deliveries,
+    &select_due_deliveries,
+    &update_delivery,
+    &select_deliveries,
     &update_budgets,
     &insert_budgets,
     &update_holds,
@@ -404,6 +507,24 @@ std::vector<Param> key_params(const ledger::WorkingSet& state,
   }
   return {id.finish(),      budget.finish(),  name.finish(),   secret_hash.finish(),
           created.finish(), expires.finish(), revoked.finish()};
+}
+
+std::vector<Param> webhook_params(const ledger::WorkingSet& state,
+                                  const std::vector<const std::string*>& names) {
+  ArrayBuilder name, root, url, events, secret, since, created, updated;
+  for (const std::string* key : names) {
+    const ledger::Webhook& webhook = state.webhooks.at(*key);
+    name.add_text(webhook.name);
+    root.add_text(webhook.root);
+    url.add_text(webhook.url);
+    events.add_text(events_to_text(webhook.events));
+    secret.add_text(webhook.secret);
+    since.add_int(webhook.since_seq);
+    created.add_int(webhook.created_at);
+    updated.add_int(webhook.updated_at);
+  }
+  return {name.finish(),   root.finish(),  url.finish(),     events.finish(),
+          secret.finish(), since.finish(), created.finish(), updated.finish()};
 }
 
 std::vector<Param> idempotency_params(const std::vector<IdempotencyRecord>& records) {
@@ -646,6 +767,7 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
       {&select_holds, {text_array(read.holds)}},
       {&select_keys, {text_array(read.keys)}},
       {&select_idempotency, idempotency_roots_keys},
+      {&select_webhooks, {text_array(read.webhooks)}},
   };
   for (const std::string& subtree : read.open_hold_subtrees) {
     const std::string low = subtree + "/";
@@ -681,7 +803,13 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
       std::string slot = ledger::idempotency_slot(record.root, record.key);
       state.idempotency.emplace(std::move(slot), std::move(record));
     }
-    size_t result = 5;
+    const Rows webhooks(loaded.results[5].get());
+    for (int i = 0; i < webhooks.size(); ++i) {
+      ledger::Webhook webhook = read_webhook(webhooks.at(i));
+      const std::string name = webhook.name;
+      state.webhooks.emplace(name, std::move(webhook));
+    }
+    size_t result = 6;
     for (const std::string& subtree : read.open_hold_subtrees) {
       const Rows below(loaded.results[result++].get());
       for (int i = 0; i < below.size(); ++i) {
@@ -703,7 +831,10 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
     }
     assert(result == loaded.results.size());
   }
-  std::unordered_set<std::string> existing_budgets, existing_holds, existing_keys;
+  std::unordered_set<std::string> existing_budgets, existing_holds, existing_keys,
+      existing_webhooks;
+  for (const auto& [name, webhook] : state.webhooks)
+    existing_webhooks.insert(name);
   for (const auto& [path, node] : state.budgets)
     existing_budgets.insert(path);
   for (const auto& [id, hold] : state.holds)
@@ -719,9 +850,18 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
   split_dirty(state.dirty_budgets, existing_budgets, budget_updates, budget_inserts);
   split_dirty(state.dirty_holds, existing_holds, hold_updates, hold_inserts);
   split_dirty(state.dirty_keys, existing_keys, key_updates, key_inserts);
+  std::vector<const std::string*> webhook_updates, webhook_inserts;
+  split_dirty(state.dirty_webhooks, existing_webhooks, webhook_updates, webhook_inserts);
+  std::vector<std::string> webhook_deletes;
+  for (const std::string& name : state.deleted_webhooks) {
+    if (existing_webhooks.contains(name))
+      webhook_deletes.push_back(name);
+  }
+  std::sort(webhook_deletes.begin(), webhook_deletes.end());
   const size_t rows = state.dirty_budgets.size() + state.dirty_holds.size() +
                       state.dirty_keys.size() + state.new_idempotency.size() +
-                      state.new_entries.size() + 1;
+                      state.new_entries.size() + state.dirty_webhooks.size() +
+                      webhook_deletes.size() + 1;
   if (rows > max_rows_per_commit()) {
     (void)connection.exec(rollback);
     failure = Error{ErrorCode::internal, "batch_too_large",
@@ -742,6 +882,12 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
     writes.push_back({&update_keys, key_params(state, key_updates)});
   if (!key_inserts.empty())
     writes.push_back({&insert_keys, key_params(state, key_inserts)});
+  if (!webhook_deletes.empty())
+    writes.push_back({&delete_webhooks, {text_array(webhook_deletes)}});
+  if (!webhook_updates.empty())
+    writes.push_back({&update_webhooks, webhook_params(state, webhook_updates)});
+  if (!webhook_inserts.empty())
+    writes.push_back({&insert_webhooks, webhook_params(state, webhook_inserts)});
   if (!state.new_idempotency.empty())
     writes.push_back({&insert_idempotency, idempotency_params(state.new_idempotency)});
   if (!state.new_entries.empty())
@@ -894,6 +1040,112 @@ Result<std::optional<IdempotencyRecord>> PgStore::get_idempotency(const std::str
                                                                   const std::string& key) {
   return first_row<IdempotencyRecord>(read_query({&select_one_idempotency, {root, key}}),
                                       read_idempotency<Rows>);
+}
+
+Result<std::vector<ledger::Webhook>> PgStore::list_webhooks() {
+  return all_rows<ledger::Webhook>(read_query({&select_all_webhooks, {}}), read_webhook<Rows>);
+}
+
+Result<std::optional<ledger::Webhook>> PgStore::get_webhook(const std::string& name) {
+  return first_row<ledger::Webhook>(read_query({&select_webhook, {name}}), read_webhook<Rows>);
+}
+
+Result<std::vector<ResultPtr>> PgStore::pooled_transaction(std::span<const Query> queries) {
+  Reader reader = checkout_reader();
+  if (reader->broken() && reader->reset())
+    counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  std::vector<Query> all;
+  all.push_back({&begin_read_committed, {}});
+  all.insert(all.end(), queries.begin(), queries.end());
+  all.push_back({&commit, {}});
+  auto outcome = reader->pipeline(all);
+  if (outcome.error) {
+    if (outcome.error->failure != Failure::connection_lost)
+      (void)reader->exec(rollback);
+    return to_error(*outcome.error, "writing the webhook delivery log");
+  }
+  std::vector<ResultPtr> results;
+  for (size_t i = 1; i + 1 < outcome.results.size(); ++i)
+    results.push_back(std::move(outcome.results[i]));
+  return results;
+}
+
+Result<std::optional<int64_t>> PgStore::claim_webhook(const ledger::Webhook& webhook,
+                                                      const std::string& owner,
+                                                      ledger::Micros now,
+                                                      ledger::Micros lease_until) {
+  const std::string since = std::to_string(webhook.since_seq - 1);
+  const Query queries[] = {
+      {&insert_cursor, {webhook.name, since}},
+      {&claim_cursor,
+       {webhook.name, since, owner, std::to_string(now), std::to_string(lease_until)}},
+  };
+  auto results = pooled_transaction(queries);
+  if (!results.ok())
+    return results.error();
+  const Rows claimed(results.value()[1].get());
+  if (claimed.size() == 0)
+    return std::optional<int64_t>{};
+  return std::optional<int64_t>{claimed.column_int(0)};
+}
+
+Status PgStore::enqueue_deliveries(const std::string& webhook, const std::string& owner,
+                                   int64_t cursor,
+                                   const std::vector<WebhookDelivery>& deliveries) {
+  ArrayBuilder name, event_id, root, seq, event, payload, status, attempts, last_status,
+      last_error, next_attempt, created, delivered;
+  for (const WebhookDelivery& delivery : deliveries) {
+    name.add_text(delivery.webhook);
+    event_id.add_text(delivery.event_id);
+    root.add_text(delivery.root);
+    seq.add_int(delivery.seq);
+    event.add_text(delivery.event);
+    payload.add_text(delivery.payload);
+    status.add_text(delivery.status);
+    attempts.add_int(delivery.attempts);
+    last_status.add_int(delivery.last_status);
+    last_error.add_text(delivery.last_error);
+    next_attempt.add_int(delivery.next_attempt_at);
+    created.add_int(delivery.created_at);
+    delivered.add_int(delivery.delivered_at);
+  }
+  // The deliveries are inserted only while `owner` holds the lease, before the cursor moves.
+  const Query queries[] = {
+      {&insert_deliveries,
+       {name.finish(), event_id.finish(), root.finish(), seq.finish(), event.finish(),
+        payload.finish(), status.finish(), attempts.finish(), last_status.finish(),
+        last_error.finish(), next_attempt.finish(), created.finish(), delivered.finish(), webhook,
+        owner}},
+      {&move_cursor, {webhook, std::to_string(cursor), owner}},
+  };
+  auto results = pooled_transaction(queries);
+  if (!results.ok())
+    return results.error();
+  return Status::success();
+}
+
+Result<std::vector<WebhookDelivery>> PgStore::due_deliveries(const std::string& webhook,
+                                                             ledger::Micros now, size_t limit) {
+  return all_rows<WebhookDelivery>(
+      read_query({&select_due_deliveries, {webhook, std::to_string(now), std::to_string(limit)}}),
+      read_delivery<Rows>);
+}
+
+Status PgStore::record_delivery(const WebhookDelivery& delivery) {
+  auto result = read_query({&update_delivery,
+                            {delivery.webhook, delivery.event_id, delivery.status,
+                             std::to_string(delivery.attempts), std::to_string(delivery.last_status),
+                             delivery.last_error, std::to_string(delivery.next_attempt_at),
+                             std::to_string(delivery.delivered_at)}});
+  if (!result.ok())
+    return result.error();
+  return Status::success();
+}
+
+Result<std::vector<WebhookDelivery>> PgStore::list_deliveries(const std::string& webhook,
+                                                              size_t limit) {
+  return all_rows<WebhookDelivery>(
+      read_query({&select_deliveries, {webhook, std::to_string(limit)}}), read_delivery<Rows>);
 }
 
 Result<Store::EntryBounds> PgStore::entry_bounds(const std::string& root) {

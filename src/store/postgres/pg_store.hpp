@@ -67,6 +67,18 @@ class PgStore final : public Store {
   Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,
                                                                    const std::string& key) override;
   Result<EntryBounds> entry_bounds(const std::string& root) override;
+  Result<std::vector<ledger::Webhook>> list_webhooks() override;
+  Result<std::optional<ledger::Webhook>> get_webhook(const std::string& name) override;
+  Result<std::optional<int64_t>> claim_webhook(const ledger::Webhook& webhook,
+                                               const std::string& owner, ledger::Micros now,
+                                               ledger::Micros lease_until) override;
+  Status enqueue_deliveries(const std::string& webhook, const std::string& owner, int64_t cursor,
+                            const std::vector<WebhookDelivery>& deliveries) override;
+  Result<std::vector<WebhookDelivery>> due_deliveries(const std::string& webhook,
+                                                      ledger::Micros now, size_t limit) override;
+  Status record_delivery(const WebhookDelivery& delivery) override;
+  Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
+                                                       size_t limit) override;
   // Aurora DSQL's limit is 3,000 rows per transaction; stay clear of it.
   size_t max_rows_per_commit() const override { return 2'500; }
 
@@ -85,6 +97,9 @@ class PgStore final : public Store {
   Reader checkout_reader() { return readers_.checkout(); }
   // Runs one read query on a pooled connection, reconnecting once if the connection broke.
   Result<ResultPtr> read_query(const Query& query);
+  // Runs `queries` between BEGIN and COMMIT on a pooled connection (the delivery log's writes);
+  // the results of `queries`, in order.
+  Result<std::vector<ResultPtr>> pooled_transaction(std::span<const Query> queries);
 
   enum class AttemptResult { committed, retry, failed };
   AttemptResult attempt(const ledger::ReadSet& read, const ApplyBatch& apply,

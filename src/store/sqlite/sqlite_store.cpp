@@ -125,7 +125,57 @@ CREATE INDEX holds_open_by_budget ON holds (status, budget);
     {4, R"sql(
 ALTER TABLE holds ADD COLUMN ttl INTEGER;
 )sql"},
+    // Webhook configuration (changes are chained entries). Deliveries live in "<db>-webhooks".
+    {5, R"sql(
+CREATE TABLE webhooks (
+  name TEXT PRIMARY KEY,
+  root TEXT NOT NULL,
+  url TEXT NOT NULL,
+  events TEXT NOT NULL,
+  secret TEXT NOT NULL,
+  since_seq INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
+
+// The delivery log's own file and schema. Losing its last writes in a crash only repeats
+// deliveries (at least once): the cursor and the deliveries it produced commit together.
+constexpr const char* outbox_schema = R"sql(
+CREATE TABLE IF NOT EXISTS webhook_cursors (
+  name TEXT PRIMARY KEY,
+  since_seq INTEGER NOT NULL,
+  cursor_seq INTEGER NOT NULL,
+  lease_owner TEXT NOT NULL,
+  lease_until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+  webhook TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  root TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  event TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  status TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  last_status INTEGER NOT NULL,
+  last_error TEXT NOT NULL,
+  next_attempt_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  delivered_at INTEGER NOT NULL,
+  PRIMARY KEY (webhook, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due
+  ON webhook_deliveries (webhook, status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_recent ON webhook_deliveries (webhook, created_at);
+)sql";
+
+constexpr const char* webhook_columns =
+    "name, root, url, events, secret, since_seq, created_at, updated_at";
+constexpr const char* delivery_columns =
+    "webhook, event_id, root, seq, event, payload, status, attempts, last_status, last_error, "
+    "next_attempt_at, created_at, delivered_at";
 
 constexpr const char* budget_columns =
     "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "
@@ -205,6 +255,10 @@ const std::string select_budget_by_path =
     std::string("SELECT ") + budget_columns + " FROM budgets WHERE path = ?";
 const std::string select_hold_by_id =
     std::string("SELECT ") + hold_columns + " FROM holds WHERE id = ?";
+const std::string upsert_webhook = std::string("INSERT OR REPLACE INTO webhooks (") +
+                                   webhook_columns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+const std::string select_webhook_by_name =
+    std::string("SELECT ") + webhook_columns + " FROM webhooks WHERE name = ?";
 const std::string select_key_by_id =
     std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?";
 // Below a node: paths from "<node>/" up to (not including) "<node>0" ('0' follows '/').
@@ -299,6 +353,14 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
       return status.error();
     if (Status status = migrate(*store->writer_); !status.ok())
       return status.error();
+    auto outbox = Connection::open(path + "-webhooks", false);
+    if (!outbox.ok())
+      return outbox.error();
+    store->outbox_ = std::make_unique<Connection>(std::move(outbox).value());
+    for (const char* setup : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", outbox_schema}) {
+      if (Status status = store->outbox_->execute(setup); !status.ok())
+        return status.error();
+    }
     auto checkpointer = Connection::open(path, false);
     if (!checkpointer.ok())
       return checkpointer.error();
@@ -416,6 +478,14 @@ Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
       state.holds.try_emplace(ids.back(), std::move(hold));
     }
   }
+  for (const std::string& name : read.webhooks) {
+    auto webhook =
+        query_one(connection, select_webhook_by_name, bind_text(name), read_webhook<Statement>);
+    if (!webhook.ok())
+      return webhook.error();
+    if (webhook.value())
+      state.webhooks.emplace(name, std::move(*webhook.value()));
+  }
   for (const auto& [root, key] : read.idempotency) {
     auto record = find_idempotency(connection, root, key);
     if (!record.ok())
@@ -501,6 +571,36 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       insert.bind(6, key.expires_at);
       insert.bind(7, key.revoked_at);
       if (Status status = insert.run(); !status.ok())
+        return status;
+    }
+  }
+  if (!state.dirty_webhooks.empty()) {
+    auto statement = connection.prepared(upsert_webhook);
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    for (const std::string& name : state.dirty_webhooks) {
+      const ledger::Webhook& webhook = state.webhooks.at(name);
+      const std::string events = events_to_text(webhook.events);
+      insert.bind_static(1, webhook.name);
+      insert.bind_static(2, webhook.root);
+      insert.bind_static(3, webhook.url);
+      insert.bind_static(4, events);
+      insert.bind_static(5, webhook.secret);
+      insert.bind(6, webhook.since_seq);
+      insert.bind(7, webhook.created_at);
+      insert.bind(8, webhook.updated_at);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+    }
+  }
+  if (!state.deleted_webhooks.empty()) {
+    auto statement = connection.prepared("DELETE FROM webhooks WHERE name = ?");
+    if (!statement.ok())
+      return statement.error();
+    for (const std::string& name : state.deleted_webhooks) {
+      (*statement)->bind_static(1, name);
+      if (Status status = (*statement)->run(); !status.ok())
         return status;
     }
   }
@@ -719,6 +819,188 @@ Status SqliteStore::build_idempotency_index(Connection& connection) {
   }
   (*statement)->reset();
   return Status::success();
+}
+
+Result<std::vector<ledger::Webhook>> SqliteStore::list_webhooks() {
+  Reader reader = checkout_reader();
+  return query_rows(
+      *reader, std::string("SELECT ") + webhook_columns + " FROM webhooks ORDER BY name",
+      [](Statement&) {}, read_webhook<Statement>);
+}
+
+Result<std::optional<ledger::Webhook>> SqliteStore::get_webhook(const std::string& name) {
+  Reader reader = checkout_reader();
+  return query_one(*reader, select_webhook_by_name, bind_text(name), read_webhook<Statement>);
+}
+
+namespace {
+
+Error no_outbox() {
+  return Error{ErrorCode::unavailable, "read_only", "The store was opened read-only."};
+}
+
+// Runs `body` in one write transaction on `connection`, rolling back on failure.
+template <typename Body>
+Status in_transaction(Connection& connection, const Body& body) {
+  if (Status status = connection.execute("BEGIN IMMEDIATE"); !status.ok())
+    return status;
+  Status status = body();
+  if (status.ok())
+    status = connection.execute("COMMIT");
+  if (!status.ok())
+    (void)connection.execute("ROLLBACK");
+  return status;
+}
+
+}  // namespace
+
+Result<std::optional<int64_t>> SqliteStore::claim_webhook(const ledger::Webhook& webhook,
+                                                          const std::string& owner,
+                                                          ledger::Micros now,
+                                                          ledger::Micros lease_until) {
+  std::lock_guard lock(outbox_mutex_);
+  if (!outbox_)
+    return no_outbox();
+  std::optional<int64_t> cursor;
+  const Status status = in_transaction(*outbox_, [&]() -> Status {
+    auto created = query_rows(
+        *outbox_,
+        "INSERT INTO webhook_cursors (name, since_seq, cursor_seq, lease_owner, lease_until) "
+        "VALUES (?1, ?2, ?2, '', 0) ON CONFLICT (name) DO NOTHING",
+        [&](Statement& statement) {
+          statement.bind(1, webhook.name);
+          statement.bind(2, webhook.since_seq - 1);
+        },
+        [](const Statement&) { return 0; });
+    if (!created.ok())
+      return created.error();
+    // A webhook deleted and created again under its name starts over at its new since_seq.
+    auto claimed = query_one(
+        *outbox_,
+        "UPDATE webhook_cursors SET cursor_seq = CASE WHEN since_seq <> ?2 THEN ?2 ELSE "
+        "cursor_seq END, since_seq = ?2, lease_owner = ?3, lease_until = ?5 WHERE name = ?1 AND "
+        "(lease_owner = ?3 OR lease_until <= ?4) RETURNING cursor_seq",
+        [&](Statement& statement) {
+          statement.bind(1, webhook.name);
+          statement.bind(2, webhook.since_seq - 1);
+          statement.bind(3, owner);
+          statement.bind(4, now);
+          statement.bind(5, lease_until);
+        },
+        [](const Statement& row) { return row.column_int(0); });
+    if (!claimed.ok())
+      return claimed.error();
+    cursor = claimed.value();
+    return Status::success();
+  });
+  if (!status.ok())
+    return status.error();
+  return cursor;
+}
+
+Status SqliteStore::enqueue_deliveries(const std::string& webhook, const std::string& owner,
+                                       int64_t cursor,
+                                       const std::vector<WebhookDelivery>& deliveries) {
+  std::lock_guard lock(outbox_mutex_);
+  if (!outbox_)
+    return no_outbox();
+  return in_transaction(*outbox_, [&]() -> Status {
+    auto moved = query_rows(
+        *outbox_,
+        "UPDATE webhook_cursors SET cursor_seq = ? WHERE name = ? AND lease_owner = ? "
+        "RETURNING name",
+        [&](Statement& statement) {
+          statement.bind(1, cursor);
+          statement.bind(2, webhook);
+          statement.bind(3, owner);
+        },
+        [](const Statement& row) { return row.column_text(0); });
+    if (!moved.ok())
+      return moved.error();
+    if (moved->empty())
+      return Status::success();  // The lease moved on: its new owner records these.
+    auto statement = outbox_->prepared(std::string("INSERT INTO webhook_deliveries (") +
+                                       delivery_columns +
+                                       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                                       "ON CONFLICT (webhook, event_id) DO NOTHING");
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    for (const WebhookDelivery& delivery : deliveries) {
+      insert.bind_static(1, delivery.webhook);
+      insert.bind_static(2, delivery.event_id);
+      insert.bind_static(3, delivery.root);
+      insert.bind(4, delivery.seq);
+      insert.bind_static(5, delivery.event);
+      insert.bind_static(6, delivery.payload);
+      insert.bind_static(7, delivery.status);
+      insert.bind(8, delivery.attempts);
+      insert.bind(9, delivery.last_status);
+      insert.bind_static(10, delivery.last_error);
+      insert.bind(11, delivery.next_attempt_at);
+      insert.bind(12, delivery.created_at);
+      insert.bind(13, delivery.delivered_at);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+    }
+    return Status::success();
+  });
+}
+
+Result<std::vector<WebhookDelivery>> SqliteStore::due_deliveries(const std::string& webhook,
+                                                                 ledger::Micros now, size_t limit) {
+  std::lock_guard lock(outbox_mutex_);
+  if (!outbox_)
+    return no_outbox();
+  return query_rows(
+      *outbox_,
+      std::string("SELECT ") + delivery_columns +
+          " FROM webhook_deliveries WHERE webhook = ? AND status = 'pending' AND "
+          "next_attempt_at <= ? ORDER BY next_attempt_at, seq LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, webhook);
+        statement.bind(2, now);
+        statement.bind(3, static_cast<int64_t>(limit));
+      },
+      read_delivery<Statement>);
+}
+
+Status SqliteStore::record_delivery(const WebhookDelivery& delivery) {
+  std::lock_guard lock(outbox_mutex_);
+  if (!outbox_)
+    return no_outbox();
+  auto statement = outbox_->prepared(
+      "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_status = ?, last_error = ?, "
+      "next_attempt_at = ?, delivered_at = ? WHERE webhook = ? AND event_id = ?");
+  if (!statement.ok())
+    return statement.error();
+  Statement& update = **statement;
+  update.bind_static(1, delivery.status);
+  update.bind(2, delivery.attempts);
+  update.bind(3, delivery.last_status);
+  update.bind_static(4, delivery.last_error);
+  update.bind(5, delivery.next_attempt_at);
+  update.bind(6, delivery.delivered_at);
+  update.bind_static(7, delivery.webhook);
+  update.bind_static(8, delivery.event_id);
+  return update.run();
+}
+
+Result<std::vector<WebhookDelivery>> SqliteStore::list_deliveries(const std::string& webhook,
+                                                                  size_t limit) {
+  std::lock_guard lock(outbox_mutex_);
+  if (!outbox_)
+    return no_outbox();
+  return query_rows(
+      *outbox_,
+      std::string("SELECT ") + delivery_columns +
+          " FROM webhook_deliveries WHERE webhook = ? ORDER BY created_at DESC, seq DESC, "
+          "event_id LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, webhook);
+        statement.bind(2, static_cast<int64_t>(limit));
+      },
+      read_delivery<Statement>);
 }
 
 Result<Store::EntryBounds> SqliteStore::entry_bounds(const std::string& root) {

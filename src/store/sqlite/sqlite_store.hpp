@@ -40,6 +40,18 @@ class SqliteStore final : public Store {
   Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,
                                                                    const std::string& key) override;
   Result<EntryBounds> entry_bounds(const std::string& root) override;
+  Result<std::vector<ledger::Webhook>> list_webhooks() override;
+  Result<std::optional<ledger::Webhook>> get_webhook(const std::string& name) override;
+  Result<std::optional<int64_t>> claim_webhook(const ledger::Webhook& webhook,
+                                               const std::string& owner, ledger::Micros now,
+                                               ledger::Micros lease_until) override;
+  Status enqueue_deliveries(const std::string& webhook, const std::string& owner, int64_t cursor,
+                            const std::vector<WebhookDelivery>& deliveries) override;
+  Result<std::vector<WebhookDelivery>> due_deliveries(const std::string& webhook,
+                                                      ledger::Micros now, size_t limit) override;
+  Status record_delivery(const WebhookDelivery& delivery) override;
+  Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
+                                                       size_t limit) override;
 
  private:
   SqliteStore() = default;
@@ -75,6 +87,9 @@ class SqliteStore final : public Store {
   std::thread checkpointer_;
   ConnectionPool<Connection> readers_;
   bool read_only_ = false;
+  // The webhook delivery log, in "<db>-webhooks": its writes never take the ledger's lock.
+  std::mutex outbox_mutex_;
+  std::unique_ptr<Connection> outbox_;  // GUARDED_BY(outbox_mutex_)
 };
 
 }  // namespace stub::store::sqlite

@@ -1,0 +1,29 @@
+#pragma once
+
+// One HTTP POST to a webhook receiver, http:// or https:// (certificates verified against the
+// system's store, with SNI), bounded by one deadline for connecting, sending and reading the
+// answer. Blocking: the dispatcher calls it on its own thread, never on a server or engine one.
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace stub::webhooks {
+
+struct PostResult {
+  int status = 0;     // the receiver's HTTP status; 0 when there was none
+  std::string error;  // why there was none (or empty)
+  bool ok() const { return status >= 200 && status < 300; }
+};
+
+inline constexpr size_t response_bytes_max = 64 * 1024;
+
+PostResult post(const std::string& url,
+                const std::vector<std::pair<std::string, std::string>>& headers,
+                const std::string& body, std::chrono::milliseconds deadline);
+
+// Whether `url` is one post() can send to: http or https, a host, at most 2048 bytes.
+bool valid_url(const std::string& url);
+
+}  // namespace stub::webhooks
