@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -158,12 +159,20 @@ inline Command revoke_key(const std::string& root, const std::string& id) {
 // A fresh directory under the system temporary directory, removed with everything in it.
 class TempDirectory {
  public:
+  static uint32_t random_suffix() {
+    static thread_local std::random_device device;
+    return device();
+  }
+
   TempDirectory() {
     static std::atomic<int> counter{0};
     const auto base = std::filesystem::temp_directory_path();
     for (int attempt = 0; attempt < 100; ++attempt) {
-      std::filesystem::path candidate = base / ("stub-store-test-" + std::to_string(::getpid()) +
-                                                "-" + std::to_string(counter.fetch_add(1)));
+      // A random part too: PostgreSQL schemas are named after the directory and outlive the
+      // process, so a recycled pid must not meet a previous run's schema.
+      std::filesystem::path candidate =
+          base / ("stub-store-test-" + std::to_string(::getpid()) + "-" +
+                  std::to_string(counter.fetch_add(1)) + "-" + std::to_string(random_suffix()));
       std::error_code error;
       if (std::filesystem::create_directory(candidate, error)) {
         path_ = candidate;
