@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <latch>
 #include <mutex>
 #include <regex>
@@ -269,6 +270,34 @@ TEST_F(PgStoreTest, AConnectionLostBeforeCommitIsRecomputedOnce) {
   ASSERT_TRUE(replay.ok());
   EXPECT_EQ(replay->body, outcome->body);
   EXPECT_EQ(count_spends(*store), 1);
+}
+
+TEST_F(PgStoreTest, OldCommitMarkersArePrunedInBoundedSteps) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  {
+    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    create_tree(sequencer);  // three commits, three fresh markers
+  }
+  // 25 markers from two hours ago.
+  ASSERT_EQ(postgres_exec(url_,
+                          "INSERT INTO commit_markers (id, committed_at) SELECT 'old-' || n, "
+                          "(extract(epoch from now())::bigint - 7200) * 1000000 "
+                          "FROM generate_series(1, 25) AS n"),
+            "");
+  const ledger::Micros hour_ago = std::chrono::duration_cast<std::chrono::microseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count() -
+                                  PgStore::marker_retention_micros;
+  EXPECT_EQ(store->prune_commit_markers(hour_ago, 10).value(), 10u);
+  EXPECT_EQ(store->prune_commit_markers(hour_ago, 10).value(), 10u);
+  EXPECT_EQ(store->prune_commit_markers(hour_ago, 10).value(), 5u);
+  EXPECT_EQ(store->prune_commit_markers(hour_ago, 10).value(), 0u);
+  // The fresh ones stay, so an ambiguous commit of a moment ago can still be resolved.
+  EXPECT_EQ(postgres_exec(url_,
+                          "DO $$ BEGIN IF (SELECT count(*) FROM commit_markers) <> 3 "
+                          "THEN RAISE EXCEPTION 'markers'; END IF; END $$"),
+            "");
 }
 
 TEST_F(PgStoreTest, BatchesStayUnderTheRowBound) {

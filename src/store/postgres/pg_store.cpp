@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <cstdlib>
 #include <random>
 #include <thread>
 
@@ -123,6 +124,13 @@ const std::vector<Migration>& migrations() {
             "CREATE INDEX IF NOT EXISTS webhook_deliveries_recent ON webhook_deliveries "
             "(webhook, created_at)"},
        }},
+      // Commit markers are needed for seconds (to resolve an ambiguous COMMIT); old ones are
+      // pruned by age.
+      {6,
+       {
+           {"m6_commit_markers_by_time",
+            "CREATE INDEX IF NOT EXISTS commit_markers_by_time ON commit_markers (committed_at)"},
+       }},
   };
   return all;
 }
@@ -166,10 +174,10 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 #define STUB_IDEMPOTENCY_COLUMNS "root, key, request_hash, status, body, created_at"
 
 #define STUB_WEBHOOK_COLUMNS "name, root, url, events, secret, since_seq, created_at, updated_at"
-#define STUB_WEBHOOK_ARRAYS                                                             \
+#define STUB_WEBHOOK_ARRAYS                                                           \
   "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], " \
   "$7::bigint[], $8::bigint[])"
-#define STUB_DELIVERY_COLUMNS                                                                   \
+#define STUB_DELIVERY_COLUMNS                                                                 \
   "webhook, event_id, root, seq, event, payload, status, attempts, last_status, last_error, " \
   "next_attempt_at, created_at, delivered_at"
 
@@ -264,6 +272,11 @@ constexpr Sql delete_webhooks{"delete_webhooks",
 constexpr Sql insert_marker{"insert_marker",
                             "INSERT INTO commit_markers (id, committed_at) "
                             "VALUES ($1::text, $2::bigint)"};
+// Bounded, like every transaction: at most $2 markers per statement.
+constexpr Sql prune_markers{"prune_markers",
+                            "DELETE FROM commit_markers WHERE id IN (SELECT id FROM "
+                            "commit_markers WHERE committed_at < $1::bigint ORDER BY "
+                            "committed_at LIMIT $2::bigint)"};
 
 // ---- Reads outside the engine -----------------------------------------------------------------
 
@@ -297,8 +310,8 @@ constexpr Sql select_one_idempotency{"select_one_idempotency",
                                      " FROM idempotency WHERE root = $1::text AND key = $2::text"};
 constexpr Sql select_all_webhooks{"select_all_webhooks",
                                   "SELECT " STUB_WEBHOOK_COLUMNS " FROM webhooks ORDER BY name"};
-constexpr Sql select_webhook{"select_webhook", "SELECT " STUB_WEBHOOK_COLUMNS
-                                               " FROM webhooks WHERE name = $1::text"};
+constexpr Sql select_webhook{"select_webhook",
+                             "SELECT " STUB_WEBHOOK_COLUMNS " FROM webhooks WHERE name = $1::text"};
 
 // ---- The webhook delivery log (the dispatcher's, outside the ledger's commits) ---------------
 
@@ -380,6 +393,7 @@ constexpr const Sql* every_statement[] = {
     &insert_idempotency,
     &insert_entries,
     &insert_marker,
+    &prune_markers,
     &select_budget,
     &select_subtree,
     &select_roots,
@@ -713,6 +727,12 @@ Status PgStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& appl
     Status failure = Status::success();
     switch (this->attempt(read, apply, committed, failure)) {
       case AttemptResult::committed:
+        // Every 1,000 commits, up to 1,000 markers older than an hour go: pruning keeps pace
+        // with one marker per commit, and a failed prune is simply tried again later.
+        if (++commits_since_prune_ >= 1'000) {
+          commits_since_prune_ = 0;
+          (void)prune_commit_markers(now_micros() - marker_retention_micros, 1'000);
+        }
         return Status::success();
       case AttemptResult::failed:
         return failure;
@@ -940,6 +960,17 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
   return AttemptResult::retry;
 }
 
+Result<uint64_t> PgStore::prune_commit_markers(ledger::Micros older_than, size_t limit) {
+  if (Status status = ensure_writer(); !status.ok())
+    return status.error();
+  auto result =
+      writer_->run(Query{&prune_markers, {std::to_string(older_than), std::to_string(limit)}});
+  if (!result.ok())
+    return result.error();
+  const char* deleted = PQcmdTuples(result->get());
+  return static_cast<uint64_t>(std::strtoull(deleted, nullptr, 10));
+}
+
 Result<bool> PgStore::resolve_ambiguous(const std::string& marker) {
   // Inserting the same marker waits for the old transaction if its backend is still finishing
   // it (a unique-index wait), then fails with 23505 if it committed or succeeds if it did not.
@@ -1071,8 +1102,7 @@ Result<std::vector<ResultPtr>> PgStore::pooled_transaction(std::span<const Query
 }
 
 Result<std::optional<int64_t>> PgStore::claim_webhook(const ledger::Webhook& webhook,
-                                                      const std::string& owner,
-                                                      ledger::Micros now,
+                                                      const std::string& owner, ledger::Micros now,
                                                       ledger::Micros lease_until) {
   const std::string since = std::to_string(webhook.since_seq - 1);
   const Query queries[] = {
@@ -1090,10 +1120,9 @@ Result<std::optional<int64_t>> PgStore::claim_webhook(const ledger::Webhook& web
 }
 
 Status PgStore::enqueue_deliveries(const std::string& webhook, const std::string& owner,
-                                   int64_t cursor,
-                                   const std::vector<WebhookDelivery>& deliveries) {
-  ArrayBuilder name, event_id, root, seq, event, payload, status, attempts, last_status,
-      last_error, next_attempt, created, delivered;
+                                   int64_t cursor, const std::vector<WebhookDelivery>& deliveries) {
+  ArrayBuilder name, event_id, root, seq, event, payload, status, attempts, last_status, last_error,
+      next_attempt, created, delivered;
   for (const WebhookDelivery& delivery : deliveries) {
     name.add_text(delivery.webhook);
     event_id.add_text(delivery.event_id);
@@ -1132,11 +1161,11 @@ Result<std::vector<WebhookDelivery>> PgStore::due_deliveries(const std::string& 
 }
 
 Status PgStore::record_delivery(const WebhookDelivery& delivery) {
-  auto result = read_query({&update_delivery,
-                            {delivery.webhook, delivery.event_id, delivery.status,
-                             std::to_string(delivery.attempts), std::to_string(delivery.last_status),
-                             delivery.last_error, std::to_string(delivery.next_attempt_at),
-                             std::to_string(delivery.delivered_at)}});
+  auto result = read_query(
+      {&update_delivery,
+       {delivery.webhook, delivery.event_id, delivery.status, std::to_string(delivery.attempts),
+        std::to_string(delivery.last_status), delivery.last_error,
+        std::to_string(delivery.next_attempt_at), std::to_string(delivery.delivered_at)}});
   if (!result.ok())
     return result.error();
   return Status::success();

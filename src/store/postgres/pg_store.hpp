@@ -84,6 +84,10 @@ class PgStore final : public Store {
 
   std::vector<EventCount> event_counts() const override;
   const CommitCounters& counters() const { return counters_; }
+  // Deletes up to `limit` commit markers older than `older_than` (they only matter while an
+  // ambiguous COMMIT is resolved, seconds after it). The committing thread, or no sequencer.
+  Result<uint64_t> prune_commit_markers(ledger::Micros older_than, size_t limit);
+  static constexpr ledger::Micros marker_retention_micros = 3'600'000'000;  // an hour
   Faults& faults() { return faults_; }
 
   // Every statement the store can issue and the migrations' DDL, for the SQL-subset scan.
@@ -112,6 +116,7 @@ class PgStore final : public Store {
   Isolation isolation_ = Isolation::read_committed;
   std::unique_ptr<Connection> writer_;  // used only by the committing thread
   ConnectionPool<Connection> readers_;
+  size_t commits_since_prune_ = 0;  // committing thread only
   CommitCounters counters_;
   Faults faults_;
 };
