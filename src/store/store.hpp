@@ -119,8 +119,7 @@ class Store {
   // cursor (the last seq of its root already turned into deliveries), or nullopt while another
   // owner's lease runs. A webhook re-created under the same name starts at its new since_seq.
   virtual Result<std::optional<int64_t>> claim_webhook(const ledger::Webhook& webhook,
-                                                       const std::string& owner,
-                                                       ledger::Micros now,
+                                                       const std::string& owner, ledger::Micros now,
                                                        ledger::Micros lease_until) = 0;
   // Records `deliveries` and moves the cursor to `cursor` (if `owner` still holds the lease),
   // atomically. A delivery already recorded (same webhook and event id) is left as it is.
@@ -129,8 +128,7 @@ class Store {
                                     const std::vector<WebhookDelivery>& deliveries) = 0;
   // Pending deliveries whose next attempt is due at `now`, soonest first.
   virtual Result<std::vector<WebhookDelivery>> due_deliveries(const std::string& webhook,
-                                                              ledger::Micros now,
-                                                              size_t limit) = 0;
+                                                              ledger::Micros now, size_t limit) = 0;
   // Stores the outcome of an attempt (status, attempts, last_*, next_attempt_at, delivered_at).
   virtual Status record_delivery(const WebhookDelivery& delivery) = 0;
   // The delivery log of a webhook, newest first.

@@ -357,7 +357,8 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
     if (!outbox.ok())
       return outbox.error();
     store->outbox_ = std::make_unique<Connection>(std::move(outbox).value());
-    for (const char* setup : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", outbox_schema}) {
+    for (const char* setup :
+         {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", outbox_schema}) {
       if (Status status = store->outbox_->execute(setup); !status.ok())
         return status.error();
     }
@@ -919,10 +920,10 @@ Status SqliteStore::enqueue_deliveries(const std::string& webhook, const std::st
       return moved.error();
     if (moved->empty())
       return Status::success();  // The lease moved on: its new owner records these.
-    auto statement = outbox_->prepared(std::string("INSERT INTO webhook_deliveries (") +
-                                       delivery_columns +
-                                       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                                       "ON CONFLICT (webhook, event_id) DO NOTHING");
+    auto statement =
+        outbox_->prepared(std::string("INSERT INTO webhook_deliveries (") + delivery_columns +
+                          ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                          "ON CONFLICT (webhook, event_id) DO NOTHING");
     if (!statement.ok())
       return statement.error();
     Statement& insert = **statement;
