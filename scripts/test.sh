@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
+echo "== clang-format"
+git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run -Werror
+
 # A throwaway PostgreSQL cluster for the PostgreSQL store suites and the multi-instance tests,
 # stopped and removed on exit. STUB_REQUIRE_POSTGRES=1 makes those suites fail rather than skip
 # if it were missing.
