@@ -83,6 +83,14 @@ Command set_policies(const std::string& path, const Edit& edit) {
   return command;
 }
 
+// A PUT that sets only the node's approval threshold.
+inline Command set_approval_above(const std::string& path, Money threshold) {
+  return set_policies(path, [threshold](ledger::BudgetSettings& settings) {
+    settings.approval_above_given = true;
+    settings.approval_above = threshold;
+  });
+}
+
 inline Command spend(const std::string& path, Money amount, const std::string& hold_id,
                      const std::string& vendor = "openai") {
   Command command = command_for(CommandKind::spend, path);

@@ -858,21 +858,12 @@ TEST_P(StoreConformance, PoliciesAreStoredReadBackAndKeptOnReopen) {
 TEST_P(StoreConformance, ApprovalThresholdAboveTheLimitIsRefusedAndChangesNothing) {
   expect_status(set_budget("acme", units(100)), 201);
   const int64_t head = budget("acme").head_seq;
-  const Error error = expect_error(set_policies("acme",
-                                                [](ledger::BudgetSettings& settings) {
-                                                  settings.approval_above_given = true;
-                                                  settings.approval_above = units(101);
-                                                }),
-                                   "invalid_approval_above");
+  const Error error =
+      expect_error(set_approval_above("acme", units(101)), "invalid_approval_above");
   EXPECT_EQ(error.code, ErrorCode::invalid_input);
   EXPECT_FALSE(budget("acme").policies.approval_above.has_value());
   EXPECT_EQ(budget("acme").head_seq, head);
-  expect_status(set_policies("acme",
-                             [](ledger::BudgetSettings& settings) {
-                               settings.approval_above_given = true;
-                               settings.approval_above = units(100);
-                             }),
-                200);
+  expect_status(set_approval_above("acme", units(100)), 200);
 }
 
 TEST_P(StoreConformanceWithTree, WindowCapSlidesWithTheClock) {
@@ -1203,12 +1194,7 @@ TEST_P(StoreConformanceWithTree, VoidHoldsNeedsAFrozenNode) {
 
 TEST_P(StoreConformanceWithTree, GovernanceActionsAreChainedWithTheirActor) {
   const int64_t before = budget("acme").head_seq;
-  expect_status(set_policies("acme/research",
-                             [](ledger::BudgetSettings& settings) {
-                               settings.approval_above_given = true;
-                               settings.approval_above = units(2);
-                             }),
-                200);
+  expect_status(set_approval_above("acme/research", units(2)), 200);
   expect_status(freeze_voiding("acme/research", "audit"), 200);
   expect_status(unfreeze("acme/research"), 200);
   expect_status(create_key("acme/research", "key_g1", "bot"), 201);
@@ -1349,12 +1335,7 @@ Command approval(CommandKind kind, const std::string& path, const std::string& h
 }
 
 TEST_P(StoreConformanceWithTree, HoldAboveTheApprovalThresholdWaitsReservedUntilApproved) {
-  expect_status(set_policies("acme/research",
-                             [](ledger::BudgetSettings& settings) {
-                               settings.approval_above_given = true;
-                               settings.approval_above = units(2);
-                             }),
-                200);
+  expect_status(set_approval_above("acme/research", units(2)), 200);
   // Exactly the threshold needs no approval; above it waits, with its amount reserved.
   expect_status(hold("acme/research/agent", units(2), "hold_p0", 600 * second), 201);
   const boost::json::object pending =
@@ -1400,12 +1381,7 @@ TEST_P(StoreConformanceWithTree, HoldAboveTheApprovalThresholdWaitsReservedUntil
 }
 
 TEST_P(StoreConformanceWithTree, RejectedWithdrawnAndUnansweredApprovalsReleaseTheirAmount) {
-  expect_status(set_policies("acme",
-                             [](ledger::BudgetSettings& settings) {
-                               settings.approval_above_given = true;
-                               settings.approval_above = units(1);
-                             }),
-                200);
+  expect_status(set_approval_above("acme", units(1)), 200);
   expect_status(hold("acme/research", units(4), "hold_r1", 600 * second), 202);
   expect_status(hold("acme/research", units(4), "hold_r2", 600 * second), 202);
   expect_status(hold("acme/research", units(4), "hold_r3", 60 * second), 202);
@@ -1444,12 +1420,7 @@ TEST_P(StoreConformanceWithTree, RejectedWithdrawnAndUnansweredApprovalsReleaseT
 }
 
 TEST_P(StoreConformanceWithTree, LateApprovalLapsesAndFrozenPathsCannotBeApproved) {
-  expect_status(set_policies("acme",
-                             [](ledger::BudgetSettings& settings) {
-                               settings.approval_above_given = true;
-                               settings.approval_above = units(1);
-                             }),
-                200);
+  expect_status(set_approval_above("acme", units(1)), 200);
   expect_status(hold("acme/research", units(2), "hold_l1", 60 * second), 202);
   expect_status(hold("acme/research", units(2), "hold_l2", 600 * second), 202);
   // An approval that arrives after the deadline meets the lapse first (recorded) and fails.
