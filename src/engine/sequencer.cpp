@@ -1,5 +1,6 @@
 #include "engine/sequencer.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <future>
@@ -81,29 +82,71 @@ ledger::Outcome Sequencer::execute(ledger::Command command) {
   return future.get();
 }
 
+struct Sequencer::Flight {
+  std::vector<Pending> batch;  // the callbacks; the commands are moved out into `commands`
+  std::vector<ledger::Command> commands;
+  ledger::ReadSet read;
+  ledger::Micros now = 0;
+  std::vector<ledger::Outcome> outcomes;
+  std::shared_ptr<std::vector<ledger::Entry>> entries =
+      std::make_shared<std::vector<ledger::Entry>>();
+  size_t entry_count = 0;
+  std::chrono::steady_clock::time_point started;
+  store::ApplyBatch apply;
+  store::OnCommitted committed;
+  std::unique_ptr<store::BatchInFlight> sent;
+};
+
 void Sequencer::run() {
-  std::vector<Pending> batch;
-  batch.reserve(options_.batch_size_max);
+  const size_t depth = std::max<size_t>(1, store_.pipeline_depth());
+  std::deque<std::unique_ptr<Flight>> flights;  // in the order they were sent
+  const auto finish_oldest = [&] {
+    finish(*flights.front());
+    flights.pop_front();
+  };
   while (true) {
+    if (flights.size() >= depth) {
+      finish_oldest();
+      continue;
+    }
+    std::vector<Pending> batch;
+    batch.reserve(options_.batch_size_max);
     {
       std::unique_lock lock(mutex_);
-      work_available_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty())
-        return;  // Stopping, and everything queued has been committed.
-      take_batch(batch);
+      if (flights.empty())
+        work_available_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        if (flights.empty())
+          return;  // Stopping, and everything queued has been committed.
+        lock.unlock();
+        finish_oldest();  // Nothing new to send meanwhile.
+        continue;
+      }
+      // Pipelined, each batch takes its share of everything outstanding, so that batches in
+      // flight stay even: one decided and sent while the other commits. (A closed loop of
+      // callers otherwise settles into one batch of nearly all of them and one of a few, and
+      // the store idles while the big one is decided.)
+      size_t limit = options_.batch_size_max;
+      if (depth > 1) {
+        size_t outstanding = queue_.size();
+        for (const auto& flight : flights)
+          outstanding += flight->batch.size();
+        limit = std::min(limit, std::max<size_t>(1, (outstanding + depth - 1) / depth));
+      }
+      take_batch(batch, limit);
     }
-    commit(batch);
-    batch.clear();
+    if (auto flight = send(std::move(batch), flights))
+      flights.push_back(std::move(flight));
   }
 }
 
-void Sequencer::take_batch(std::vector<Pending>& batch) {
+void Sequencer::take_batch(std::vector<Pending>& batch, size_t limit) {
   // A store that bounds a commit's rows gets batches whose worst case fits: each command's own
   // rows plus every distinct budget node on the batch's paths.
   const size_t row_bound = store_.max_rows_per_commit();
   size_t rows = 0;
   std::unordered_set<std::string> paths;
-  while (!queue_.empty() && batch.size() < options_.batch_size_max) {
+  while (!queue_.empty() && batch.size() < limit) {
     const ledger::Command& command = queue_.front().command;
     if (row_bound > 0) {
       size_t added = ledger::rows_written_max(command);
@@ -124,47 +167,60 @@ void Sequencer::take_batch(std::vector<Pending>& batch) {
   }
 }
 
-void Sequencer::commit(std::vector<Pending>& batch) {
+std::unique_ptr<Sequencer::Flight> Sequencer::send(std::vector<Pending> batch,
+                                                   std::deque<std::unique_ptr<Flight>>& flights) {
   assert(!batch.empty() && batch.size() <= options_.batch_size_max);
   if (failed_.load(std::memory_order_acquire)) {
     for (Pending& pending : batch) {
       pending.done(Error{ErrorCode::unavailable, "store_failed",
                          "The ledger stopped accepting writes: " + failure_reason()});
     }
-    return;
+    return nullptr;
   }
-  std::vector<ledger::Command> commands;
-  commands.reserve(batch.size());
+  auto flight = std::make_unique<Flight>();
+  Flight& f = *flight;
+  f.batch = std::move(batch);
+  f.commands.reserve(f.batch.size());
   // Moved, not copied: from here on a Pending is only its callback.
-  for (Pending& pending : batch)
-    commands.push_back(std::move(pending.command));
-  const ledger::ReadSet read = ledger::read_set_for(commands);
-
-  const auto started = std::chrono::steady_clock::now();
-  const ledger::Micros now = clock_();
-  std::vector<ledger::Outcome> outcomes;
-  auto entries = std::make_shared<std::vector<ledger::Entry>>();
-  size_t entry_count = 0;
+  for (Pending& pending : f.batch)
+    f.commands.push_back(std::move(pending.command));
+  f.read = ledger::read_set_for(f.commands);
+  f.started = std::chrono::steady_clock::now();
+  f.now = clock_();
   // The store may call this more than once (after a write conflict); each call starts afresh
   // from the state it read.
-  const auto apply = [&](ledger::WorkingSet& state) {
-    outcomes.clear();
-    outcomes.reserve(commands.size());
-    for (const ledger::Command& command : commands) {
-      outcomes.push_back(ledger::apply_command(state, command, now));
-    }
-    entry_count = state.new_entries.size();
+  f.apply = [&f](ledger::WorkingSet& state) {
+    f.outcomes.clear();
+    f.outcomes.reserve(f.commands.size());
+    for (const ledger::Command& command : f.commands)
+      f.outcomes.push_back(ledger::apply_command(state, command, f.now));
+    f.entry_count = state.new_entries.size();
   };
   // Asked only once the commit is visible: a subscriber that joined earlier gets this batch
   // published, one that joins later finds it in its backlog read. Moving the entries out is
   // only worth it when someone is listening.
-  const auto committed = [&](ledger::WorkingSet& state) {
+  f.committed = [this, &f](ledger::WorkingSet& state) {
     if (events_ != nullptr && events_->subscriber_count() > 0)
-      *entries = std::move(state.new_entries);
+      *f.entries = std::move(state.new_entries);
   };
-  const Status status = store_.commit_batch(read, apply, committed);
+  f.sent = store_.send_batch(f.read, f.apply, f.committed);
+  if (!f.sent) {
+    // It depends on what the batches in flight leave behind: let them land first.
+    while (!flights.empty()) {
+      finish(*flights.front());
+      flights.pop_front();
+    }
+    f.sent = store_.send_batch(f.read, f.apply, f.committed);
+    assert(f.sent);
+  }
+  return flight;
+}
+
+void Sequencer::finish(Flight& flight) {
+  std::vector<Pending>& batch = flight.batch;
+  const Status status = store_.finish_batch(*flight.sent);
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
-                           std::chrono::steady_clock::now() - started)
+                           std::chrono::steady_clock::now() - flight.started)
                            .count();
 
   if (!status.ok() && status.error().code == ErrorCode::overloaded) {
@@ -192,13 +248,13 @@ void Sequencer::commit(std::vector<Pending>& batch) {
       options_.on_batch(BatchStats{batch.size(), 0, elapsed, false});
     return;
   }
-  assert(outcomes.size() == batch.size());
+  assert(flight.outcomes.size() == batch.size());
   for (size_t i = 0; i < batch.size(); ++i)
-    batch[i].done(std::move(outcomes[i]));
+    batch[i].done(std::move(flight.outcomes[i]));
   if (options_.on_batch)
-    options_.on_batch(BatchStats{batch.size(), entry_count, elapsed, true});
-  if (!entries->empty())
-    events_->publish(entries);
+    options_.on_batch(BatchStats{batch.size(), flight.entry_count, elapsed, true});
+  if (!flight.entries->empty())
+    events_->publish(flight.entries);
 }
 
 }  // namespace stub::engine

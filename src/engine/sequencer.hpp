@@ -9,6 +9,10 @@
 //
 // Thread safety: submit() may be called from any thread. Callbacks run on the committer thread
 // and must not block (post to your own executor).
+//
+// A store with a pipeline depth above one (PostgreSQL) lets the committer send the next batch
+// while the previous one is still committing; batches are still answered in order, and only
+// once committed.
 
 #include <atomic>
 #include <condition_variable>
@@ -70,10 +74,18 @@ class Sequencer {
     Callback done;
   };
 
+  // One batch from the queue to its answers: what its callers asked, what the store decided,
+  // and the store's handle while it is in flight. Heap-allocated, so the closures the store
+  // keeps may point into it.
+  struct Flight;
+
   void run();
-  // Moves the next batch off the queue (caller holds mutex_).
-  void take_batch(std::vector<Pending>& batch);
-  void commit(std::vector<Pending>& batch);
+  // Moves the next batch (at most `limit` commands) off the queue (caller holds mutex_).
+  void take_batch(std::vector<Pending>& batch, size_t limit);
+  // Hands a batch to the store (deciding it); nullptr if it was answered at once.
+  std::unique_ptr<Flight> send(std::vector<Pending> batch, std::deque<std::unique_ptr<Flight>>&);
+  // Waits for a batch's commit and answers its callers.
+  void finish(Flight& flight);
 
   store::Store& store_;
   Clock clock_;

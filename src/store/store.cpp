@@ -8,6 +8,27 @@
 
 namespace stub::store {
 
+namespace {
+
+// A batch a depth-one store committed in send_batch: only its outcome is left to report.
+class CommittedBatch final : public BatchInFlight {
+ public:
+  explicit CommittedBatch(Status status) : status(std::move(status)) {}
+  Status status;
+};
+
+}  // namespace
+
+std::unique_ptr<BatchInFlight> Store::send_batch(const ledger::ReadSet& read,
+                                                 const ApplyBatch& apply,
+                                                 const OnCommitted& committed) {
+  return std::make_unique<CommittedBatch>(commit_batch(read, apply, committed));
+}
+
+Status Store::finish_batch(BatchInFlight& batch) {
+  return static_cast<CommittedBatch&>(batch).status;
+}
+
 std::vector<ledger::Posting> parse_postings(const std::string& text) {
   std::vector<ledger::Posting> out;
   boost::system::error_code error;

@@ -27,6 +27,12 @@ namespace stub::store {
 using ApplyBatch = std::function<void(ledger::WorkingSet&)>;
 using OnCommitted = std::function<void(ledger::WorkingSet&)>;
 
+// A batch handed to Store::send_batch and not yet finished. Opaque to the caller.
+class BatchInFlight {
+ public:
+  virtual ~BatchInFlight() = default;
+};
+
 struct EntryPage {
   std::vector<ledger::Entry> entries;
   int64_t next_after = 0;  // the last seq returned, or the `after` asked for when empty
@@ -78,6 +84,21 @@ class Store {
   Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply) {
     return commit_batch(read, apply, nullptr);
   }
+
+  // ---- Pipelined commits. A store whose pipeline_depth() is above one can have that many
+  // batches in flight: send_batch decides a batch (calling `apply`) against the state the
+  // batches already in flight will leave, sends it and returns without waiting for its COMMIT;
+  // finish_batch waits for the OLDEST batch in flight and returns what commit_batch would have
+  // (after recomputing it, should the state it was decided against turn out stale). `read`,
+  // `apply` and `committed` must stay valid until finish_batch returns for that batch. With
+  // batches in flight, send_batch may return nullptr: this batch cannot be decided yet; finish
+  // every batch in flight and send it again (with none in flight it never returns nullptr).
+  // The default is depth one: send_batch commits at once and finish_batch reports it.
+  virtual size_t pipeline_depth() const { return 1; }
+  virtual std::unique_ptr<BatchInFlight> send_batch(const ledger::ReadSet& read,
+                                                    const ApplyBatch& apply,
+                                                    const OnCommitted& committed);
+  virtual Status finish_batch(BatchInFlight& batch);
 
   virtual Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) = 0;
   // Every node from the root down to `path`, root first; empty if any is missing.

@@ -26,6 +26,7 @@ std::string trimmed(const char* text) {
 
 namespace {
 std::atomic<Connection::Observer> observer{nullptr};
+
 void observe(const Sql& sql) {
   if (Connection::Observer callback = observer.load(std::memory_order_acquire))
     callback(sql.text);
@@ -162,40 +163,56 @@ Result<ResultPtr> Connection::run(const Query& query) {
 }
 
 Connection::PipelineOutcome Connection::pipeline(std::span<const Query> queries) {
-  PipelineOutcome outcome;
-  for (const Query& query : queries) {
-    if (auto error = prepare(*query.sql)) {
-      outcome.error = error;
-      return outcome;
-    }
-  }
-  if (PQenterPipelineMode(conn_) != 1) {
-    outcome.error = classify(conn_, nullptr);
+  if (auto error = send_pipeline(queries)) {
+    PipelineOutcome outcome;
+    outcome.error = std::move(error);
     return outcome;
   }
-  bool sent = true;
+  return collect_pipeline(queries.size());
+}
+
+std::optional<DbError> Connection::send_pipeline(std::span<const Query> queries,
+                                                 size_t flush_after) {
   for (const Query& query : queries) {
+    if (auto error = prepare(*query.sql))
+      return error;
+  }
+  if (PQenterPipelineMode(conn_) != 1)
+    return classify(conn_, nullptr);
+  bool sent = true;
+  for (size_t i = 0; i < queries.size() && sent; ++i) {
+    const Query& query = queries[i];
     const ParamArrays params(query.params);
-    if (PQsendQueryPrepared(conn_, query.sql->name, params.count(), params.values.data(), nullptr,
-                            nullptr, 0) != 1) {
-      sent = false;
-      break;
-    }
+    sent = PQsendQueryPrepared(conn_, query.sql->name, params.count(), params.values.data(),
+                               nullptr, nullptr, 0) == 1;
+    if (sent && i + 1 == flush_after)
+      sent = PQsendFlushRequest(conn_) == 1;
   }
   if (!sent || PQpipelineSync(conn_) != 1) {
-    outcome.error = classify(conn_, nullptr);
-    outcome.error->failure = Failure::connection_lost;
+    DbError error = classify(conn_, nullptr);
+    error.failure = Failure::connection_lost;
     PQexitPipelineMode(conn_);
-    return outcome;
+    return error;
   }
-  // One result per query (each followed by a null), then the Sync's result.
-  for (size_t i = 0; i < queries.size(); ++i) {
+  return std::nullopt;
+}
+
+Connection::PipelineOutcome Connection::collect_pipeline(size_t count) {
+  PipelineOutcome outcome;
+  if (collect_results(count, outcome))
+    collect_sync(outcome);
+  return outcome;
+}
+
+bool Connection::collect_results(size_t count, PipelineOutcome& outcome) {
+  // One result per query, each followed by a null.
+  for (size_t i = 0; i < count; ++i) {
     ResultPtr result(PQgetResult(conn_));
     if (result == nullptr) {
       if (!outcome.error)
         outcome.error = classify(conn_, nullptr);
       outcome.error->failure = Failure::connection_lost;
-      return outcome;
+      return false;
     }
     const ExecStatusType status = PQresultStatus(result.get());
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && !outcome.error) {
@@ -207,19 +224,22 @@ Connection::PipelineOutcome Connection::pipeline(std::span<const Query> queries)
     }
     outcome.results.push_back(std::move(result));
   }
+  return true;
+}
+
+void Connection::collect_sync(PipelineOutcome& outcome) {
   ResultPtr sync(PQgetResult(conn_));
   if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
     if (!outcome.error) {
       outcome.error = classify(conn_, sync.get());
       outcome.error->failure = Failure::connection_lost;
     }
-    return outcome;
+    return;
   }
   if (PQexitPipelineMode(conn_) != 1 && !outcome.error) {
     outcome.error = classify(conn_, nullptr);
     outcome.error->failure = Failure::connection_lost;
   }
-  return outcome;
 }
 
 std::string redact_url(std::string_view url) {

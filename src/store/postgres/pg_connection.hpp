@@ -99,6 +99,17 @@ class Connection {
     std::optional<DbError> error;
   };
   PipelineOutcome pipeline(std::span<const Query> queries);
+  // The two halves of `pipeline`, for a caller with other work to do while the server runs the
+  // queries: send_pipeline sends them and one Sync (an error means nothing is left to
+  // collect), collect_pipeline reads the `count` results and the Sync's.
+  // `flush_after` queries in, the server is asked to flush what it has answered so far (it
+  // otherwise holds answers back until the Sync).
+  std::optional<DbError> send_pipeline(std::span<const Query> queries, size_t flush_after = 0);
+  PipelineOutcome collect_pipeline(size_t count);
+  // collect_pipeline in steps: the next `count` results into `outcome` (false once the
+  // connection is lost), then the Sync's.
+  bool collect_results(size_t count, PipelineOutcome& outcome);
+  void collect_sync(PipelineOutcome& outcome);
 
   bool broken() const { return PQstatus(conn_) != CONNECTION_OK; }
   // Reconnects with the same parameters; prepared statements are prepared again on use.

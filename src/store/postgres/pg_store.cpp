@@ -6,6 +6,7 @@
 #include <cassert>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -131,6 +132,12 @@ const std::vector<Migration>& migrations() {
            {"m6_commit_markers_by_time",
             "CREATE INDEX IF NOT EXISTS commit_markers_by_time ON commit_markers (committed_at)"},
        }},
+      // Each budget row's stamp: a random id of the commit that last wrote it, which the
+      // speculative path re-checks under the row's lock (NULL, from before, reads as 0).
+      {7,
+       {
+           {"m7_budgets_stamp", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS stamp BIGINT"},
+       }},
   };
   return all;
 }
@@ -147,16 +154,14 @@ constexpr Sql begin_serializable{"begin_ser", "BEGIN ISOLATION LEVEL SERIALIZABL
 constexpr Sql commit{"commit", "COMMIT"};
 constexpr Sql rollback{"rollback", "ROLLBACK"};
 constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
+// Far above a healthy wait for the batch ahead (a few milliseconds), far below a stall.
+constexpr Sql spec_lock_timeout{"spec_lock_timeout", "SET LOCAL lock_timeout = '200ms'"};
 
 // ---- Columns ----------------------------------------------------------------------------------
 
 #define STUB_BUDGET_COLUMNS                                                                \
   "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, " \
   "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage"
-#define STUB_BUDGET_ARRAYS                                                               \
-  "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "  \
-  "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], " \
-  "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[])"
 #define STUB_HOLD_COLUMNS                                                                     \
   "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, " \
   "expires_at, settled_at, actor, ttl"
@@ -185,15 +190,15 @@ constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 
 // Rows are locked in path order, so two batches never wait on each other in a cycle.
 constexpr Sql lock_budgets{"lock_budgets", "SELECT " STUB_BUDGET_COLUMNS
-                                           " FROM budgets WHERE path = ANY($1::text[]) "
+                                           ", stamp FROM budgets WHERE path = ANY($1::text[]) "
                                            "ORDER BY path FOR UPDATE"};
 // A freeze with void_holds also locks every row below its node, in path order, after the
 // lineage rows above: every writer below a node holds the node's root row first, so this
 // cannot deadlock; a hold there cannot appear or settle while the freeze decides.
 constexpr Sql lock_budgets_below{"lock_budgets_below",
                                  "SELECT " STUB_BUDGET_COLUMNS
-                                 " FROM budgets WHERE root = $1::text AND path >= $2::text AND "
-                                 "path < $3::text ORDER BY path FOR UPDATE"};
+                                 ", stamp FROM budgets WHERE root = $1::text AND path >= $2::text "
+                                 "AND path < $3::text ORDER BY path FOR UPDATE"};
 constexpr Sql select_open_holds_within{
     "select_open_holds_within",
     "SELECT " STUB_HOLD_COLUMNS
@@ -217,21 +222,45 @@ constexpr Sql select_idempotency{
     "(SELECT " STUB_IDEMPOTENCY_COLUMNS
     " FROM idempotency WHERE root = t.r AND key = t.k LIMIT 1) AS i"};
 
+// ---- The speculative path's reads: no locks (the write transaction re-checks stamps) ---------
+
+// Budget rows first: a hold, key or webhook read after its root's row is at least as new as
+// that row, and any later change to it comes with a new stamp on the root (docs/postgres.md).
+constexpr Sql select_budgets{"select_budgets", "SELECT " STUB_BUDGET_COLUMNS
+                                               ", stamp FROM budgets WHERE path = ANY($1::text[])"};
+// The speculative transaction's first statement: the same locks as the locked path, in the
+// same order, taken before anything is written.
+constexpr Sql lock_paths{"lock_paths",
+                         "SELECT path FROM budgets WHERE path = ANY($1::text[]) "
+                         "ORDER BY path FOR UPDATE"};
+
 // ---- The batch's writes (round trip 2): one statement per table, each row written once -------
 
+// Every row written gets the commit's stamp, and only a row still carrying the stamp the batch
+// was decided against is written (the guard: see checked_marker). On the locked path the rows
+// are locked as read, so the guard always holds there.
 constexpr Sql update_budgets{
     "update_budgets",
     "UPDATE budgets AS b SET root = v.root, parent = v.parent, limit_micros = v.limit_micros, "
     "period = v.period, period_start = v.period_start, spent = v.spent, reserved = v.reserved, "
     "per_txn_max = v.per_txn_max, frozen = v.frozen, frozen_reason = v.frozen_reason, "
     "currency = v.currency, head_seq = v.head_seq, head_hash = v.head_hash, "
-    "created_at = v.created_at, updated_at = v.updated_at, policy = v.policy, "
-    "usage = v.usage FROM " STUB_BUDGET_ARRAYS " AS v(" STUB_BUDGET_COLUMNS
-    ") WHERE b.path = v.path"};
+    "created_at = v.created_at, updated_at = v.updated_at, policy = v.policy, usage = v.usage, "
+    "stamp = v.stamp FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], "
+    "$6::bigint[], "
+    "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], "
+    "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], "
+    "$19::bigint[], $20::bigint[]) AS v(" STUB_BUDGET_COLUMNS
+    ", stamp, expected) WHERE b.path = v.path AND coalesce(b.stamp, 0::bigint) = v.expected"};
 // New rows are plain INSERTs: a racing creator of the same row gets 23505 and recomputes
 // instead of overwriting (no upserts of decided state).
-constexpr Sql insert_budgets{"insert_budgets", "INSERT INTO budgets (" STUB_BUDGET_COLUMNS
-                                               ") SELECT * FROM " STUB_BUDGET_ARRAYS};
+constexpr Sql insert_budgets{
+    "insert_budgets",
+    "INSERT INTO budgets (" STUB_BUDGET_COLUMNS
+    ", stamp) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
+    "$5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], "
+    "$11::text[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], "
+    "$17::text[], $18::text[], $19::bigint[])"};
 constexpr Sql update_holds{
     "update_holds",
     "UPDATE holds AS h SET root = v.root, budget = v.budget, amount = v.amount, "
@@ -269,6 +298,16 @@ constexpr Sql insert_webhooks{"insert_webhooks", "INSERT INTO webhooks (" STUB_W
                                                  ") SELECT * FROM " STUB_WEBHOOK_ARRAYS};
 constexpr Sql delete_webhooks{"delete_webhooks",
                               "DELETE FROM webhooks WHERE name = ANY($1::text[])"};
+// The batch's last write, and its guard: the marker goes in only if every budget row the batch
+// meant to write ($4) now carries its stamp ($5, random, so no other commit's). A row that
+// another commit wrote since the batch read it was left alone by update_budgets; then the count
+// falls short, committed_at is NULL, and the NOT NULL constraint aborts the transaction
+// (23502) before COMMIT: a stale speculative batch writes nothing.
+constexpr Sql checked_marker{
+    "checked_marker",
+    "INSERT INTO commit_markers (id, committed_at) SELECT $1::text, CASE WHEN count(*) = "
+    "$3::bigint THEN $2::bigint END FROM budgets WHERE path = ANY($4::text[]) AND "
+    "stamp = $5::bigint"};
 constexpr Sql insert_marker{"insert_marker",
                             "INSERT INTO commit_markers (id, committed_at) "
                             "VALUES ($1::text, $2::bigint)"};
@@ -365,8 +404,11 @@ constexpr const Sql* every_statement[] = {
     &commit,
     &rollback,
     &lock_timeout,
+    &spec_lock_timeout,
     &lock_budgets,
     &lock_budgets_below,
+    &select_budgets,
+    &lock_paths,
     &select_open_holds_within,
     &select_holds,
     &select_keys,
@@ -393,6 +435,7 @@ constexpr const Sql* every_statement[] = {
     &insert_idempotency,
     &insert_entries,
     &insert_marker,
+    &checked_marker,
     &prune_markers,
     &select_budget,
     &select_subtree,
@@ -596,6 +639,140 @@ void split_dirty(const std::unordered_set<std::string>& dirty, const Map& loaded
   std::sort(inserts.begin(), inserts.end(), by_value);
 }
 
+int64_t random_stamp() {
+  int64_t stamp = 0;
+  while (stamp == 0) {  // 0 means "never stamped"
+    unsigned char bytes[sizeof stamp];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) {
+      std::random_device device;
+      for (unsigned char& byte : bytes)
+        byte = static_cast<unsigned char>(device());
+    }
+    std::memcpy(&stamp, bytes, sizeof stamp);
+  }
+  return stamp;
+}
+
+// Budget rows as the batch read them: path -> the stamp it was read with.
+using Stamps = std::unordered_map<std::string, int64_t>;
+
+int64_t stamp_column(const Rows& row) {
+  return row.column_optional_int(18).value_or(0);
+}
+
+// The rows that existed when the batch read them, per table.
+struct ReadRows {
+  Stamps budgets;
+  std::unordered_set<std::string> holds, keys, webhooks;
+};
+
+// What a batch writes: its statements in order (budget rows first, so the guard stops a stale
+// batch before it writes anything else), the marker last; the rows they write; the budget rows
+// it creates; and whether it changes anything at all.
+struct BatchWrites {
+  std::vector<Query> queries;
+  std::vector<std::string> updated_budgets;  // sorted: the rows to lock, in lock order
+  std::vector<std::string> created_budgets;
+  size_t rows = 0;
+  bool changes = false;
+  // Where in `queries` the idempotency records and the entries are inserted.
+  std::optional<size_t> idempotency_query, entries_query;
+};
+
+// A batch that changes anything writes every budget row it read on its paths, changed or not,
+// with its stamp: so any change under a root, to a hold, key or webhook too, comes with a new
+// stamp on the root's row, and a batch decided against the old one cannot commit.
+BatchWrites batch_writes(const ledger::WorkingSet& state, const ledger::ReadSet& read,
+                         const ReadRows& existing, int64_t stamp, const std::string& marker) {
+  BatchWrites out;
+  out.changes = !state.dirty_budgets.empty() || !state.dirty_holds.empty() ||
+                !state.dirty_keys.empty() || !state.new_idempotency.empty() ||
+                !state.new_entries.empty() || !state.dirty_webhooks.empty() ||
+                !state.deleted_webhooks.empty();
+  std::vector<const std::string*> budget_updates, budget_inserts, hold_updates, hold_inserts,
+      key_updates, key_inserts, webhook_updates, webhook_inserts;
+  split_dirty(state.dirty_budgets, existing.budgets, budget_updates, budget_inserts);
+  if (out.changes) {
+    for (const std::string& path : read.budgets) {
+      if (existing.budgets.contains(path) && !state.dirty_budgets.contains(path))
+        budget_updates.push_back(&path);
+    }
+    std::sort(budget_updates.begin(), budget_updates.end(),
+              [](const std::string* a, const std::string* b) { return *a < *b; });
+  }
+  split_dirty(state.dirty_holds, existing.holds, hold_updates, hold_inserts);
+  split_dirty(state.dirty_keys, existing.keys, key_updates, key_inserts);
+  split_dirty(state.dirty_webhooks, existing.webhooks, webhook_updates, webhook_inserts);
+  std::vector<std::string> webhook_deletes;
+  for (const std::string& name : state.deleted_webhooks) {
+    if (existing.webhooks.contains(name))
+      webhook_deletes.push_back(name);
+  }
+  std::sort(webhook_deletes.begin(), webhook_deletes.end());
+  out.rows = budget_updates.size() + budget_inserts.size() + state.dirty_holds.size() +
+             state.dirty_keys.size() + state.new_idempotency.size() + state.new_entries.size() +
+             state.dirty_webhooks.size() + webhook_deletes.size() + 1;
+
+  const auto stamps_of = [&](const std::vector<const std::string*>& paths, bool expected) {
+    ArrayBuilder array;
+    for (const std::string* path : paths)
+      array.add_int(expected ? existing.budgets.at(*path) : stamp);
+    return array.finish();
+  };
+  if (!budget_updates.empty()) {
+    std::vector<Param> params = budget_params(state, budget_updates);
+    params.push_back(stamps_of(budget_updates, false));
+    params.push_back(stamps_of(budget_updates, true));
+    out.queries.push_back({&update_budgets, std::move(params)});
+    for (const std::string* path : budget_updates)
+      out.updated_budgets.push_back(*path);
+  }
+  if (!budget_inserts.empty()) {
+    std::vector<Param> params = budget_params(state, budget_inserts);
+    params.push_back(stamps_of(budget_inserts, false));
+    out.queries.push_back({&insert_budgets, std::move(params)});
+    for (const std::string* path : budget_inserts)
+      out.created_budgets.push_back(*path);
+  }
+  if (!hold_updates.empty())
+    out.queries.push_back({&update_holds, hold_params(state, hold_updates)});
+  if (!hold_inserts.empty())
+    out.queries.push_back({&insert_holds, hold_params(state, hold_inserts)});
+  if (!key_updates.empty())
+    out.queries.push_back({&update_keys, key_params(state, key_updates)});
+  if (!key_inserts.empty())
+    out.queries.push_back({&insert_keys, key_params(state, key_inserts)});
+  if (!webhook_deletes.empty())
+    out.queries.push_back({&delete_webhooks, {text_array(webhook_deletes)}});
+  if (!webhook_updates.empty())
+    out.queries.push_back({&update_webhooks, webhook_params(state, webhook_updates)});
+  if (!webhook_inserts.empty())
+    out.queries.push_back({&insert_webhooks, webhook_params(state, webhook_inserts)});
+  if (!state.new_idempotency.empty()) {
+    out.idempotency_query = out.queries.size();
+    out.queries.push_back({&insert_idempotency, idempotency_params(state.new_idempotency)});
+  }
+  if (!state.new_entries.empty()) {
+    out.entries_query = out.queries.size();
+    out.queries.push_back({&insert_entries, entry_params(state.new_entries)});
+  }
+  std::vector<std::string_view> written;
+  for (const std::string& path : out.updated_budgets)
+    written.push_back(path);
+  for (const std::string& path : out.created_budgets)
+    written.push_back(path);
+  out.queries.push_back({&checked_marker,
+                         {marker, std::to_string(now_micros()), std::to_string(written.size()),
+                          text_array(written), std::to_string(stamp)}});
+  return out;
+}
+
+Error batch_too_large(size_t rows, size_t bound) {
+  return Error{ErrorCode::internal, "batch_too_large",
+               "A batch would write " + std::to_string(rows) + " rows, above the bound of " +
+                   std::to_string(bound) + "."};
+}
+
 Status migrate(Connection& connection) {
   // Several instances may start at once: every statement is idempotent, and a statement that
   // loses a race (duplicate catalog row, serialization failure) is simply run again.
@@ -666,7 +843,9 @@ std::vector<Store::EventCount> PgStore::event_counts() const {
           {"reconnect", counters_.reconnects.load(std::memory_order_relaxed)},
           {"ambiguous_commit", counters_.ambiguous.load(std::memory_order_relaxed)},
           {"ambiguous_commit_found_committed",
-           counters_.found_committed.load(std::memory_order_relaxed)}};
+           counters_.found_committed.load(std::memory_order_relaxed)},
+          {"speculated", counters_.speculated.load(std::memory_order_relaxed)},
+          {"speculation_missed", counters_.speculation_missed.load(std::memory_order_relaxed)}};
 }
 
 Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
@@ -678,12 +857,14 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
   } else if (options.isolation != "read-committed" && !options.isolation.empty()) {
     return Error::invalid("invalid_isolation", "Isolation must be read-committed or serializable.");
   }
-  auto writer = Connection::open(url);
-  if (!writer.ok())
-    return writer.error();
-  store->writer_ = std::move(writer).value();
+  for (std::unique_ptr<Connection>& writer : store->writers_) {
+    auto opened = Connection::open(url);
+    if (!opened.ok())
+      return opened.error();
+    writer = std::move(opened).value();
+  }
   if (!options.read_only) {
-    if (Status status = migrate(*store->writer_); !status.ok())
+    if (Status status = migrate(*store->writers_[0]); !status.ok())
       return status.error();
   }
   const size_t readers = std::max<size_t>(1, options.read_connections);
@@ -707,10 +888,11 @@ Result<ResultPtr> PgStore::read_query(const Query& query) {
   }
 }
 
-Status PgStore::ensure_writer() {
-  if (!writer_->broken())
+Status PgStore::ensure_writer(size_t index) {
+  Connection& writer = *writers_[index];
+  if (!writer.broken())
     return Status::success();
-  if (!writer_->reset()) {
+  if (!writer.reset()) {
     return Error{ErrorCode::unavailable, "db_unreachable",
                  "Cannot reconnect to " + redact_url(url_) + "."};
   }
@@ -718,21 +900,383 @@ Status PgStore::ensure_writer() {
   return Status::success();
 }
 
+// ---- Batches in flight ------------------------------------------------------------------------
+
+struct PgStore::Flight final : BatchInFlight {
+  const ledger::ReadSet* read = nullptr;
+  const ApplyBatch* apply = nullptr;
+  const OnCommitted* committed = nullptr;
+  // On the speculative path: sent on writers_[connection], `results` statements to collect.
+  // Otherwise already committed (or not) on the locked path, with `status` the outcome.
+  bool on_wire = false;
+  Status status = Status::success();
+  size_t connection = 0;
+  size_t results = 0;
+  // The results read so far (all of them once `collected`), and how many statements up to and
+  // including the one that takes the row locks.
+  Connection::PipelineOutcome outcome;
+  size_t locked_after = 0;
+  bool lost = false;                  // the connection went while reading
+  std::optional<DbError> send_error;  // the send itself failed: the outcome is unknown
+  bool lose_answer = false;           // fault injection: COMMIT's answer is "lost"
+  // An earlier batch in flight turned out stale, and this one may rest on its writes.
+  bool doomed = false;
+  // The state as decided; for the next batch, the rows this one writes (budget rows with the
+  // stamp they get) are the overlay on what the database shows until it commits.
+  ledger::WorkingSet state;
+  Stamps written_budgets;
+  std::unordered_set<std::string> created_budgets;
+  std::string marker;
+};
+
 Status PgStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
                              const OnCommitted& committed) {
+  // One at a time: with nothing in flight, send_batch always takes the batch.
+  assert(in_flight_.empty());
+  std::unique_ptr<BatchInFlight> flight = send_batch(read, apply, committed);
+  return finish_batch(*flight);
+}
+
+std::unique_ptr<BatchInFlight> PgStore::send_batch(const ledger::ReadSet& read,
+                                                   const ApplyBatch& apply,
+                                                   const OnCommitted& committed) {
+  // A kill switch reads whole subtrees, which only the locked path does.
+  if (isolation_ == Isolation::read_committed && read.open_hold_subtrees.empty() &&
+      speculation_paused_ == 0) {
+    const size_t connection = in_flight_.empty() ? 0 : 1 - in_flight_.back()->connection;
+    if (auto flight = speculate(connection, read, apply, committed))
+      return flight;
+  }
+  if (!in_flight_.empty())
+    return nullptr;
+  if (speculation_paused_ > 0)
+    --speculation_paused_;
+  auto flight = std::make_unique<Flight>();
+  flight->status = commit_locked(0, read, apply, committed);
+  return flight;
+}
+
+Status PgStore::finish_batch(BatchInFlight& batch) {
+  auto& flight = static_cast<Flight&>(batch);
+  if (!flight.on_wire)
+    return flight.status;
+  assert(!in_flight_.empty() && in_flight_.front() == &flight);
+  in_flight_.pop_front();
+  Connection& connection = *writers_[flight.connection];
+  Connection::PipelineOutcome& outcome = flight.outcome;
+  if (flight.send_error) {
+    outcome.error = flight.send_error;
+  } else if (!flight.lost &&
+             connection.collect_results(flight.results - outcome.results.size(), outcome)) {
+    connection.collect_sync(outcome);
+  }
+  if (!outcome.error && flight.lose_answer) {
+    connection.sever();  // COMMIT ran; its answer is "lost".
+    outcome.error = DbError{Failure::connection_lost, "", "connection lost (injected)"};
+  }
+  const auto landed = [&] {
+    speculation_pause_next_ = 1;
+    for (const auto& [path, stamp] : flight.written_budgets)
+      remember(path, flight.state.budgets.at(path), stamp);
+    if (*flight.committed)
+      (*flight.committed)(flight.state);
+    after_commit(flight.connection);
+    return Status::success();
+  };
+  if (!outcome.error)
+    return landed();
+  if (outcome.error->failure == Failure::connection_lost) {
+    // The COMMIT may or may not have run: find out before anything is recomputed.
+    counters_.ambiguous.fetch_add(1, std::memory_order_relaxed);
+    auto resolved = resolve_ambiguous(flight.connection, flight.marker);
+    if (!resolved.ok()) {
+      return Error{ErrorCode::unavailable, "commit_outcome_unknown",
+                   "Lost the connection during COMMIT and could not find out whether it "
+                   "committed: " +
+                       resolved.error().message};
+    }
+    if (resolved.value()) {
+      counters_.found_committed.fetch_add(1, std::memory_order_relaxed);
+      return landed();
+    }
+  } else {
+    (void)connection.exec(rollback);
+  }
+  // Stale (another commit wrote a row it was decided against), conflicting, or lost before
+  // COMMIT: nothing of it committed. Batches sent after it may rest on its writes; none is
+  // decided against them, and the next few batches take the locked path, which waits for
+  // other writers instead of racing them.
+  counters_.speculation_missed.fetch_add(1, std::memory_order_relaxed);
+  cache_.clear();
+  for (Flight* later : in_flight_)
+    later->doomed = true;
+  speculation_paused_ = speculation_pause_next_;
+  speculation_pause_next_ = std::min<size_t>(speculation_pause_next_ * 2, 256);
+  return commit_locked(flight.connection, *flight.read, *flight.apply, *flight.committed);
+}
+
+void PgStore::remember(const std::string& path, const BudgetNode& node, int64_t stamp) {
+  constexpr size_t cache_max = 100'000;  // budget rows; a bigger fleet re-reads the cold ones
+  if (cache_.size() >= cache_max && !cache_.contains(path))
+    cache_.clear();
+  cache_.insert_or_assign(path, CachedBudget{node, stamp});
+}
+
+void PgStore::after_commit(size_t connection) {
+  // Every 1,000 commits, up to 1,000 markers older than an hour go: pruning keeps pace with one
+  // marker per commit, and a failed prune is simply tried again later.
+  if (++commits_since_prune_ < 1'000)
+    return;
+  commits_since_prune_ = 0;
+  if (ensure_writer(connection).ok()) {
+    (void)writers_[connection]->run(
+        Query{&prune_markers,
+              {std::to_string(now_micros() - marker_retention_micros), std::to_string(1'000)}});
+  }
+}
+
+std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::ReadSet& read,
+                                                    const ApplyBatch& apply,
+                                                    const OnCommitted& committed) {
+  for (const Flight* earlier : in_flight_) {
+    if (earlier->doomed)
+      return nullptr;
+    // A row created by a batch in flight is not there to lock until that batch commits.
+    for (const std::string& path : read.budgets) {
+      if (earlier->created_budgets.contains(path))
+        return nullptr;
+    }
+  }
+  if (!ensure_writer(index).ok())
+    return nullptr;  // The locked path retries the connection until its deadline.
+  Connection& connection = *writers_[index];
+
+  // The state: what the batches in flight write (newest first), else what the database has.
+  ledger::WorkingSet state;
+  ReadRows existing;
+  std::vector<std::string> budget_reads, hold_reads, key_reads, webhook_reads;
+  ArrayBuilder idempotency_roots, idempotency_keys;
+  const auto overlay = [&](auto&& find) {
+    for (auto it = in_flight_.rbegin(); it != in_flight_.rend(); ++it) {
+      if (find(**it))
+        return true;
+    }
+    return false;
+  };
+  for (const std::string& path : read.budgets) {
+    const bool found = overlay([&](const Flight& earlier) {
+      auto written = earlier.written_budgets.find(path);
+      if (written == earlier.written_budgets.end())
+        return false;
+      state.budgets.emplace(path, earlier.state.budgets.at(path));
+      existing.budgets.emplace(path, written->second);
+      return true;
+    });
+    if (found)
+      continue;
+    if (auto cached = cache_.find(path); cached != cache_.end()) {
+      state.budgets.emplace(path, cached->second.node);
+      existing.budgets.emplace(path, cached->second.stamp);
+    } else {
+      budget_reads.push_back(path);
+    }
+  }
+  for (const std::string& id : read.holds) {
+    const bool found = overlay([&](const Flight& earlier) {
+      if (!earlier.state.dirty_holds.contains(id))
+        return false;
+      state.holds.emplace(id, earlier.state.holds.at(id));
+      return true;
+    });
+    if (!found)
+      hold_reads.push_back(id);
+  }
+  for (const std::string& id : read.keys) {
+    const bool found = overlay([&](const Flight& earlier) {
+      if (!earlier.state.dirty_keys.contains(id))
+        return false;
+      state.keys.emplace(id, earlier.state.keys.at(id));
+      return true;
+    });
+    if (!found)
+      key_reads.push_back(id);
+  }
+  for (const std::string& name : read.webhooks) {
+    const bool found = overlay([&](const Flight& earlier) {
+      if (earlier.state.deleted_webhooks.contains(name))
+        return true;  // known to be absent
+      if (!earlier.state.dirty_webhooks.contains(name))
+        return false;
+      state.webhooks.emplace(name, earlier.state.webhooks.at(name));
+      return true;
+    });
+    if (!found)
+      webhook_reads.push_back(name);
+  }
+  for (const auto& [root, key] : read.idempotency) {
+    std::string slot = ledger::idempotency_slot(root, key);
+    const bool found = overlay([&](const Flight& earlier) {
+      auto record = earlier.state.idempotency.find(slot);
+      if (record == earlier.state.idempotency.end())
+        return false;
+      state.idempotency.emplace(slot, record->second);
+      return true;
+    });
+    if (!found) {
+      idempotency_roots.add_text(root);
+      idempotency_keys.add_text(key);
+    }
+  }
+  // What neither a batch in flight nor the cache has: one round trip, no locks, while the batch
+  // in flight commits (budget rows first). Idempotency records are read only along with
+  // something else: a key that exists after all fails the INSERT (23505), and the batch is
+  // recomputed on the locked path.
+  if (!budget_reads.empty() || !hold_reads.empty() || !key_reads.empty() ||
+      !webhook_reads.empty()) {
+    const Query reads[] = {
+        {&select_budgets, {text_array(budget_reads)}},
+        {&select_holds, {text_array(hold_reads)}},
+        {&select_keys, {text_array(key_reads)}},
+        {&select_idempotency, {idempotency_roots.finish(), idempotency_keys.finish()}},
+        {&select_webhooks, {text_array(webhook_reads)}},
+    };
+    auto loaded = connection.pipeline(reads);
+    if (loaded.error)
+      return nullptr;  // The locked path retries, reconnects or reports it.
+    const Rows budgets(loaded.results[0].get());
+    for (int i = 0; i < budgets.size(); ++i) {
+      BudgetNode node = read_budget(budgets.at(i));
+      const int64_t stamp = stamp_column(budgets.at(i));
+      remember(node.path, node, stamp);
+      existing.budgets.emplace(node.path, stamp);
+      state.budgets.emplace(node.path, std::move(node));
+    }
+    const Rows holds(loaded.results[1].get());
+    for (int i = 0; i < holds.size(); ++i) {
+      Hold hold = read_hold(holds.at(i));
+      state.holds.emplace(hold.id, std::move(hold));
+    }
+    const Rows keys(loaded.results[2].get());
+    for (int i = 0; i < keys.size(); ++i) {
+      ApiKey key = read_key(keys.at(i));
+      state.keys.emplace(key.id, std::move(key));
+    }
+    const Rows records(loaded.results[3].get());
+    for (int i = 0; i < records.size(); ++i) {
+      IdempotencyRecord record = read_idempotency(records.at(i));
+      std::string slot = ledger::idempotency_slot(record.root, record.key);
+      state.idempotency.emplace(std::move(slot), std::move(record));
+    }
+    const Rows webhooks(loaded.results[4].get());
+    for (int i = 0; i < webhooks.size(); ++i) {
+      ledger::Webhook webhook = read_webhook(webhooks.at(i));
+      const std::string name = webhook.name;
+      state.webhooks.emplace(name, std::move(webhook));
+    }
+  }
+  for (const auto& [id, hold] : state.holds)
+    existing.holds.insert(id);
+  for (const auto& [id, key] : state.keys)
+    existing.keys.insert(id);
+  for (const auto& [name, webhook] : state.webhooks)
+    existing.webhooks.insert(name);
+
+  apply(state);
+
+  auto flight = std::make_unique<Flight>();
+  flight->read = &read;
+  flight->apply = &apply;
+  flight->committed = &committed;
+  const int64_t stamp = random_stamp();
+  flight->marker = random_marker();
+  BatchWrites writes = batch_writes(state, read, existing, stamp, flight->marker);
+  if (!writes.changes) {
+    // Nothing to write. Its answers may rest on what a batch in flight writes: let that land.
+    if (!in_flight_.empty())
+      return nullptr;
+    if (committed)
+      committed(state);
+    return flight;  // Done: on_wire is false and the status success.
+  }
+  if (writes.rows > max_rows_per_commit())
+    return nullptr;  // The locked path reports it.
+
+  // The idempotency records and the entries, the batch's biggest writes, go in before the row
+  // locks, while the batch ahead still holds them: the hot rows stay locked only for the budget
+  // rows' update, the marker and COMMIT. Inserting first can make two transactions wait on each
+  // other: a stale batch holds entries (keyed by the chain head it predicted) that a batch of
+  // another instance, holding the root's lock, must wait for; or two instances insert one
+  // retried idempotency key. So the speculative transaction waits at most spec_lock_timeout
+  // for any lock (55P03, or 40P01 from the deadlock detector), and is then recomputed on the
+  // locked path, which takes its locks first.
+  std::vector<Query> queries;
+  queries.reserve(writes.queries.size() + 4);
+  queries.push_back({&begin_read_committed, {}});
+  queries.push_back({&spec_lock_timeout, {}});
+  for (const std::optional<size_t>& early : {writes.idempotency_query, writes.entries_query}) {
+    if (early)
+      queries.push_back(std::move(writes.queries[*early]));
+  }
+  if (!writes.updated_budgets.empty())
+    queries.push_back({&lock_paths, {text_array(writes.updated_budgets)}});
+  const size_t locked_after = queries.size();
+  for (size_t i = 0; i < writes.queries.size(); ++i) {
+    if (i != writes.idempotency_query && i != writes.entries_query)
+      queries.push_back(std::move(writes.queries[i]));
+  }
+  const bool lose_before_commit =
+      faults_.lose_before_commit.load() > 0 && faults_.lose_before_commit.fetch_sub(1) > 0;
+  if (!lose_before_commit)
+    queries.push_back({&commit, {}});
+  // The batch in flight must hold its row locks before this one can ask for them: sent later,
+  // this one could otherwise reach the locks first (its backend is as fast as the other's) and
+  // find the rows as they were before that batch, which it was not decided against.
+  if (!in_flight_.empty()) {
+    Flight& previous = *in_flight_.back();
+    Connection& other = *writers_[previous.connection];
+    if (!previous.send_error && !previous.lost &&
+        previous.outcome.results.size() < previous.locked_after) {
+      previous.lost = !other.collect_results(
+          previous.locked_after - previous.outcome.results.size(), previous.outcome);
+    }
+    if (previous.send_error || previous.lost || previous.outcome.error)
+      return nullptr;  // It failed; this batch rests on it. Let it land first.
+  }
+  flight->on_wire = true;
+  flight->connection = index;
+  flight->results = queries.size();
+  flight->locked_after = locked_after;
+  flight->send_error = connection.send_pipeline(queries, locked_after);
+  if (lose_before_commit) {
+    // The writes arrive, then the connection dies before COMMIT is sent.
+    connection.sever();
+  }
+  flight->lose_answer =
+      faults_.lose_after_commit.load() > 0 && faults_.lose_after_commit.fetch_sub(1) > 0;
+  for (const std::string& path : writes.updated_budgets)
+    flight->written_budgets.emplace(path, stamp);
+  for (const std::string& path : writes.created_budgets) {
+    flight->written_budgets.emplace(path, stamp);
+    flight->created_budgets.insert(path);
+  }
+  flight->state = std::move(state);
+  counters_.speculated.fetch_add(1, std::memory_order_relaxed);
+  in_flight_.push_back(flight.get());
+  return flight;
+}
+
+// ---- The locked path --------------------------------------------------------------------------
+
+Status PgStore::commit_locked(size_t index, const ledger::ReadSet& read, const ApplyBatch& apply,
+                              const OnCommitted& committed) {
   // Conflicts are retried until this deadline; then the callers get a retryable 503 and the
   // store carries on. A database that stays unreachable for as long fails the store.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   for (int attempt = 0;; ++attempt) {
     Status failure = Status::success();
-    switch (this->attempt(read, apply, committed, failure)) {
+    switch (this->attempt(index, read, apply, committed, failure)) {
       case AttemptResult::committed:
-        // Every 1,000 commits, up to 1,000 markers older than an hour go: pruning keeps pace
-        // with one marker per commit, and a failed prune is simply tried again later.
-        if (++commits_since_prune_ >= 1'000) {
-          commits_since_prune_ = 0;
-          (void)prune_commit_markers(now_micros() - marker_retention_micros, 1'000);
-        }
+        after_commit(index);
         return Status::success();
       case AttemptResult::failed:
         return failure;
@@ -750,13 +1294,14 @@ Status PgStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& appl
   }
 }
 
-PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const ApplyBatch& apply,
-                                        const OnCommitted& committed, Status& failure) {
-  if (Status status = ensure_writer(); !status.ok()) {
+PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& read,
+                                        const ApplyBatch& apply, const OnCommitted& committed,
+                                        Status& failure) {
+  if (Status status = ensure_writer(index); !status.ok()) {
     failure = status;  // Retried until the deadline, then this is the answer.
     return AttemptResult::retry;
   }
-  Connection& connection = *writer_;
+  Connection& connection = *writers_[index];
   const auto abandon = [&](const DbError& error, std::string_view what) {
     if (error.failure == Failure::connection_lost) {
       failure = to_error(error, what);
@@ -801,10 +1346,12 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
     return abandon(*loaded.error, "reading the batch's rows");
 
   ledger::WorkingSet state;
+  ReadRows existing;
   {
     const Rows budgets(loaded.results[1].get());
     for (int i = 0; i < budgets.size(); ++i) {
       BudgetNode node = read_budget(budgets.at(i));
+      existing.budgets.emplace(node.path, stamp_column(budgets.at(i)));
       state.budgets.emplace(node.path, std::move(node));
     }
     const Rows holds(loaded.results[2].get());
@@ -834,6 +1381,7 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
       const Rows below(loaded.results[result++].get());
       for (int i = 0; i < below.size(); ++i) {
         BudgetNode node = read_budget(below.at(i));
+        existing.budgets.try_emplace(node.path, stamp_column(below.at(i)));
         const std::string path = node.path;
         state.budgets.try_emplace(path, std::move(node));
       }
@@ -851,86 +1399,51 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
     }
     assert(result == loaded.results.size());
   }
-  std::unordered_set<std::string> existing_budgets, existing_holds, existing_keys,
-      existing_webhooks;
   for (const auto& [name, webhook] : state.webhooks)
-    existing_webhooks.insert(name);
-  for (const auto& [path, node] : state.budgets)
-    existing_budgets.insert(path);
+    existing.webhooks.insert(name);
   for (const auto& [id, hold] : state.holds)
-    existing_holds.insert(id);
+    existing.holds.insert(id);
   for (const auto& [id, key] : state.keys)
-    existing_keys.insert(id);
+    existing.keys.insert(id);
 
   apply(state);
 
   // Round trip 2: the writes, the marker and COMMIT.
-  std::vector<const std::string*> budget_updates, budget_inserts, hold_updates, hold_inserts,
-      key_updates, key_inserts;
-  split_dirty(state.dirty_budgets, existing_budgets, budget_updates, budget_inserts);
-  split_dirty(state.dirty_holds, existing_holds, hold_updates, hold_inserts);
-  split_dirty(state.dirty_keys, existing_keys, key_updates, key_inserts);
-  std::vector<const std::string*> webhook_updates, webhook_inserts;
-  split_dirty(state.dirty_webhooks, existing_webhooks, webhook_updates, webhook_inserts);
-  std::vector<std::string> webhook_deletes;
-  for (const std::string& name : state.deleted_webhooks) {
-    if (existing_webhooks.contains(name))
-      webhook_deletes.push_back(name);
-  }
-  std::sort(webhook_deletes.begin(), webhook_deletes.end());
-  const size_t rows = state.dirty_budgets.size() + state.dirty_holds.size() +
-                      state.dirty_keys.size() + state.new_idempotency.size() +
-                      state.new_entries.size() + state.dirty_webhooks.size() +
-                      webhook_deletes.size() + 1;
-  if (rows > max_rows_per_commit()) {
+  const std::string marker = random_marker();
+  const int64_t stamp = random_stamp();
+  BatchWrites writes = batch_writes(state, read, existing, stamp, marker);
+  // Once committed, the rows as written (or as read, if left alone) are the cache's.
+  const auto remember_rows = [&] {
+    for (const std::string& path : writes.updated_budgets)
+      existing.budgets.insert_or_assign(path, stamp);
+    for (const std::string& path : writes.created_budgets)
+      existing.budgets.insert_or_assign(path, stamp);
+    for (const auto& [path, row_stamp] : existing.budgets)
+      remember(path, state.budgets.at(path), row_stamp);
+  };
+  if (writes.rows > max_rows_per_commit()) {
     (void)connection.exec(rollback);
-    failure = Error{ErrorCode::internal, "batch_too_large",
-                    "A batch would write " + std::to_string(rows) + " rows, above the bound of " +
-                        std::to_string(max_rows_per_commit()) + "."};
+    failure = batch_too_large(writes.rows, max_rows_per_commit());
     return AttemptResult::failed;
   }
-  std::vector<Query> writes;
-  if (!budget_updates.empty())
-    writes.push_back({&update_budgets, budget_params(state, budget_updates)});
-  if (!budget_inserts.empty())
-    writes.push_back({&insert_budgets, budget_params(state, budget_inserts)});
-  if (!hold_updates.empty())
-    writes.push_back({&update_holds, hold_params(state, hold_updates)});
-  if (!hold_inserts.empty())
-    writes.push_back({&insert_holds, hold_params(state, hold_inserts)});
-  if (!key_updates.empty())
-    writes.push_back({&update_keys, key_params(state, key_updates)});
-  if (!key_inserts.empty())
-    writes.push_back({&insert_keys, key_params(state, key_inserts)});
-  if (!webhook_deletes.empty())
-    writes.push_back({&delete_webhooks, {text_array(webhook_deletes)}});
-  if (!webhook_updates.empty())
-    writes.push_back({&update_webhooks, webhook_params(state, webhook_updates)});
-  if (!webhook_inserts.empty())
-    writes.push_back({&insert_webhooks, webhook_params(state, webhook_inserts)});
-  if (!state.new_idempotency.empty())
-    writes.push_back({&insert_idempotency, idempotency_params(state.new_idempotency)});
-  if (!state.new_entries.empty())
-    writes.push_back({&insert_entries, entry_params(state.new_entries)});
-  const std::string marker = random_marker();
-  writes.push_back({&insert_marker, {marker, std::to_string(now_micros())}});
-
+  std::vector<Query>& queries = writes.queries;
   if (faults_.lose_before_commit.load() > 0 && faults_.lose_before_commit.fetch_sub(1) > 0) {
     // The writes arrive, then the connection dies before COMMIT is sent.
-    auto sent = connection.pipeline(writes);
+    auto sent = connection.pipeline(queries);
     connection.sever();
     (void)sent;
     DbError lost{Failure::connection_lost, "", "connection lost (injected) before COMMIT"};
     failure = to_error(lost, "committing");
   } else {
-    writes.push_back({&commit, {}});
-    auto result = connection.pipeline(writes);
+    queries.push_back({&commit, {}});
+    auto result = connection.pipeline(queries);
     if (!result.error && faults_.lose_after_commit.load() > 0 &&
         faults_.lose_after_commit.fetch_sub(1) > 0) {
       connection.sever();  // COMMIT ran; its answer is "lost".
       result.error = DbError{Failure::connection_lost, "", "connection lost (injected)"};
     }
     if (!result.error) {
+      remember_rows();
       if (committed)
         committed(state);
       return AttemptResult::committed;
@@ -943,7 +1456,7 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
   // The COMMIT may or may not have run. Find out before anything is recomputed: never apply
   // twice, never drop an acknowledged write.
   counters_.ambiguous.fetch_add(1, std::memory_order_relaxed);
-  auto outcome = resolve_ambiguous(marker);
+  auto outcome = resolve_ambiguous(index, marker);
   if (!outcome.ok()) {
     failure = Error{ErrorCode::unavailable, "commit_outcome_unknown",
                     "Lost the connection during COMMIT and could not find out whether it "
@@ -953,6 +1466,7 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
   }
   if (outcome.value()) {
     counters_.found_committed.fetch_add(1, std::memory_order_relaxed);
+    remember_rows();
     if (committed)
       committed(state);
     return AttemptResult::committed;
@@ -961,32 +1475,34 @@ PgStore::AttemptResult PgStore::attempt(const ledger::ReadSet& read, const Apply
 }
 
 Result<uint64_t> PgStore::prune_commit_markers(ledger::Micros older_than, size_t limit) {
-  if (Status status = ensure_writer(); !status.ok())
+  assert(in_flight_.empty());
+  if (Status status = ensure_writer(0); !status.ok())
     return status.error();
   auto result =
-      writer_->run(Query{&prune_markers, {std::to_string(older_than), std::to_string(limit)}});
+      writers_[0]->run(Query{&prune_markers, {std::to_string(older_than), std::to_string(limit)}});
   if (!result.ok())
     return result.error();
   const char* deleted = PQcmdTuples(result->get());
   return static_cast<uint64_t>(std::strtoull(deleted, nullptr, 10));
 }
 
-Result<bool> PgStore::resolve_ambiguous(const std::string& marker) {
+Result<bool> PgStore::resolve_ambiguous(size_t index, const std::string& marker) {
   // Inserting the same marker waits for the old transaction if its backend is still finishing
   // it (a unique-index wait), then fails with 23505 if it committed or succeeds if it did not.
   // Reading alone could miss a COMMIT still in flight on the old backend.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (int attempt = 0;; ++attempt) {
-    if (ensure_writer().ok()) {
+    if (ensure_writer(index).ok()) {
+      Connection& writer = *writers_[index];
       const Query probe[] = {
           {&begin_read_committed, {}},
           {&lock_timeout, {}},
           {&insert_marker, {marker, std::to_string(now_micros())}},
       };
-      auto result = writer_->pipeline(probe);
+      auto result = writer.pipeline(probe);
       const std::optional<DbError>& error = result.error;
       if (!error || error->failure != Failure::connection_lost)
-        (void)writer_->exec(rollback);
+        (void)writer.exec(rollback);
       if (!error)
         return false;  // The marker was free: the batch did not commit.
       if (error->sqlstate == "23505")

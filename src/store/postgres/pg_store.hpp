@@ -1,8 +1,8 @@
 #pragma once
 
 // The store at scale: PostgreSQL, with any number of `stub serve` instances on one database and
-// no coordination between them. One writer connection (the committing thread's) and a pool of
-// read connections. A batch is two round trips in libpq pipeline mode:
+// no coordination between them. Two writer connections (the committing thread's) and a pool of
+// read connections. The locked path commits a batch in two round trips (libpq pipeline mode):
 //
 //   1. BEGIN; lock the batch's budget rows in path order (SELECT ... FOR UPDATE); read its
 //      holds, keys and idempotency records
@@ -15,13 +15,24 @@
 // fresh state after a jittered, bounded backoff. A connection lost while the COMMIT may have
 // run is resolved through the batch's commit marker before anything is recomputed. The SQL is
 // the subset described in docs/postgres.md; tests/store/pg_sql_subset_test.cpp enforces it.
+//
+// Under READ COMMITTED the store also pipelines (pipeline_depth 2, the speculative path): a
+// batch is decided against rows read WITHOUT locks, overlaid with what the batch still in
+// flight on the other connection will write, and sent as ONE round trip that locks its budget
+// rows in path order and re-checks each row's stamp (a random id of the commit that last wrote
+// it) before writing anything. So batch N+1 is read, decided and on the wire while batch N
+// commits, and starts writing the moment N's locks go. A stale stamp aborts the transaction
+// and the batch is recomputed on the locked path. docs/postgres.md has the argument.
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "store/connection_pool.hpp"
@@ -33,10 +44,12 @@ namespace stub::store::postgres {
 enum class Isolation { read_committed, serializable };
 
 struct CommitCounters {
-  std::atomic<uint64_t> conflicts{0};        // attempts recomputed after 40001/40P01/23505
-  std::atomic<uint64_t> reconnects{0};       // connections re-established
-  std::atomic<uint64_t> ambiguous{0};        // commits whose outcome had to be looked up
-  std::atomic<uint64_t> found_committed{0};  // ...and had in fact committed
+  std::atomic<uint64_t> conflicts{0};           // attempts recomputed after 40001/40P01/23505
+  std::atomic<uint64_t> reconnects{0};          // connections re-established
+  std::atomic<uint64_t> ambiguous{0};           // commits whose outcome had to be looked up
+  std::atomic<uint64_t> found_committed{0};     // ...and had in fact committed
+  std::atomic<uint64_t> speculated{0};          // batches sent on the speculative path
+  std::atomic<uint64_t> speculation_missed{0};  // ...found stale and recomputed, locked
 };
 
 // Fault injection for tests: each counter is how many upcoming commits to break that way.
@@ -55,6 +68,12 @@ class PgStore final : public Store {
   using Store::commit_batch;
   Status commit_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
                       const OnCommitted& committed) override;
+  size_t pipeline_depth() const override {
+    return isolation_ == Isolation::read_committed ? writers_.size() : 1;
+  }
+  std::unique_ptr<BatchInFlight> send_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
+                                            const OnCommitted& committed) override;
+  Status finish_batch(BatchInFlight& batch) override;
   Result<std::optional<ledger::BudgetNode>> get_budget(const std::string& path) override;
   Result<std::vector<ledger::BudgetNode>> list_subtree(const std::string& root) override;
   Result<std::vector<std::string>> list_roots() override;
@@ -105,18 +124,45 @@ class PgStore final : public Store {
   // the results of `queries`, in order.
   Result<std::vector<ResultPtr>> pooled_transaction(std::span<const Query> queries);
 
+  // A batch sent on the speculative path, or already committed on the locked one.
+  struct Flight;
+
+  // The locked path on writer `connection`, retried until committed or out of time.
+  Status commit_locked(size_t connection, const ledger::ReadSet& read, const ApplyBatch& apply,
+                       const OnCommitted& committed);
   enum class AttemptResult { committed, retry, failed };
-  AttemptResult attempt(const ledger::ReadSet& read, const ApplyBatch& apply,
+  AttemptResult attempt(size_t connection, const ledger::ReadSet& read, const ApplyBatch& apply,
                         const OnCommitted& committed, Status& failure);
+  // The speculative path: decides the batch and sends it; nullptr when it cannot be decided
+  // that way now (the caller falls back to draining and the locked path).
+  std::unique_ptr<Flight> speculate(size_t connection, const ledger::ReadSet& read,
+                                    const ApplyBatch& apply, const OnCommitted& committed);
   // After a connection was lost with COMMIT in flight: did the batch commit?
-  Result<bool> resolve_ambiguous(const std::string& marker);
-  Status ensure_writer();
+  Result<bool> resolve_ambiguous(size_t connection, const std::string& marker);
+  Status ensure_writer(size_t connection);
+  void after_commit(size_t connection);
 
   std::string url_;
   Isolation isolation_ = Isolation::read_committed;
-  std::unique_ptr<Connection> writer_;  // used only by the committing thread
+  // Used only by the committing thread: one batch in flight on each.
+  std::array<std::unique_ptr<Connection>, 2> writers_;
   ConnectionPool<Connection> readers_;
-  size_t commits_since_prune_ = 0;  // committing thread only
+  // Committing thread only: the speculative batches in flight, oldest first (their writes are
+  // the overlay the next batch is decided against), and how many batches to keep off the
+  // speculative path after one was found stale (doubling while they keep going stale).
+  std::deque<Flight*> in_flight_;
+  // Budget rows as this instance last committed or read them, with their stamps: what the
+  // speculative path decides against when no batch in flight writes the row. Only a hint (the
+  // guard catches a stale row); cleared when one was stale, and when it grows past a bound.
+  struct CachedBudget {
+    ledger::BudgetNode node;
+    int64_t stamp = 0;
+  };
+  std::unordered_map<std::string, CachedBudget> cache_;
+  void remember(const std::string& path, const ledger::BudgetNode& node, int64_t stamp);
+  size_t speculation_paused_ = 0;
+  size_t speculation_pause_next_ = 1;
+  size_t commits_since_prune_ = 0;
   CommitCounters counters_;
   Faults faults_;
 };
