@@ -1,5 +1,6 @@
 // PostgreSQL-specific behaviour the conformance suite cannot express store-agnostically: the
-// portable SQL subset, concurrent migrations, ambiguous commits and the per-commit row bound.
+// portable SQL subset, concurrent migrations, ambiguous commits, the per-commit row bound and
+// the speculative pipeline's recovery from stale state.
 // Needs STUB_TEST_POSTGRES_URL (see postgres_fixture.hpp); the first two cases need no server.
 
 #include <gtest/gtest.h>
@@ -334,6 +335,165 @@ TEST_F(PgStoreTest, BatchesStayUnderTheRowBound) {
   // Each spend writes up to 5 rows besides the 3 budget rows: at most (2500 - 3) / 5 per batch.
   EXPECT_LE(largest.load(), (store->max_rows_per_commit() - 3) / 5);
   EXPECT_GT(largest.load(), 1u);
+  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+}
+
+// One batch driven through the store's pipelining API by hand, as the sequencer would.
+struct HandBatch {
+  explicit HandBatch(std::vector<ledger::Command> batch_commands)
+      : commands(std::move(batch_commands)), read(ledger::read_set_for(commands)) {
+    apply = [this](ledger::WorkingSet& state) {
+      outcomes.clear();
+      for (const ledger::Command& command : commands)
+        outcomes.push_back(ledger::apply_command(state, command, t0));
+    };
+  }
+  std::vector<ledger::Command> commands;
+  ledger::ReadSet read;
+  std::vector<ledger::Outcome> outcomes;
+  ApplyBatch apply;
+  OnCommitted committed;
+};
+
+// Another instance spends on the same root behind this one's back: the rows this instance
+// remembers go stale.
+void spend_elsewhere(const std::string& url, const std::string& hold_id) {
+  auto other = PgStore::open(url, StoreOptions{});
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  engine::Sequencer sequencer(
+      **other, [] { return t0; }, {}, nullptr);
+  const auto outcome = sequencer.execute(spend("acme/team/agent", units(5), hold_id));
+  ASSERT_TRUE(outcome.ok()) << outcome.error().message;
+  ASSERT_EQ(outcome->status, 201) << outcome->body;
+}
+
+TEST_F(PgStoreTest, AStaleSpeculativeBatchIsRecomputedOnTheLockedPath) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+  create_tree(sequencer);
+  ASSERT_GT(store->counters().speculated.load(), 0u);  // read committed pipelines
+  spend_elsewhere(url_, "hold_elsewhere");
+
+  const auto outcome =
+      sequencer.execute(with_key(spend("acme/team/agent", units(2), "hold_s"), "ks", "hs"));
+  ASSERT_TRUE(outcome.ok()) << outcome.error().message;
+  EXPECT_EQ(outcome->status, 201) << outcome->body;
+  EXPECT_EQ(store->counters().speculation_missed.load(), 1u);
+  EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
+  EXPECT_EQ(count_spends(*store), 2);
+  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+
+  // The same key again, a batch later: the INSERT of its record finds it (23505) and the batch
+  // answers from the record on the locked path, without spending twice.
+  const auto replay =
+      sequencer.execute(with_key(spend("acme/team/agent", units(2), "hold_s2"), "ks", "hs"));
+  ASSERT_TRUE(replay.ok()) << replay.error().message;
+  EXPECT_EQ(replay->body, outcome->body);
+  EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
+  EXPECT_EQ(count_spends(*store), 2);
+}
+
+TEST_F(PgStoreTest, ABatchDecidedOnAStaleBatchInFlightIsRecomputedToo) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  ASSERT_EQ(store->pipeline_depth(), 2u);
+  {
+    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    create_tree(sequencer);
+  }
+  const uint64_t missed = store->counters().speculation_missed.load();
+
+  // Another writer holds the root's row and gives it a new stamp, committing only after both
+  // batches below are on the wire: batch 1 is decided against the stamp it remembers, batch 2
+  // against batch 1's writes. Neither may commit as decided.
+  PGconn* other = PQconnectdb(url_.c_str());
+  ASSERT_EQ(PQstatus(other), CONNECTION_OK);
+  for (const char* sql : {"BEGIN", "UPDATE budgets SET stamp = 42 WHERE path = 'acme'"})
+    PQclear(PQexec(other, sql));
+  std::jthread committer([other] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    PQclear(PQexec(other, "COMMIT"));
+    PQfinish(other);
+  });
+  HandBatch first({with_key(spend("acme/team/agent", units(3), "hold_p1"), "kp1", "hp1")});
+  HandBatch second({with_key(spend("acme/team/agent", units(4), "hold_p2"), "kp2", "hp2")});
+  auto sent_first = store->send_batch(first.read, first.apply, first.committed);
+  ASSERT_NE(sent_first, nullptr);
+  auto sent_second = store->send_batch(second.read, second.apply, second.committed);
+  ASSERT_NE(sent_second, nullptr);
+  ASSERT_TRUE(store->finish_batch(*sent_first).ok());
+  ASSERT_TRUE(store->finish_batch(*sent_second).ok());
+  EXPECT_EQ(store->counters().speculation_missed.load(), missed + 2);
+
+  ASSERT_EQ(first.outcomes.size(), 1u);
+  ASSERT_TRUE(first.outcomes[0].ok());
+  EXPECT_EQ(first.outcomes[0]->status, 201);
+  ASSERT_TRUE(second.outcomes[0].ok());
+  EXPECT_EQ(second.outcomes[0]->status, 201);
+  EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
+  EXPECT_EQ(store->get_budget("acme/team/agent").value()->spent, units(7));
+  EXPECT_EQ(count_spends(*store), 2);
+  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+}
+
+TEST_F(PgStoreTest, AStaleChainHeadStopsTheNextBatchBeforeItIsSent) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  {
+    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    create_tree(sequencer);
+  }
+  spend_elsewhere(url_, "hold_elsewhere");
+  // Batch 1's entries collide with the other instance's at once (23505): batch 2, decided on
+  // batch 1's writes, is not sent; the caller finishes batch 1 and sends batch 2 again.
+  HandBatch first({with_key(spend("acme/team/agent", units(3), "hold_q1"), "kq1", "hq1")});
+  HandBatch second({with_key(spend("acme/team/agent", units(4), "hold_q2"), "kq2", "hq2")});
+  auto sent_first = store->send_batch(first.read, first.apply, first.committed);
+  ASSERT_NE(sent_first, nullptr);
+  EXPECT_EQ(store->send_batch(second.read, second.apply, second.committed), nullptr);
+  ASSERT_TRUE(store->finish_batch(*sent_first).ok());
+  auto sent_second = store->send_batch(second.read, second.apply, second.committed);
+  ASSERT_NE(sent_second, nullptr);
+  ASSERT_TRUE(store->finish_batch(*sent_second).ok());
+  EXPECT_EQ(first.outcomes[0]->status, 201);
+  EXPECT_EQ(second.outcomes[0]->status, 201);
+  EXPECT_EQ(store->get_budget("acme").value()->spent, units(12));
+  EXPECT_EQ(count_spends(*store), 3);
+  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+}
+
+TEST_F(PgStoreTest, PipelinedBatchesCommitInOrderAgainstEachOthersWrites) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  {
+    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    create_tree(sequencer);
+  }
+  const uint64_t missed = store->counters().speculation_missed.load();
+  // Three batches with two in flight at a time; the third replays the second's key, which it
+  // knows from the writes of the second, still in flight.
+  HandBatch first({with_key(spend("acme/team/agent", units(1), "hold_o1"), "ko1", "ho1")});
+  HandBatch second({with_key(spend("acme/team", units(2), "hold_o2"), "ko2", "ho2")});
+  HandBatch third({with_key(spend("acme/team", units(2), "hold_o9"), "ko2", "ho2"),
+                   with_key(spend("acme/team/agent", units(3), "hold_o3"), "ko3", "ho3")});
+  auto sent_first = store->send_batch(first.read, first.apply, first.committed);
+  auto sent_second = store->send_batch(second.read, second.apply, second.committed);
+  ASSERT_NE(sent_first, nullptr);
+  ASSERT_NE(sent_second, nullptr);
+  ASSERT_TRUE(store->finish_batch(*sent_first).ok());
+  auto sent_third = store->send_batch(third.read, third.apply, third.committed);
+  ASSERT_NE(sent_third, nullptr);
+  ASSERT_TRUE(store->finish_batch(*sent_second).ok());
+  ASSERT_TRUE(store->finish_batch(*sent_third).ok());
+  EXPECT_EQ(store->counters().speculation_missed.load(), missed);
+
+  ASSERT_TRUE(third.outcomes[0].ok());
+  EXPECT_EQ(third.outcomes[0]->body, second.outcomes[0]->body);  // the replay
+  EXPECT_EQ(store->get_budget("acme").value()->spent, units(6));
+  EXPECT_EQ(store->get_budget("acme/team").value()->spent, units(6));
+  EXPECT_EQ(store->get_budget("acme/team/agent").value()->spent, units(4));
+  EXPECT_EQ(count_spends(*store), 3);
   EXPECT_TRUE(store->verify("acme", nullptr)->ok);
 }
 
