@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <set>
+#include <span>
 #include <thread>
 
 #include "store/row_mapping.hpp"
@@ -666,6 +668,46 @@ struct ReadRows {
   std::unordered_set<std::string> holds, keys, webhooks;
 };
 
+// Reads five consecutive results (budget rows with their stamps, holds, keys, idempotency
+// records, webhooks) into `state`; `on_budget(node, stamp)` sees each budget row first.
+template <typename OnBudget>
+void load_rows(std::span<const ResultPtr> results, ledger::WorkingSet& state, ReadRows& existing,
+               const OnBudget& on_budget) {
+  const Rows budgets(results[0].get());
+  for (int i = 0; i < budgets.size(); ++i) {
+    BudgetNode node = read_budget(budgets.at(i));
+    const int64_t stamp = stamp_column(budgets.at(i));
+    on_budget(node, stamp);
+    existing.budgets.emplace(node.path, stamp);
+    const std::string path = node.path;
+    state.budgets.emplace(path, std::move(node));
+  }
+  const Rows holds(results[1].get());
+  for (int i = 0; i < holds.size(); ++i) {
+    Hold hold = read_hold(holds.at(i));
+    const std::string id = hold.id;
+    state.holds.emplace(id, std::move(hold));
+  }
+  const Rows keys(results[2].get());
+  for (int i = 0; i < keys.size(); ++i) {
+    ApiKey key = read_key(keys.at(i));
+    const std::string id = key.id;
+    state.keys.emplace(id, std::move(key));
+  }
+  const Rows records(results[3].get());
+  for (int i = 0; i < records.size(); ++i) {
+    IdempotencyRecord record = read_idempotency(records.at(i));
+    std::string slot = ledger::idempotency_slot(record.root, record.key);
+    state.idempotency.emplace(std::move(slot), std::move(record));
+  }
+  const Rows webhooks(results[4].get());
+  for (int i = 0; i < webhooks.size(); ++i) {
+    ledger::Webhook webhook = read_webhook(webhooks.at(i));
+    const std::string name = webhook.name;
+    state.webhooks.emplace(name, std::move(webhook));
+  }
+}
+
 // What a batch writes: its statements in order (budget rows first, so the guard stops a stale
 // batch before it writes anything else), the marker last; the rows they write; the budget rows
 // it creates; and whether it changes anything at all.
@@ -1081,26 +1123,24 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
       budget_reads.push_back(path);
     }
   }
-  for (const std::string& id : read.holds) {
-    const bool found = overlay([&](const Flight& earlier) {
-      if (!earlier.state.dirty_holds.contains(id))
-        return false;
-      state.holds.emplace(id, earlier.state.holds.at(id));
-      return true;
-    });
-    if (!found)
-      hold_reads.push_back(id);
-  }
-  for (const std::string& id : read.keys) {
-    const bool found = overlay([&](const Flight& earlier) {
-      if (!earlier.state.dirty_keys.contains(id))
-        return false;
-      state.keys.emplace(id, earlier.state.keys.at(id));
-      return true;
-    });
-    if (!found)
-      key_reads.push_back(id);
-  }
+  // Holds and keys the batch in flight writes, by id.
+  const auto overlay_rows = [&](const std::set<std::string>& ids, auto dirty, auto rows, auto& into,
+                                std::vector<std::string>& missing) {
+    for (const std::string& id : ids) {
+      const bool found = overlay([&](const Flight& earlier) {
+        if (!(earlier.state.*dirty).contains(id))
+          return false;
+        into.emplace(id, (earlier.state.*rows).at(id));
+        return true;
+      });
+      if (!found)
+        missing.push_back(id);
+    }
+  };
+  overlay_rows(read.holds, &ledger::WorkingSet::dirty_holds, &ledger::WorkingSet::holds,
+               state.holds, hold_reads);
+  overlay_rows(read.keys, &ledger::WorkingSet::dirty_keys, &ledger::WorkingSet::keys, state.keys,
+               key_reads);
   for (const std::string& name : read.webhooks) {
     const bool found = overlay([&](const Flight& earlier) {
       if (earlier.state.deleted_webhooks.contains(name))
@@ -1143,36 +1183,8 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     auto loaded = connection.pipeline(reads);
     if (loaded.error)
       return nullptr;  // The locked path retries, reconnects or reports it.
-    const Rows budgets(loaded.results[0].get());
-    for (int i = 0; i < budgets.size(); ++i) {
-      BudgetNode node = read_budget(budgets.at(i));
-      const int64_t stamp = stamp_column(budgets.at(i));
-      remember(node.path, node, stamp);
-      existing.budgets.emplace(node.path, stamp);
-      state.budgets.emplace(node.path, std::move(node));
-    }
-    const Rows holds(loaded.results[1].get());
-    for (int i = 0; i < holds.size(); ++i) {
-      Hold hold = read_hold(holds.at(i));
-      state.holds.emplace(hold.id, std::move(hold));
-    }
-    const Rows keys(loaded.results[2].get());
-    for (int i = 0; i < keys.size(); ++i) {
-      ApiKey key = read_key(keys.at(i));
-      state.keys.emplace(key.id, std::move(key));
-    }
-    const Rows records(loaded.results[3].get());
-    for (int i = 0; i < records.size(); ++i) {
-      IdempotencyRecord record = read_idempotency(records.at(i));
-      std::string slot = ledger::idempotency_slot(record.root, record.key);
-      state.idempotency.emplace(std::move(slot), std::move(record));
-    }
-    const Rows webhooks(loaded.results[4].get());
-    for (int i = 0; i < webhooks.size(); ++i) {
-      ledger::Webhook webhook = read_webhook(webhooks.at(i));
-      const std::string name = webhook.name;
-      state.webhooks.emplace(name, std::move(webhook));
-    }
+    load_rows(loaded.results, state, existing,
+              [&](const BudgetNode& node, int64_t stamp) { remember(node.path, node, stamp); });
   }
   for (const auto& [id, hold] : state.holds)
     existing.holds.insert(id);
@@ -1348,34 +1360,8 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
   ledger::WorkingSet state;
   ReadRows existing;
   {
-    const Rows budgets(loaded.results[1].get());
-    for (int i = 0; i < budgets.size(); ++i) {
-      BudgetNode node = read_budget(budgets.at(i));
-      existing.budgets.emplace(node.path, stamp_column(budgets.at(i)));
-      state.budgets.emplace(node.path, std::move(node));
-    }
-    const Rows holds(loaded.results[2].get());
-    for (int i = 0; i < holds.size(); ++i) {
-      Hold hold = read_hold(holds.at(i));
-      state.holds.emplace(hold.id, std::move(hold));
-    }
-    const Rows keys(loaded.results[3].get());
-    for (int i = 0; i < keys.size(); ++i) {
-      ApiKey key = read_key(keys.at(i));
-      state.keys.emplace(key.id, std::move(key));
-    }
-    const Rows records(loaded.results[4].get());
-    for (int i = 0; i < records.size(); ++i) {
-      IdempotencyRecord record = read_idempotency(records.at(i));
-      std::string slot = ledger::idempotency_slot(record.root, record.key);
-      state.idempotency.emplace(std::move(slot), std::move(record));
-    }
-    const Rows webhooks(loaded.results[5].get());
-    for (int i = 0; i < webhooks.size(); ++i) {
-      ledger::Webhook webhook = read_webhook(webhooks.at(i));
-      const std::string name = webhook.name;
-      state.webhooks.emplace(name, std::move(webhook));
-    }
+    load_rows(std::span(loaded.results).subspan(1, 5), state, existing,
+              [](const BudgetNode&, int64_t) {});
     size_t result = 6;
     for (const std::string& subtree : read.open_hold_subtrees) {
       const Rows below(loaded.results[result++].get());
