@@ -985,7 +985,9 @@ std::unique_ptr<BatchInFlight> PgStore::send_batch(const ledger::ReadSet& read,
   // A kill switch reads whole subtrees, which only the locked path does.
   if (isolation_ == Isolation::read_committed && read.open_hold_subtrees.empty() &&
       speculation_paused_ == 0) {
-    const size_t connection = in_flight_.empty() ? 0 : 1 - in_flight_.back()->connection;
+    // The connection after the newest batch's: none of the batches in flight uses it.
+    const size_t connection =
+        in_flight_.empty() ? 0 : (in_flight_.back()->connection + 1) % writers_.size();
     if (auto flight = speculate(connection, read, apply, committed))
       return flight;
   }
