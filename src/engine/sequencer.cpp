@@ -126,45 +126,79 @@ void Sequencer::run() {
       // flight stay even: one decided and sent while the other commits. (A closed loop of
       // callers otherwise settles into one batch of nearly all of them and one of a few, and
       // the store idles while the big one is decided.)
+      // And, when only part of the queue goes, mostly commands of one half of the budgets, the
+      // other half next time: two batches in flight then share their paths' common ancestors
+      // rather than every agent's row (each shared row is written by both, one after the other).
       size_t limit = options_.batch_size_max;
+      std::optional<size_t> prefer;
       if (depth > 1) {
         size_t outstanding = queue_.size();
         for (const auto& flight : flights)
           outstanding += flight->batch.size();
         limit = std::min(limit, std::max<size_t>(1, (outstanding + depth - 1) / depth));
+        prefer = batches_taken_++ % 2;
       }
-      take_batch(batch, limit);
+      take_batch(batch, limit, prefer);
     }
     if (auto flight = send(std::move(batch), flights))
       flights.push_back(std::move(flight));
   }
 }
 
-void Sequencer::take_batch(std::vector<Pending>& batch, size_t limit) {
+void Sequencer::take_batch(std::vector<Pending>& batch, size_t limit,
+                           std::optional<size_t> prefer) {
   // A store that bounds a commit's rows gets batches whose worst case fits: each command's own
   // rows plus every distinct budget node on the batch's paths.
   const size_t row_bound = store_.max_rows_per_commit();
   size_t rows = 0;
   std::unordered_set<std::string> paths;
-  while (!queue_.empty() && batch.size() < limit) {
-    const ledger::Command& command = queue_.front().command;
-    if (row_bound > 0) {
-      size_t added = ledger::rows_written_max(command);
-      if (!paths.contains(command.budget)) {
-        for (std::string_view path : ledger::lineage_paths(command.budget)) {
-          if (paths.emplace(path).second)
-            ++added;
+  const auto fits = [&](const ledger::Command& command) {
+    if (row_bound == 0)
+      return true;
+    size_t added = ledger::rows_written_max(command);
+    if (!paths.contains(command.budget)) {
+      for (std::string_view path : ledger::lineage_paths(command.budget)) {
+        if (paths.emplace(path).second)
+          ++added;
+      }
+    }
+    if (command.kind == ledger::CommandKind::create_key)
+      added += ledger::lineage_paths(command.key.budget).size();
+    if (!batch.empty() && rows + added > row_bound)
+      return false;
+    rows += added;
+    return true;
+  };
+  if (!prefer || queue_.size() <= limit) {
+    while (!queue_.empty() && batch.size() < limit && fits(queue_.front().command)) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    return;
+  }
+  // Only part of the queue goes: first the commands of the preferred half of the budgets, then
+  // the others, each in arrival order. Every budget's commands still leave in arrival order (a
+  // prefix of them each time), and the batches in flight share fewer rows.
+  bool full = false;
+  for (const bool preferred_pass : {true, false}) {
+    std::deque<Pending> left;
+    for (Pending& pending : queue_) {
+      const bool preferred = budget_half(pending.command.budget) == *prefer;
+      if (!full && (preferred || !preferred_pass)) {
+        full = batch.size() >= limit || !fits(pending.command);
+        if (!full) {
+          batch.push_back(std::move(pending));
+          continue;
         }
       }
-      if (command.kind == ledger::CommandKind::create_key)
-        added += ledger::lineage_paths(command.key.budget).size();
-      if (!batch.empty() && rows + added > row_bound)
-        break;
-      rows += added;
+      left.push_back(std::move(pending));
     }
-    batch.push_back(std::move(queue_.front()));
-    queue_.pop_front();
+    queue_ = std::move(left);
   }
+}
+
+size_t Sequencer::budget_half(const std::string& budget) {
+  return std::hash<std::string>{}(budget)&1;
 }
 
 std::unique_ptr<Sequencer::Flight> Sequencer::send(std::vector<Pending> batch,

@@ -20,6 +20,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -80,8 +81,10 @@ class Sequencer {
   struct Flight;
 
   void run();
-  // Moves the next batch (at most `limit` commands) off the queue (caller holds mutex_).
-  void take_batch(std::vector<Pending>& batch, size_t limit);
+  // Moves the next batch (at most `limit` commands) off the queue (caller holds mutex_),
+  // commands whose budget is in half `prefer` of all budgets first, when given.
+  void take_batch(std::vector<Pending>& batch, size_t limit, std::optional<size_t> prefer);
+  static size_t budget_half(const std::string& budget);
   // Hands a batch to the store (deciding it); nullptr if it was answered at once.
   std::unique_ptr<Flight> send(std::vector<Pending> batch, std::deque<std::unique_ptr<Flight>>&);
   // Waits for a batch's commit and answers its callers.
@@ -97,6 +100,7 @@ class Sequencer {
   std::deque<Pending> queue_;   // GUARDED_BY(mutex_)
   bool stopping_ = false;       // GUARDED_BY(mutex_)
   std::string failure_reason_;  // GUARDED_BY(mutex_)
+  size_t batches_taken_ = 0;    // committer thread only
   std::atomic<bool> failed_{false};
   std::thread committer_;
 };

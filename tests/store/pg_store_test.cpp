@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <map>
 #include <mutex>
 #include <regex>
 #include <set>
@@ -494,6 +495,56 @@ TEST_F(PgStoreTest, PipelinedBatchesCommitInOrderAgainstEachOthersWrites) {
   EXPECT_EQ(store->get_budget("acme/team").value()->spent, units(6));
   EXPECT_EQ(store->get_budget("acme/team/agent").value()->spent, units(4));
   EXPECT_EQ(count_spends(*store), 3);
+  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+}
+
+TEST_F(PgStoreTest, PipelinedSequencerKeepsEachBudgetsCommandsInArrivalOrder) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  std::atomic<size_t> batches{0};
+  engine::SequencerOptions options;
+  options.on_batch = [&](const engine::BatchStats&) { ++batches; };
+  engine::Sequencer sequencer(*store, fixed_clock(), options, nullptr);
+  create_tree(sequencer);
+  constexpr int agents = 8;
+  for (int agent = 0; agent < agents; ++agent) {
+    const auto created = sequencer.execute(
+        set_budget("acme/team/a" + std::to_string(agent), std::nullopt, ledger::Period::none));
+    ASSERT_TRUE(created.ok() && created->status == 201);
+  }
+  // Queued faster than one commit takes, so batches split (and prefer one half of the agents)
+  // while others are in flight; each agent's spends carry their submission index as the hold id.
+  constexpr int per_agent = 150;
+  std::latch answered(agents * per_agent);
+  std::atomic<int> created{0};
+  for (int i = 0; i < per_agent; ++i) {
+    for (int agent = 0; agent < agents; ++agent) {
+      const std::string id = "hold_a" + std::to_string(agent) + "_" + std::to_string(i);
+      sequencer.submit(spend("acme/team/a" + std::to_string(agent), cents(1), id),
+                       [&](ledger::Outcome outcome) {
+                         created += outcome.ok() && outcome->status == 201 ? 1 : 0;
+                         answered.count_down();
+                       });
+    }
+  }
+  answered.wait();
+  EXPECT_EQ(created.load(), agents * per_agent);
+  EXPECT_GT(batches.load(), 12u);  // the tree, the agents, and the spends in several batches
+  std::map<std::string, int> last_index;
+  auto page = store->list_entries("acme", 0, 100'000);
+  ASSERT_TRUE(page.ok());
+  for (const ledger::Entry& entry : page->entries) {
+    if (entry.kind != "spend")
+      continue;
+    const size_t underscore = entry.hold_id.rfind('_');
+    const int index = std::stoi(entry.hold_id.substr(underscore + 1));
+    auto [it, first] = last_index.try_emplace(entry.budget, index);
+    if (!first) {
+      EXPECT_EQ(index, it->second + 1) << entry.budget << " out of order at seq " << entry.seq;
+      it->second = index;
+    }
+  }
+  EXPECT_EQ(last_index.size(), static_cast<size_t>(agents));
   EXPECT_TRUE(store->verify("acme", nullptr)->ok);
 }
 
