@@ -684,6 +684,13 @@ Result<BaselineStats> drive_baseline(const std::string& url, BaselineDesign desi
   return merge_tallies(tallies, seconds);
 }
 
+Status checkpoint(const std::string& url) {
+  auto session = Session::open(url);
+  if (!session.ok())
+    return session.error();
+  return session->command("CHECKPOINT");
+}
+
 Result<ledger::Money> measure_baseline_overspend(const std::string& url, const BenchTree& tree) {
   auto session = Session::open(url);
   if (!session.ok())

@@ -67,6 +67,10 @@ Status set_baseline_org_headroom(const std::string& url, const BenchTree& tree,
 Result<BaselineStats> drive_baseline(const std::string& url, BaselineDesign design,
                                      const BenchTree& tree, const DriveOptions& options);
 
+// Flushes the server's dirty pages now (CHECKPOINT), so that a measured run does not pay for
+// the writes of the run before it. Needs superuser or the pg_checkpoint role.
+Status checkpoint(const std::string& url);
+
 // Worst excess of spent + reserved over limit across baseline_budgets, zero when there is none.
 // Fails when the org's spent differs from the sum of the entries (a lost or phantom write).
 Result<ledger::Money> measure_baseline_overspend(const std::string& url, const BenchTree& tree);
