@@ -99,6 +99,7 @@ struct Sequencer::Flight {
 
 void Sequencer::run() {
   const size_t depth = std::max<size_t>(1, store_.pipeline_depth());
+  parts_ = depth;
   std::deque<std::unique_ptr<Flight>> flights;  // in the order they were sent
   const auto finish_oldest = [&] {
     finish(*flights.front());
@@ -126,8 +127,9 @@ void Sequencer::run() {
       // flight stay even: one decided and sent while the other commits. (A closed loop of
       // callers otherwise settles into one batch of nearly all of them and one of a few, and
       // the store idles while the big one is decided.)
-      // And, when only part of the queue goes, mostly commands of one half of the budgets, the
-      // other half next time: two batches in flight then share their paths' common ancestors
+      // And, when only part of the queue goes, mostly commands of one part of the budgets (one
+      // part per batch in flight, in turn): batches in flight then share their paths' common
+      // ancestors
       // rather than every agent's row (each shared row is written by both, one after the other).
       size_t limit = options_.batch_size_max;
       std::optional<size_t> prefer;
@@ -136,7 +138,7 @@ void Sequencer::run() {
         for (const auto& flight : flights)
           outstanding += flight->batch.size();
         limit = std::min(limit, std::max<size_t>(1, (outstanding + depth - 1) / depth));
-        prefer = batches_taken_++ % 2;
+        prefer = batches_taken_++ % depth;
       }
       take_batch(batch, limit, prefer);
     }
@@ -176,14 +178,14 @@ void Sequencer::take_batch(std::vector<Pending>& batch, size_t limit,
     }
     return;
   }
-  // Only part of the queue goes: first the commands of the preferred half of the budgets, then
+  // Only part of the queue goes: first the commands of the preferred part of the budgets, then
   // the others, each in arrival order. Every budget's commands still leave in arrival order (a
   // prefix of them each time), and the batches in flight share fewer rows.
   bool full = false;
   for (const bool preferred_pass : {true, false}) {
     std::deque<Pending> left;
     for (Pending& pending : queue_) {
-      const bool preferred = budget_half(pending.command.budget) == *prefer;
+      const bool preferred = budget_part(pending.command.budget, parts_) == *prefer;
       if (!full && (preferred || !preferred_pass)) {
         full = batch.size() >= limit || !fits(pending.command);
         if (!full) {
@@ -197,8 +199,8 @@ void Sequencer::take_batch(std::vector<Pending>& batch, size_t limit,
   }
 }
 
-size_t Sequencer::budget_half(const std::string& budget) {
-  return std::hash<std::string>{}(budget)&1;
+size_t Sequencer::budget_part(const std::string& budget, size_t parts) {
+  return std::hash<std::string>{}(budget) % parts;
 }
 
 std::unique_ptr<Sequencer::Flight> Sequencer::send(std::vector<Pending> batch,

@@ -82,9 +82,9 @@ class Sequencer {
 
   void run();
   // Moves the next batch (at most `limit` commands) off the queue (caller holds mutex_),
-  // commands whose budget is in half `prefer` of all budgets first, when given.
+  // commands whose budget is in part `prefer` of the budgets (by hash) first, when given.
   void take_batch(std::vector<Pending>& batch, size_t limit, std::optional<size_t> prefer);
-  static size_t budget_half(const std::string& budget);
+  static size_t budget_part(const std::string& budget, size_t parts);
   // Hands a batch to the store (deciding it); nullptr if it was answered at once.
   std::unique_ptr<Flight> send(std::vector<Pending> batch, std::deque<std::unique_ptr<Flight>>&);
   // Waits for a batch's commit and answers its callers.
@@ -101,6 +101,7 @@ class Sequencer {
   bool stopping_ = false;       // GUARDED_BY(mutex_)
   std::string failure_reason_;  // GUARDED_BY(mutex_)
   size_t batches_taken_ = 0;    // committer thread only
+  size_t parts_ = 1;            // committer thread only
   std::atomic<bool> failed_{false};
   std::thread committer_;
 };
