@@ -129,8 +129,7 @@ void Sequencer::run() {
       // the store idles while the big one is decided.)
       // And, when only part of the queue goes, mostly commands of one part of the budgets (one
       // part per batch in flight, in turn): batches in flight then share their paths' common
-      // ancestors
-      // rather than every agent's row (each shared row is written by both, one after the other).
+      // ancestors rather than every agent's row (a shared row is written by both, in turn).
       size_t limit = options_.batch_size_max;
       std::optional<size_t> prefer;
       if (depth > 1) {
