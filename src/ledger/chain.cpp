@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <cassert>
+#include <memory>
 
 #include "ledger/canonical_json.hpp"
 
@@ -29,10 +30,21 @@ void append_text_or_null(std::string& out, const std::string& text) {
 }  // namespace
 
 std::string sha256_hex(std::string_view data) {
+  // The implementation is fetched once and each thread reuses one context: EVP_Digest with
+  // EVP_sha256() looks the implementation up and allocates a context on every call (OpenSSL 3),
+  // which cost as much as hashing an entry.
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  struct ContextDeleter {
+    void operator()(EVP_MD_CTX* context) const { EVP_MD_CTX_free(context); }
+  };
+  thread_local const std::unique_ptr<EVP_MD_CTX, ContextDeleter> context(EVP_MD_CTX_new());
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  const int ok = EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  assert(ok == 1 && length == 32);
+  const int ok = sha256 != nullptr && context != nullptr &&
+                 EVP_DigestInit_ex2(context.get(), sha256, nullptr) == 1 &&
+                 EVP_DigestUpdate(context.get(), data.data(), data.size()) == 1 &&
+                 EVP_DigestFinal_ex(context.get(), digest, &length) == 1;
+  assert(ok && length == 32);
   (void)ok;
   static constexpr char hex[] = "0123456789abcdef";
   std::string out(length * 2, '0');
