@@ -684,6 +684,25 @@ Result<BaselineStats> drive_baseline(const std::string& url, BaselineDesign desi
   return merge_tallies(tallies, seconds);
 }
 
+Status create_schema(const std::string& url, const std::string& schema) {
+  auto session = Session::open(url);
+  if (!session.ok())
+    return session.error();
+  return session->command(("CREATE SCHEMA " + schema).c_str());
+}
+
+Status drop_schema(const std::string& url, const std::string& schema) {
+  auto session = Session::open(url);
+  if (!session.ok())
+    return session.error();
+  return session->command(("DROP SCHEMA IF EXISTS " + schema + " CASCADE").c_str());
+}
+
+std::string url_with_schema(const std::string& url, const std::string& schema) {
+  return url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" +
+         schema;
+}
+
 Status checkpoint(const std::string& url) {
   auto session = Session::open(url);
   if (!session.ok())

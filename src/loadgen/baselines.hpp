@@ -67,6 +67,12 @@ Status set_baseline_org_headroom(const std::string& url, const BenchTree& tree,
 Result<BaselineStats> drive_baseline(const std::string& url, BaselineDesign design,
                                      const BenchTree& tree, const DriveOptions& options);
 
+// A schema of stub's own tables for one measured run (created empty, dropped with everything
+// in it), and the URL whose connections use it.
+Status create_schema(const std::string& url, const std::string& schema);
+Status drop_schema(const std::string& url, const std::string& schema);
+std::string url_with_schema(const std::string& url, const std::string& schema);
+
 // Flushes the server's dirty pages now (CHECKPOINT), so that a measured run does not pay for
 // the writes of the run before it. Needs superuser or the pg_checkpoint role.
 Status checkpoint(const std::string& url);
