@@ -1238,10 +1238,6 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     if (i != writes.idempotency_query && i != writes.entries_query)
       queries.push_back(std::move(writes.queries[i]));
   }
-  const bool lose_before_commit =
-      faults_.lose_before_commit.load() > 0 && faults_.lose_before_commit.fetch_sub(1) > 0;
-  if (!lose_before_commit)
-    queries.push_back({&commit, {}});
   // The batch in flight must hold its row locks before this one can ask for them: sent later,
   // this one could otherwise reach the locks first (its backend is as fast as the other's) and
   // find the rows as they were before that batch, which it was not decided against.
@@ -1256,6 +1252,10 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     if (previous.send_error || previous.lost || previous.outcome.error)
       return nullptr;  // It failed; this batch rests on it. Let it land first.
   }
+  const bool lose_before_commit =
+      faults_.lose_before_commit.load() > 0 && faults_.lose_before_commit.fetch_sub(1) > 0;
+  if (!lose_before_commit)
+    queries.push_back({&commit, {}});
   flight->on_wire = true;
   flight->connection = index;
   flight->results = queries.size();
