@@ -1,5 +1,6 @@
 #include "http/api.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
@@ -13,7 +14,9 @@
 #include "http/openapi.hpp"
 #include "http/policy_fields.hpp"
 #include "http/request_fields.hpp"
+#include "http/text_checks.hpp"
 #include "ledger/budget_path.hpp"
+#include "ledger/canonical_json.hpp"
 #include "ledger/chain.hpp"
 #include "ledger/views.hpp"
 #include "webhooks/events.hpp"
@@ -102,9 +105,56 @@ Status check_scope(const Principal& principal, const BudgetPath& path) {
   return Status::success();
 }
 
-std::string request_hash(const ApiRequest& request, const std::string& canonical_body,
+// The fingerprint of an admin request: its route and canonical body, plus the exact literal of
+// every top-level number (the canonical body reads numbers as doubles, and two limits written
+// as different numbers can meet in one double).
+std::string request_hash(const ApiRequest& request, const RequestBody& body,
                          std::string_view route_key) {
-  return ledger::sha256_hex(request.method + " " + std::string(route_key) + "\n" + canonical_body);
+  std::string text = request.method + " " + std::string(route_key) + "\n" + body.canonical;
+  for (const auto& [name, literal] : body.number_literals)
+    text += "\n" + name + "=" + literal;
+  return ledger::sha256_hex(text);
+}
+
+// The fingerprint of a money command: what was validated (exact amounts in micro-units, the
+// canonical tags and receipt), never the body as re-read through doubles.
+std::string money_fingerprint(const Command& command, std::string_view route_key) {
+  boost::json::object fields{
+      {"route", route_key},
+      {"kind", ledger::command_kind_name(command.kind)},
+      {"budget", command.budget},
+      {"amount",
+       command.amount ? boost::json::value(command.amount->micros()) : boost::json::value(nullptr)},
+      {"vendor", command.vendor},
+      {"intent", command.intent},
+      {"tags", command.tags_json},
+      {"receipt", command.receipt_json},
+      {"ttl", command.ttl},
+      {"on_expiry", command.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture"},
+      {"reason", command.reason}};
+  // A new spend or hold gets a fresh id on every try; a settlement names the hold it acts on.
+  if (command.kind != CommandKind::spend && command.kind != CommandKind::hold)
+    fields["hold"] = command.hold_id;
+  return ledger::sha256_hex(ledger::canonical_json(fields));
+}
+
+// A budget row whose policies or usage could not be read is never shown as "no policy".
+Status readable_node(const ledger::BudgetNode& node) {
+  if (node.state_error.empty())
+    return Status::success();
+  return Error{ErrorCode::internal, "ledger_state_invalid",
+               "Budget " + node.path + " cannot be read: " + node.state_error};
+}
+
+// Ids and names taken from the request path: bounded, clean text.
+constexpr size_t path_id_length_max = 128;
+Status check_path_id(const std::string& id) {
+  if (id.empty() || id.size() > path_id_length_max || !is_clean_text(id)) {
+    return Error::invalid("invalid_text", "The id in the path must be 1 to " +
+                                              std::to_string(path_id_length_max) +
+                                              " bytes of UTF-8 without control characters.");
+  }
+  return Status::success();
 }
 
 class Handler {
@@ -147,6 +197,11 @@ class Handler {
         co_return error_reply(Error::invalid("invalid_idempotency_key",
                                              "Idempotency-Key is longer than 255 characters."));
       }
+      if (!is_clean_text(request_.idempotency_key)) {
+        co_return error_reply(
+            Error::invalid("invalid_idempotency_key",
+                           "Idempotency-Key must be valid UTF-8 without control characters."));
+      }
       auto body = parse_request_body(request_.body);
       if (!body.ok())
         co_return error_reply(body.error());
@@ -154,6 +209,20 @@ class Handler {
     }
 
     const size_t n = s.size();
+    // Ids and names in the path are text from outside like any other.
+    if (n >= 3 && (s[1] == "holds" || s[1] == "keys" || s[1] == "webhooks")) {
+      if (Status clean = check_path_id(s[2]); !clean.ok())
+        co_return error_reply(clean.error());
+    }
+    const bool moves_money =
+        method == "POST" &&
+        ((n == 2 && (s[1] == "spends" || s[1] == "holds")) ||
+         (n == 4 && s[1] == "holds" &&
+          (s[3] == "capture" || s[3] == "void" || s[3] == "approve" || s[3] == "reject")));
+    if (moves_money) {
+      if (Status keyed = require_idempotency_key(); !keyed.ok())
+        co_return error_reply(keyed.error());
+    }
     if (n >= 3 && s[1] == "budgets") {
       if (method == "POST" && n >= 4 && (s[n - 1] == "freeze" || s[n - 1] == "unfreeze")) {
         co_return co_await freeze(join_segments(s, 2, n - 1), s[n - 1] == "freeze");
@@ -226,8 +295,18 @@ class Handler {
     command.budget = path.str();
     command.actor = principal_.actor();
     command.idempotency_key = request_.idempotency_key;
-    command.request_hash = request_hash(request_, body_.canonical, route_key);
+    command.request_hash = request_hash(request_, body_, route_key);
     return command;
+  }
+
+  // Every call that moves or reserves money carries an Idempotency-Key (SPEC guarantee 3), so
+  // that a retry after a lost answer can never apply it twice.
+  Status require_idempotency_key() const {
+    if (!request_.idempotency_key.empty())
+      return Status::success();
+    return Error::invalid("idempotency_key_required",
+                          "This call moves or reserves money: send an Idempotency-Key header "
+                          "(one per logical call, reused on every retry).");
   }
 
   awaitable<ApiReply> execute(Command command) {
@@ -244,8 +323,11 @@ class Handler {
     if (lineage->empty())
       co_return error_reply(not_found("No budget " + path + "."));
     std::vector<const ledger::BudgetNode*> view;
-    for (const auto& node : *lineage)
+    for (const auto& node : *lineage) {
+      if (Status readable = readable_node(node); !readable.ok())
+        co_return error_reply(readable.error());
       view.push_back(&node);
+    }
     co_return json_reply(200, ledger::budget_to_json(lineage->back(), view, context_.clock()));
   }
 
@@ -358,8 +440,11 @@ class Handler {
       co_return error_reply(nodes.error());
     const ledger::Micros now = context_.clock();
     std::map<std::string, const ledger::BudgetNode*> by_path;
-    for (const auto& node : *nodes)
+    for (const auto& node : *nodes) {
+      if (Status readable = readable_node(node); !readable.ok())
+        co_return error_reply(readable.error());
       by_path[node.path] = &node;
+    }
     boost::json::array out;
     for (const auto& node : *nodes) {
       const auto node_path = BudgetPath::parse(node.path);
@@ -549,6 +634,7 @@ class Handler {
         co_return error_reply(receipt.error());
       command.receipt_json = *receipt;
     }
+    command.request_hash = money_fingerprint(command, hold ? "POST /v1/holds" : "POST /v1/spends");
     co_return co_await execute(std::move(command));
   }
 
@@ -576,8 +662,9 @@ class Handler {
         int64_t seconds = -1;
         const auto [end, error] = std::from_chars(
             given->second.data(), given->second.data() + given->second.size(), seconds);
+        // Bounded before it is scaled, so no number of seconds can overflow.
         if (error == std::errc{} && end == given->second.data() + given->second.size() &&
-            seconds >= 0)
+            seconds >= 0 && seconds <= hold_wait_max / ledger::micros_per_second)
           wait = seconds * ledger::micros_per_second;
       }
       if (!wait || *wait > hold_wait_max) {
@@ -648,6 +735,7 @@ class Handler {
                                    "POST /v1/holds/" + id + (approve ? "/approve" : "/reject"));
     command.hold_id = id;
     command.reason = *reason;
+    command.request_hash = money_fingerprint(command, approve ? "approve" : "reject");
     co_return co_await execute(std::move(command));
   }
 
@@ -882,6 +970,7 @@ class Handler {
     command.hold_id = id;
     command.amount = amount;
     command.receipt_json = receipt;
+    command.request_hash = money_fingerprint(command, capture ? "capture" : "void");
     co_return co_await execute(std::move(command));
   }
 
@@ -972,6 +1061,46 @@ class Handler {
   RequestBody body_;
 };
 
+// 5xx answers whose message is meant for the caller as it is: it names no driver, SQL or row.
+bool public_server_error(std::string_view code) {
+  for (std::string_view known : {"overloaded", "shutting_down", "outcome_unknown",
+                                 "store_unavailable", "conflict_retries_exhausted"}) {
+    if (code == known)
+      return true;
+  }
+  return false;
+}
+
+// A server error may carry what a driver said (SQL text, a row, a file name): that goes to the
+// log under a request id, and the caller gets the id with a plain message.
+void redact_server_error(ApiReply& reply) {
+  if (reply.status < 500 || reply.content_type != "application/json")
+    return;
+  boost::system::error_code parse_error;
+  boost::json::value body = boost::json::parse(reply.body, parse_error);
+  boost::json::object* error = nullptr;
+  if (!parse_error && body.is_object() && body.as_object().contains("error") &&
+      body.as_object()["error"].is_object()) {
+    error = &body.as_object()["error"].as_object();
+  }
+  if (error == nullptr)
+    return;  // /healthz renders its own body, with no driver text
+  const std::string request_id = "req_" + random_hex(8);
+  const std::string code =
+      (*error)["code"].is_string() ? std::string((*error)["code"].get_string()) : "";
+  const std::string message =
+      (*error)["message"].is_string() ? std::string((*error)["message"].get_string()) : "";
+  spdlog::error("request {}: {} {}: {}", request_id, reply.status, code, message);
+  if (!public_server_error(code)) {
+    (*error)["message"] =
+        "The server could not complete the request; its log has the details "
+        "under request id " +
+        request_id + ".";
+  }
+  (*error)["request_id"] = request_id;
+  reply.body = boost::json::serialize(body);
+}
+
 std::string route_label(const Target& target) {
   // Metrics label: the route shape, never ids or paths (bounded cardinality).
   if (target.segments.empty())
@@ -1002,6 +1131,7 @@ awaitable<ApiReply> Api::handle(ApiRequest request) {
   }
   if (reply.route.empty())
     reply.route = route_label(*target);
+  redact_server_error(reply);
   co_return reply;
 }
 

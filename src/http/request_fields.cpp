@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "http/number_literals.hpp"
+#include "http/text_checks.hpp"
 #include "ledger/canonical_json.hpp"
 
 namespace stub::http {
@@ -60,12 +61,20 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   }
   body.object = std::move(value.get_object());
   body.canonical = ledger::canonical_json(body.object);
-  // The literal pass is a second parse: run it only when some top-level member is a number.
+  // The literal pass is a second parse: run it only when some top-level member is a number or
+  // the body carries a receipt that may hold numbers.
   const bool has_number =
       std::any_of(body.object.begin(), body.object.end(),
                   [](const auto& member) { return member.value().is_number(); });
-  if (has_number)
-    body.number_literals = top_level_number_literals(text);
+  const auto* receipt = body.object.if_contains("receipt");
+  const bool structured_receipt =
+      receipt != nullptr && (receipt->is_object() || receipt->is_array());
+  if (has_number || structured_receipt) {
+    NumberLiterals literals = number_literals(text);
+    body.number_literals = std::move(literals.top_level);
+    body.receipt_literals = std::move(literals.receipt);
+    body.receipt_duplicate_name = literals.receipt_duplicate_name;
+  }
   return body;
 }
 
@@ -132,6 +141,8 @@ Result<std::string> text_field(const RequestBody& body, std::string_view name, s
     return invalid("field_too_long", "Field \"" + std::string(name) + "\" is longer than " +
                                          std::to_string(length_max) + " bytes.");
   }
+  if (Status clean = check_text(value->get_string(), name); !clean.ok())
+    return clean.error();
   return std::string(value->get_string());
 }
 
@@ -156,15 +167,85 @@ Result<std::string> tags_field(const RequestBody& body) {
                                          "\" must be a string of at most " +
                                          std::to_string(tag_value_length_max) + " bytes.");
     }
+    if (!is_clean_text(tag.key()) || !is_clean_text(tag.value().get_string())) {
+      return invalid("invalid_text",
+                     "Tag keys and values must be valid UTF-8 without control "
+                     "characters.");
+    }
   }
   return ledger::canonical_json(*value);
 }
 
+namespace {
+
+// Checks every number of a receipt against its literal (in document order) and replaces each
+// double with the correctly rounded reading of its literal. False when one does not round-trip.
+bool exact_receipt_numbers(boost::json::value& value, const std::vector<std::string>& literals,
+                           size_t& next) {
+  switch (value.kind()) {
+    case boost::json::kind::int64:
+    case boost::json::kind::uint64:
+    case boost::json::kind::double_: {
+      if (next >= literals.size())
+        return false;
+      double exact = 0;
+      if (!round_trips_through_double(literals[next++], exact))
+        return false;
+      if (value.is_double())
+        value = exact;
+      return true;
+    }
+    case boost::json::kind::array:
+      for (auto& item : value.get_array()) {
+        if (!exact_receipt_numbers(item, literals, next))
+          return false;
+      }
+      return true;
+    case boost::json::kind::object:
+      for (auto& member : value.get_object()) {
+        if (!exact_receipt_numbers(member.value(), literals, next))
+          return false;
+      }
+      return true;
+    default:
+      return true;
+  }
+}
+
+}  // namespace
+
 Result<std::string> receipt_field(const RequestBody& body) {
-  const boost::json::value* value = body.object.if_contains("receipt");
-  if (value == nullptr)
+  const boost::json::value* given = body.object.if_contains("receipt");
+  if (given == nullptr)
     return std::string("null");
-  std::string canonical = ledger::canonical_json(*value);
+  if (body.receipt_duplicate_name) {
+    return invalid("invalid_receipt",
+                   "Field \"receipt\" repeats a member name in one object (I-JSON, RFC 7493).");
+  }
+  boost::json::value value = *given;
+  if (value.is_number()) {
+    auto literal = body.number_literals.find("receipt");
+    if (literal != body.number_literals.end()) {
+      double exact = 0;
+      if (!round_trips_through_double(literal->second, exact)) {
+        return invalid("receipt_number_out_of_range",
+                       "Receipt number " + literal->second +
+                           " does not round-trip exactly through a double (I-JSON, RFC 7493); "
+                           "send it as a string.");
+      }
+      if (value.is_double())
+        value = exact;
+    }
+  } else {
+    size_t next = 0;
+    if (!exact_receipt_numbers(value, body.receipt_literals, next) ||
+        next != body.receipt_literals.size()) {
+      return invalid("receipt_number_out_of_range",
+                     "A number in field \"receipt\" does not round-trip exactly through a double "
+                     "(I-JSON, RFC 7493), such as an integer beyond 2^53; send it as a string.");
+    }
+  }
+  std::string canonical = ledger::canonical_json(value);
   if (canonical.size() > receipt_bytes_max) {
     return invalid("receipt_too_large", "Field \"receipt\" is larger than " +
                                             std::to_string(receipt_bytes_max) + " bytes.");

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ledger/money.hpp"
 #include "ledger/result.hpp"
@@ -33,6 +34,8 @@ inline constexpr ledger::Micros hold_wait_max = 60 * ledger::micros_per_second;
 struct RequestBody {
   boost::json::object object;
   std::map<std::string, std::string> number_literals;  // top-level numbers, as written
+  std::vector<std::string> receipt_literals;           // the receipt's numbers, in order
+  bool receipt_duplicate_name = false;                 // an object in the receipt repeats a name
   std::string canonical;                               // JCS of the body, for request hashes
 };
 

@@ -54,9 +54,11 @@ void append_entry(WorkingSet& state, Entry entry) {
   BudgetNode& head = root->second;
   entry.seq = head.head_seq + 1;
   entry.prev_hash = head.head_hash;
+  assert(entry.ts >= head.updated_at);  // decision_time() made sure of it
   entry.hash = compute_entry_hash(entry);
   head.head_seq = entry.seq;
   head.head_hash = entry.hash;
+  head.updated_at = entry.ts;
   state.dirty_budgets.insert(head.path);
   assert(entry.seq >= 1 && entry.hash.size() == 64);
   state.new_entries.push_back(std::move(entry));
@@ -206,7 +208,7 @@ void raise_threshold_alerts(WorkingSet& state, const Command& command,
     const std::vector<int> thresholds = node->policies.effective_thresholds();
     if (thresholds.empty())
       continue;
-    const Micros current = period_start(node->period, now);
+    const Micros current = node->current_period_start(now);
     const int alerted =
         node->usage.alerted_period_start == current ? node->usage.alerted_percent : 0;
     const int64_t used = node->spent_at(now).micros() + node->reserved.micros();
@@ -479,8 +481,14 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
     node.limit = settings.limit;
   if (settings.per_txn_max_given)
     node.per_txn_max = settings.per_txn_max;
-  if (settings.currency)
+  if (settings.currency && *settings.currency != node.currency) {
+    // Every amount in a root's books is in its currency: changing it would re-denominate them.
+    if (!created && node.head_seq > 0) {
+      return conflict("currency_locked", "Root " + node.path + " keeps books in " + node.currency +
+                                             " already; its currency cannot change.");
+    }
     node.currency = *settings.currency;
+  }
   if (settings.period && *settings.period != node.period) {
     // Spent so far carries into the new period: over-counting is the safe side.
     node.period = *settings.period;
@@ -539,7 +547,7 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
                  now);
 }
 
-[[maybe_unused]] bool within_subtree(std::string_view path, std::string_view subtree) {
+bool within_subtree(std::string_view path, std::string_view subtree) {
   return path == subtree ||
          (path.size() > subtree.size() && path.starts_with(subtree) && path[subtree.size()] == '/');
 }
@@ -777,6 +785,72 @@ Status check_actor(const WorkingSet& state, const Command& command, Micros now) 
   return Status::success();
 }
 
+// The control plane is the admin's, and expiries the system's: the core refuses them from
+// anyone else, whatever the edge let through.
+Status check_privilege(const Command& command) {
+  switch (command.kind) {
+    case CommandKind::spend:
+    case CommandKind::hold:
+    case CommandKind::capture:
+    case CommandKind::void_hold:
+      return Status::success();
+    case CommandKind::expire:
+      if (command.actor == system_actor || command.actor == admin_actor)
+        return Status::success();
+      break;
+    case CommandKind::set_budget:
+    case CommandKind::freeze:
+    case CommandKind::unfreeze:
+    case CommandKind::create_key:
+    case CommandKind::revoke_key:
+    case CommandKind::void_holds:
+    case CommandKind::approve:
+    case CommandKind::reject_hold:
+    case CommandKind::set_webhook:
+    case CommandKind::delete_webhook:
+      if (command.actor == admin_actor)
+        return Status::success();
+      break;
+  }
+  return Error{
+      ErrorCode::forbidden, "admin_only",
+      std::string("Only the admin may ") + std::string(command_kind_name(command.kind)) + "."};
+}
+
+// A row that could not be read whole is never decided on, nor written back (which would drop
+// the policies it could not read): the command is refused until an operator repairs it.
+Status check_readable(const WorkingSet& state, const Command& command) {
+  const auto refuse = [](const BudgetNode& node) -> Status {
+    return Error{ErrorCode::internal, "ledger_state_invalid",
+                 "Budget " + node.path + " cannot be read: " + node.state_error};
+  };
+  for (std::string_view level : lineage_paths(command.budget)) {
+    auto found = state.budgets.find(std::string(level));
+    if (found != state.budgets.end() && !found->second.state_error.empty())
+      return refuse(found->second);
+  }
+  if (command.kind == CommandKind::void_holds ||
+      (command.kind == CommandKind::freeze && command.void_holds)) {
+    for (const auto& [path, node] : state.budgets) {
+      if (!node.state_error.empty() && within_subtree(path, command.budget))
+        return refuse(node);
+    }
+  }
+  return Status::success();
+}
+
+// Time only moves forward (SPEC guarantee 7): a command is decided at the later of the
+// instance's clock and its root's newest recorded time (every entry moves the root's
+// updated_at to its ts, and every row of the root changes only with an entry). So a skewed
+// instance, or a clock stepping back, can never reopen a period, a window bucket or a breaker
+// count, nor make an entry older than the one before it.
+Micros decision_time(const WorkingSet& state, const Command& command, Micros now) {
+  const auto root = state.budgets.find(command.root);
+  if (root == state.budgets.end())
+    return now;
+  return std::max(now, root->second.updated_at);
+}
+
 }  // namespace
 
 std::string_view command_kind_name(CommandKind kind) {
@@ -872,7 +946,9 @@ ReadSet read_set_for(std::span<const Command> commands) {
   return read;
 }
 
-Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
+Outcome apply_command(WorkingSet& state, const Command& command, Micros wall_clock) {
+  const Micros now = decision_time(state, command, wall_clock);
+  assert(now >= wall_clock);
   if (!command.idempotency_key.empty()) {
     auto found =
         state.idempotency.find(idempotency_slot(command.root, scoped_idempotency_key(command)));
@@ -887,6 +963,10 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros now) {
   }
   if (Status actor = check_actor(state, command, now); !actor.ok())
     return actor.error();
+  if (Status allowed = check_privilege(command); !allowed.ok())
+    return allowed.error();
+  if (Status readable = check_readable(state, command); !readable.ok())
+    return readable.error();
   if (command.kind != CommandKind::set_budget && command.kind != CommandKind::expire &&
       command.kind != CommandKind::revoke_key && !state.budgets.contains(command.root)) {
     return not_found("budget_not_found", "No budget " + command.root + ".");

@@ -1,21 +1,30 @@
 #include "ledger/model.hpp"
 
+#include <algorithm>
+
 #include <cassert>
 
 namespace stub::ledger {
 
+Micros BudgetNode::current_period_start(Micros now) const {
+  // A clock behind the one that opened the recorded period never moves the node back into an
+  // earlier period: that would read its spent as zero and let the new period be overspent.
+  return std::max(period_start, ledger::period_start(period, now));
+}
+
 Money BudgetNode::spent_at(Micros now) const {
-  return period_start == ledger::period_start(period, now) ? spent : Money::zero();
+  return current_period_start(now) == period_start ? spent : Money::zero();
 }
 
 void BudgetNode::roll_period(Micros now) {
-  const Micros current = ledger::period_start(period, now);
+  const Micros current = current_period_start(now);
+  assert(current >= period_start);
   if (current != period_start) {
     // Entries never change; only the running total restarts for the new period.
     spent = Money::zero();
     period_start = current;
   }
-  assert(period_start == ledger::period_start(period, now));
+  assert(period_start == current_period_start(now));
 }
 
 std::optional<Money> BudgetNode::available_at(Micros now) const {

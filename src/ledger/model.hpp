@@ -41,10 +41,17 @@ struct BudgetNode {
   std::string head_hash = std::string(genesis_hash);
   Micros created_at = 0;
   Micros updated_at = 0;
+  // Set when the stored row could not be read whole (its policies or usage are malformed):
+  // nothing is decided on such a node, and reads refuse it (500 ledger_state_invalid).
+  std::string state_error;
 
+  // The start of the period the node is in as of `now`: the recorded one, or a later one once
+  // `now` has passed its end. Never an earlier one, whatever `now` says (time only moves
+  // forward, SPEC guarantee 7).
+  Micros current_period_start(Micros now) const;
   // Spent as of `now`: zero once the period has rolled over (the reset is lazy).
   Money spent_at(Micros now) const;
-  // Moves the node into the period containing `now`, zeroing spent if it rolled over.
+  // Moves the node into current_period_start(now), zeroing spent if it rolled over.
   void roll_period(Micros now);
   // limit - spent - reserved as of `now`, or nullopt when the node has no limit of its own.
   std::optional<Money> available_at(Micros now) const;

@@ -38,34 +38,10 @@ bool pattern_character(char c) {
          c == ':' || c == '/';
 }
 
-// Reads an integer member of a stored JSON array, or `fallback`.
-int64_t int_at(const boost::json::array& array, size_t index, int64_t fallback = 0) {
-  if (index >= array.size() || !array[index].is_int64())
-    return fallback;
-  return array[index].get_int64();
-}
-
-std::optional<int64_t> optional_int_at(const boost::json::array& array, size_t index) {
-  if (index >= array.size() || !array[index].is_int64())
-    return std::nullopt;
-  return array[index].get_int64();
-}
-
 boost::json::value optional_int(std::optional<int64_t> value) {
   if (!value)
     return nullptr;
   return *value;
-}
-
-std::vector<std::string> strings_of(const boost::json::value* value) {
-  std::vector<std::string> out;
-  if (value == nullptr || !value->is_array())
-    return out;
-  for (const auto& item : value->get_array()) {
-    if (item.is_string())
-      out.emplace_back(item.get_string());
-  }
-  return out;
 }
 
 boost::json::array string_array(const std::vector<std::string>& values) {
@@ -83,22 +59,6 @@ boost::json::array ring_to_json(const Ring& ring) {
     buckets.emplace_back(bucket.count);
   }
   return boost::json::array{ring.duration, ring.since, std::move(buckets)};
-}
-
-std::optional<Ring> ring_from_json(const boost::json::value& value) {
-  if (!value.is_array())
-    return std::nullopt;
-  const auto& array = value.get_array();
-  Ring ring;
-  ring.duration = int_at(array, 0);
-  ring.since = int_at(array, 1);
-  if (ring.duration < policy_duration_min || array.size() < 3 || !array[2].is_array())
-    return std::nullopt;
-  const auto& flat = array[2].get_array();
-  for (size_t i = 0; i + 2 < flat.size(); i += 3) {
-    ring.buckets.push_back(Bucket{int_at(flat, i), int_at(flat, i + 1), int_at(flat, i + 2)});
-  }
-  return ring;
 }
 
 }  // namespace
@@ -172,6 +132,14 @@ std::string policies_to_storage(const Policies& policies) {
   if (policies.empty())
     return "";
   boost::json::object out;
+  if (!policies.unknown_json.empty()) {
+    // Written by a newer version: carried through untouched (policies_from_storage made it).
+    boost::system::error_code error;
+    boost::json::value unknown = boost::json::parse(policies.unknown_json, error);
+    assert(!error && unknown.is_object());
+    if (!error && unknown.is_object())
+      out = std::move(unknown.get_object());
+  }
   if (!policies.windows.empty()) {
     boost::json::array windows;
     for (const WindowCap& window : policies.windows)
@@ -201,44 +169,123 @@ std::string policies_to_storage(const Policies& policies) {
   return canonical_json(out);
 }
 
-Policies policies_from_storage(std::string_view text) {
+namespace {
+
+Error invalid_state(std::string what) {
+  return Error{ErrorCode::internal, "ledger_state_invalid", std::move(what)};
+}
+
+bool is_int(const boost::json::value& value) {
+  return value.is_int64();
+}
+
+bool is_optional_int(const boost::json::value& value) {
+  return value.is_null() || value.is_int64();
+}
+
+// A stored list of strings; false when it is anything else.
+bool read_strings(const boost::json::value& value, std::vector<std::string>& out) {
+  if (!value.is_array())
+    return false;
+  for (const auto& item : value.get_array()) {
+    if (!item.is_string())
+      return false;
+    out.emplace_back(item.get_string());
+  }
+  return true;
+}
+
+bool read_ring(const boost::json::value& value, Ring& ring) {
+  if (!value.is_array())
+    return false;
+  const auto& array = value.get_array();
+  if (array.size() != 3 || !is_int(array[0]) || !is_int(array[1]) || !array[2].is_array())
+    return false;
+  ring.duration = array[0].get_int64();
+  ring.since = array[1].get_int64();
+  if (ring.duration < policy_duration_min)
+    return false;
+  const auto& flat = array[2].get_array();
+  if (flat.size() % 3 != 0)
+    return false;
+  for (size_t i = 0; i < flat.size(); i += 3) {
+    if (!is_int(flat[i]) || !is_int(flat[i + 1]) || !is_int(flat[i + 2]))
+      return false;
+    ring.buckets.push_back(
+        Bucket{flat[i].get_int64(), flat[i + 1].get_int64(), flat[i + 2].get_int64()});
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<Policies> policies_from_storage(std::string_view text) {
   Policies policies;
   if (text.empty())
     return policies;
   boost::system::error_code error;
   const boost::json::value parsed = boost::json::parse(text, error);
   if (error || !parsed.is_object())
-    return policies;
-  const auto& object = parsed.get_object();
-  if (const auto* windows = object.if_contains("w"); windows && windows->is_array()) {
-    for (const auto& window : windows->get_array()) {
-      if (!window.is_array())
-        continue;
-      policies.windows.push_back(WindowCap{int_at(window.get_array(), 0),
-                                           Money::from_micros(int_at(window.get_array(), 1))});
+    return invalid_state("The stored policies are not a JSON object.");
+  boost::json::object unknown;
+  for (const auto& member : parsed.get_object()) {
+    const std::string_view name = member.key();
+    const boost::json::value& value = member.value();
+    bool valid = true;
+    if (name == "w") {
+      valid = value.is_array();
+      for (size_t i = 0; valid && i < value.get_array().size(); ++i) {
+        const auto& window = value.get_array()[i];
+        valid = window.is_array() && window.get_array().size() == 2 &&
+                is_int(window.get_array()[0]) && is_int(window.get_array()[1]) &&
+                window.get_array()[1].get_int64() >= 0;
+        if (valid) {
+          policies.windows.push_back(
+              WindowCap{window.get_array()[0].get_int64(),
+                        Money::from_micros(window.get_array()[1].get_int64())});
+        }
+      }
+    } else if (name == "va") {
+      valid = read_strings(value, policies.vendors.allow);
+    } else if (name == "vb") {
+      valid = read_strings(value, policies.vendors.block);
+    } else if (name == "aa") {
+      valid = is_int(value) && value.get_int64() >= 0;
+      if (valid)
+        policies.approval_above = Money::from_micros(value.get_int64());
+    } else if (name == "b") {
+      const auto* array = value.if_array();
+      valid = array != nullptr && array->size() == 3 && is_int((*array)[0]) &&
+              is_optional_int((*array)[1]) && is_optional_int((*array)[2]);
+      if (valid) {
+        BreakerSettings settings;
+        settings.duration = (*array)[0].get_int64();
+        if ((*array)[1].is_int64())
+          settings.max_amount = Money::from_micros((*array)[1].get_int64());
+        if ((*array)[2].is_int64())
+          settings.max_count = (*array)[2].get_int64();
+        policies.breaker = settings;
+      }
+    } else if (name == "t") {
+      valid = value.is_array();
+      std::vector<int> percents;
+      for (size_t i = 0; valid && i < value.get_array().size(); ++i) {
+        const auto& percent = value.get_array()[i];
+        valid = is_int(percent) && percent.get_int64() >= 1 && percent.get_int64() <= 100;
+        if (valid)
+          percents.push_back(static_cast<int>(percent.get_int64()));
+      }
+      policies.thresholds = std::move(percents);
+    } else {
+      // A field this version does not know (written by a newer one): kept as it is, and
+      // written back with the rest, so a rewrite by this version never drops it.
+      unknown[name] = value;
     }
+    if (!valid)
+      return invalid_state("The stored policy field \"" + std::string(name) + "\" is malformed.");
   }
-  policies.vendors.allow = strings_of(object.if_contains("va"));
-  policies.vendors.block = strings_of(object.if_contains("vb"));
-  if (const auto* above = object.if_contains("aa"); above && above->is_int64())
-    policies.approval_above = Money::from_micros(above->get_int64());
-  if (const auto* breaker = object.if_contains("b"); breaker && breaker->is_array()) {
-    const auto& array = breaker->get_array();
-    BreakerSettings settings;
-    settings.duration = int_at(array, 0);
-    if (const auto amount = optional_int_at(array, 1))
-      settings.max_amount = Money::from_micros(*amount);
-    settings.max_count = optional_int_at(array, 2);
-    policies.breaker = settings;
-  }
-  if (const auto* thresholds = object.if_contains("t"); thresholds && thresholds->is_array()) {
-    std::vector<int> percents;
-    for (const auto& percent : thresholds->get_array()) {
-      if (percent.is_int64())
-        percents.push_back(static_cast<int>(percent.get_int64()));
-    }
-    policies.thresholds = std::move(percents);
-  }
+  if (!unknown.empty())
+    policies.unknown_json = canonical_json(unknown);
   return policies;
 }
 
@@ -259,26 +306,37 @@ std::string usage_to_storage(const Usage& usage) {
   return canonical_json(out);
 }
 
-Usage usage_from_storage(std::string_view text) {
+Result<Usage> usage_from_storage(std::string_view text) {
   Usage usage;
   if (text.empty())
     return usage;
   boost::system::error_code error;
   const boost::json::value parsed = boost::json::parse(text, error);
   if (error || !parsed.is_object())
-    return usage;
+    return invalid_state("The stored policy usage is not a JSON object.");
   const auto& object = parsed.get_object();
-  if (const auto* windows = object.if_contains("w"); windows && windows->is_array()) {
+  if (const auto* windows = object.if_contains("w")) {
+    if (!windows->is_array())
+      return invalid_state("The stored window usage is malformed.");
     for (const auto& window : windows->get_array()) {
-      if (auto ring = ring_from_json(window))
-        usage.windows.push_back(std::move(*ring));
+      Ring ring;
+      if (!read_ring(window, ring))
+        return invalid_state("The stored window usage is malformed.");
+      usage.windows.push_back(std::move(ring));
     }
   }
-  if (const auto* breaker = object.if_contains("b"))
-    usage.breaker = ring_from_json(*breaker);
-  if (const auto* thresholds = object.if_contains("t"); thresholds && thresholds->is_array()) {
-    usage.alerted_period_start = int_at(thresholds->get_array(), 0);
-    usage.alerted_percent = static_cast<int>(int_at(thresholds->get_array(), 1));
+  if (const auto* breaker = object.if_contains("b")) {
+    Ring ring;
+    if (!read_ring(*breaker, ring))
+      return invalid_state("The stored breaker usage is malformed.");
+    usage.breaker = std::move(ring);
+  }
+  if (const auto* thresholds = object.if_contains("t")) {
+    const auto* array = thresholds->if_array();
+    if (array == nullptr || array->size() != 2 || !is_int((*array)[0]) || !is_int((*array)[1]))
+      return invalid_state("The stored alert state is malformed.");
+    usage.alerted_period_start = (*array)[0].get_int64();
+    usage.alerted_percent = static_cast<int>((*array)[1].get_int64());
   }
   return usage;
 }

@@ -60,9 +60,13 @@ struct Policies {
   // Percentages of the limit that raise a threshold_crossed alert, ascending. nullopt: the
   // default 50 / 80 / 100; empty: no alerts.
   std::optional<std::vector<int>> thresholds;
+  // Stored fields this version does not know (a newer one wrote them), as a canonical JSON
+  // object, or empty: kept so that a rewrite never drops them.
+  std::string unknown_json;
 
   bool empty() const {
-    return windows.empty() && vendors.empty() && !approval_above && !breaker && !thresholds;
+    return windows.empty() && vendors.empty() && !approval_above && !breaker && !thresholds &&
+           unknown_json.empty();
   }
   std::vector<int> effective_thresholds() const;
   friend bool operator==(const Policies&, const Policies&) = default;
@@ -113,9 +117,10 @@ struct Usage {
 // Storage codecs. An empty text reads as nothing set; an unreadable one also reads as nothing
 // set for policies (the edge validated what was written), and as empty usage.
 std::string policies_to_storage(const Policies& policies);
-Policies policies_from_storage(std::string_view text);
+// A stored form that cannot be read is an Error (ledger_state_invalid), never "no policy".
+Result<Policies> policies_from_storage(std::string_view text);
 std::string usage_to_storage(const Usage& usage);
-Usage usage_from_storage(std::string_view text);
+Result<Usage> usage_from_storage(std::string_view text);
 
 // The public JSON form, as PUT /v1/budgets takes it and budget states show it.
 boost::json::object policies_to_json(const Policies& policies);

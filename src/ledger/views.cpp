@@ -31,7 +31,7 @@ boost::json::object budget_to_json(const BudgetNode& node,
       node.parent.empty() ? boost::json::value(nullptr) : boost::json::value(node.parent);
   out["limit"] = money_or_null(node.limit);
   out["period"] = period_name(node.period);
-  out["period_start"] = format_timestamp(period_start(node.period, now));
+  out["period_start"] = format_timestamp(node.current_period_start(now));
   out["spent"] = node.spent_at(now).to_string();
   out["reserved"] = node.reserved.to_string();
   out["available"] = money_or_null(available_on_path(lineage, now));

@@ -49,8 +49,18 @@ ledger::BudgetNode read_budget(const Row& row) {
   node.head_hash = row.column_text(13);
   node.created_at = row.column_int(14);
   node.updated_at = row.column_int(15);
-  node.policies = ledger::policies_from_storage(row.column_text(16));
-  node.usage = ledger::usage_from_storage(row.column_text(17));
+  // A row whose policies or usage cannot be read is flagged, never read as "no policy": the
+  // core refuses to decide on it and reads answer 500 ledger_state_invalid.
+  auto policies = ledger::policies_from_storage(row.column_text(16));
+  auto usage = ledger::usage_from_storage(row.column_text(17));
+  if (policies.ok())
+    node.policies = std::move(policies).value();
+  else
+    node.state_error = policies.error().message;
+  if (usage.ok())
+    node.usage = std::move(usage).value();
+  else if (node.state_error.empty())
+    node.state_error = usage.error().message;
   return node;
 }
 

@@ -51,6 +51,16 @@ def new_key() -> str:
     return "idem-" + uuid.uuid4().hex
 
 
+def _moves_money(path: str) -> bool:
+    """The calls that must carry an Idempotency-Key: spends, holds and hold decisions."""
+    route = path.split("?", 1)[0].rstrip("/").split("/")
+    if route[:2] != ["", "v1"]:
+        return False
+    if len(route) == 3 and route[2] in ("spends", "holds"):
+        return True
+    return len(route) == 5 and route[2] == "holds" and route[4] in ("capture", "void", "approve", "reject")
+
+
 def parse_ts(text: str) -> float:
     """An RFC 3339 timestamp as served by Stub ("2024-01-02T03:04:05.123456Z") to epoch seconds."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -119,16 +129,20 @@ class Client:
         body: Any = None,
         *,
         token: Any = "default",
-        idem: str | None = None,
+        idem: str | None = "auto",
         raw: bytes | str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
         """Sends one request. `body` is JSON-encoded; `raw` is sent as is. token=None sends no
-        Authorization header; the default is the client's own token."""
+        Authorization header; the default is the client's own token. idem="auto" (the default)
+        sends a fresh Idempotency-Key on every POST that moves money, as the server requires;
+        idem=None sends none."""
         send_headers = {"Accept": "application/json"}
         bearer = self.token if token == "default" else token
         if bearer is not None:
             send_headers["Authorization"] = f"Bearer {bearer}"
+        if idem == "auto":
+            idem = new_key() if method == "POST" and _moves_money(path) else None
         if idem is not None:
             send_headers["Idempotency-Key"] = idem
         payload: bytes | None = None

@@ -137,16 +137,50 @@ TEST(PolicyStorage, RoundTripsEveryField) {
   policies.approval_above = units(10);
   policies.breaker = BreakerSettings{minute, units(3), 20};
   policies.thresholds = std::vector<int>{25, 90};
-  EXPECT_EQ(policies_from_storage(policies_to_storage(policies)), policies);
+  EXPECT_EQ(policies_from_storage(policies_to_storage(policies)).value(), policies);
 
   Policies partial;
   partial.breaker = BreakerSettings{minute, std::nullopt, 5};
   partial.thresholds = std::vector<int>{};  // no alerts, which differs from the default
-  EXPECT_EQ(policies_from_storage(policies_to_storage(partial)), partial);
+  EXPECT_EQ(policies_from_storage(policies_to_storage(partial)).value(), partial);
   EXPECT_EQ(policies_to_storage(Policies{}), "");
-  EXPECT_EQ(policies_from_storage(""), Policies{});
-  EXPECT_EQ(policies_from_storage("not json"), Policies{});
+  EXPECT_EQ(policies_from_storage("").value(), Policies{});
   EXPECT_EQ(Policies{}.effective_thresholds(), (std::vector<int>{50, 80, 100}));
+}
+
+// A stored form that cannot be read is an error, never "no policy" (which would lift every
+// limit the row's policies set).
+TEST(PolicyStorage, MalformedIsAnErrorNeverNoPolicy) {
+  for (const char* text :
+       {"not json", "[]", "{\"w\":5}", "{\"w\":[[3600000000]]}", "{\"va\":[1]}", "{\"aa\":\"10\"}",
+        "{\"b\":[60000000,\"x\",null]}", "{\"t\":[0]}", "{\"t\":[101]}"}) {
+    const auto parsed = policies_from_storage(text);
+    ASSERT_FALSE(parsed.ok()) << text;
+    EXPECT_EQ(parsed.error().subcode, "ledger_state_invalid") << text;
+  }
+  for (const char* text : {"nope", "{\"w\":[[1]]}", "{\"b\":[0,0,[]]}", "{\"t\":[1]}",
+                           "{\"w\":[[3600000000,0,[1,2]]]}"}) {
+    EXPECT_FALSE(usage_from_storage(text).ok()) << text;
+  }
+}
+
+// A field a newer version wrote survives a read and rewrite by this one.
+TEST(PolicyStorage, UnknownFieldsSurviveARewrite) {
+  const auto parsed = policies_from_storage("{\"aa\":5000000,\"zz\":{\"future\":[1,2]}}");
+  ASSERT_TRUE(parsed.ok());
+  Policies policies = parsed.value();
+  EXPECT_EQ(policies.approval_above, units(5));
+  policies.approval_above = units(7);
+  policies.vendors.allow = {"api.openai.com"};
+  const std::string stored = policies_to_storage(policies);
+  EXPECT_NE(stored.find("\"zz\":{\"future\":[1,2]}"), std::string::npos) << stored;
+  const auto again = policies_from_storage(stored);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again.value(), policies);
+  // Clearing every known policy still keeps what this version cannot interpret.
+  Policies cleared;
+  cleared.unknown_json = policies.unknown_json;
+  EXPECT_EQ(policies_to_storage(cleared), "{\"zz\":{\"future\":[1,2]}}");
 }
 
 TEST(UsageStorage, RoundTripsRingsAndAlertState) {
@@ -155,9 +189,9 @@ TEST(UsageStorage, RoundTripsRingsAndAlertState) {
   usage.breaker = Ring{minute, t0 - 1, {{7, 1, 1}}};
   usage.alerted_period_start = t0 - 12 * hour;
   usage.alerted_percent = 80;
-  EXPECT_EQ(usage_from_storage(usage_to_storage(usage)), usage);
+  EXPECT_EQ(usage_from_storage(usage_to_storage(usage)).value(), usage);
   EXPECT_EQ(usage_to_storage(Usage{}), "");
-  EXPECT_EQ(usage_from_storage(""), Usage{});
+  EXPECT_EQ(usage_from_storage("").value(), Usage{});
 }
 
 TEST(FormatDuration, LargestEvenUnit) {
