@@ -808,6 +808,8 @@ class Handler {
         co_return error_reply(Error::invalid(
             "invalid_secret", "Field \"secret\" must be a string of 16 to 256 bytes."));
       }
+      if (Status clean = check_text(secret->get_string(), "secret"); !clean.ok())
+        co_return error_reply(clean.error());
       settings.secret = std::string(secret->get_string());
     }
     auto root = text_field(body_, "root");

@@ -961,10 +961,10 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros wall_clo
       return Response{found->second.status, found->second.body};
     }
   }
-  if (Status actor = check_actor(state, command, now); !actor.ok())
-    return actor.error();
   if (Status allowed = check_privilege(command); !allowed.ok())
     return allowed.error();
+  if (Status actor = check_actor(state, command, now); !actor.ok())
+    return actor.error();
   if (Status readable = check_readable(state, command); !readable.ok())
     return readable.error();
   if (command.kind != CommandKind::set_budget && command.kind != CommandKind::expire &&

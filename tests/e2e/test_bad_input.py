@@ -129,6 +129,69 @@ CASES = [
      {"receipt": {"r": "x" * 17000}}, 400, "receipt_too_large"),
     ("body_over_64k", "POST", "/v1/spends", "agent", {"amount": "1", "intent": "x" * 70000}, 413,
      "too_large"),
+    # --- text: valid UTF-8, no control characters (one request can never halt a store) ------
+    ("vendor_nul", "POST", "/v1/spends", "agent", '{"amount": "1", "vendor": "ab\\u0000cd"}', 400,
+     "invalid_text"),
+    ("intent_escape_sequence", "POST", "/v1/spends", "agent",
+     '{"amount": "1", "intent": "\\u001b[2J\\u001b[31mpwned"}', 400, "invalid_text"),
+    ("intent_c1_control", "POST", "/v1/holds", "agent", '{"amount": "1", "intent": "a\\u0085b"}', 400,
+     "invalid_text"),
+    ("intent_del", "POST", "/v1/holds", "agent", '{"amount": "1", "intent": "a\\u007fb"}', 400,
+     "invalid_text"),
+    ("intent_newline", "POST", "/v1/spends", "agent", {"amount": "1", "intent": "two\nlines"}, 400,
+     "invalid_text"),
+    ("vendor_invalid_utf8", "POST", "/v1/spends", "agent", b'{"amount": "1", "vendor": "a\xff\xfeb"}',
+     400, "malformed_json"),
+    ("intent_lone_surrogate", "POST", "/v1/spends", "agent", '{"amount": "1", "intent": "\\ud800"}',
+     400, "malformed_json"),
+    ("tag_key_control", "POST", "/v1/spends", "agent", '{"amount": "1", "tags": {"a\\u0007": "v"}}',
+     400, "invalid_text"),
+    ("tag_value_nul", "POST", "/v1/spends", "agent", '{"amount": "1", "tags": {"k": "\\u0000"}}', 400,
+     "invalid_text"),
+    ("freeze_reason_control", "POST", f"/v1/budgets/{ROOT}/b/freeze", "admin",
+     '{"reason": "x\\u001b]0;title\\u0007"}', 400, "invalid_text"),
+    ("key_name_control", "POST", "/v1/keys", "admin", '{"budget": "bad/a", "name": "k\\u0000"}', 400,
+     "invalid_text"),
+    ("approve_reason_control", "POST", "/v1/holds/{held}/approve", "admin", '{"reason": "\\u0000"}',
+     400, "invalid_text"),
+    ("webhook_url_control", "PUT", "/v1/webhooks/w1", "admin",
+     '{"root": "bad", "url": "http://127.0.0.1:9/\\u0000", "events": ["frozen"], '
+     '"secret": "0123456789abcdef"}', 400, "invalid_text"),
+    ("webhook_secret_control", "PUT", "/v1/webhooks/w1", "admin",
+     '{"root": "bad", "url": "http://127.0.0.1:9/", "events": ["frozen"], '
+     '"secret": "0123456789abcdef\\u0000"}', 400, "invalid_text"),
+    ("hold_id_nul_in_path", "POST", "/v1/holds/hold%00x/capture", "agent", {}, 400, "invalid_text"),
+    ("hold_id_escape_in_path", "GET", "/v1/holds/%1b%5b2J", "agent", None, 400, "invalid_text"),
+    ("key_id_control_in_path", "DELETE", "/v1/keys/key%0a", "admin", None, 400, "invalid_text"),
+    ("hold_id_too_long_in_path", "GET", "/v1/holds/" + "h" * 129, "agent", None, 400, "invalid_text"),
+    # --- receipts are evidence: I-JSON numbers only (RFC 7493) ------------------------------
+    ("receipt_integer_beyond_2_53", "POST", "/v1/spends", "agent",
+     '{"amount": "1", "receipt": {"request": 12345678901234567890}}', 400,
+     "receipt_number_out_of_range"),
+    ("receipt_negative_integer_beyond_2_53", "POST", "/v1/spends", "agent",
+     '{"amount": "1", "receipt": {"n": [1, -9007199254740993]}}', 400, "receipt_number_out_of_range"),
+    ("receipt_too_many_digits", "POST", "/v1/spends", "agent",
+     '{"amount": "1", "receipt": {"x": 0.1000000000000000055511151231257827}}', 400,
+     "receipt_number_out_of_range"),
+    ("receipt_scalar_beyond_2_53", "POST", "/v1/spends", "agent",
+     '{"amount": "1", "receipt": 18446744073709551615}', 400, "receipt_number_out_of_range"),
+    ("capture_receipt_beyond_2_53", "POST", "/v1/holds/{held}/capture", "agent",
+     '{"receipt": {"tokens": {"in": 812, "id": 99999999999999999999}}}', 400,
+     "receipt_number_out_of_range"),
+    ("receipt_duplicate_name", "POST", "/v1/spends", "agent",
+     '{"amount": "1", "receipt": {"a": {"b": 1, "b": 2}}}', 400, "invalid_receipt"),
+    # --- exactly once: every call that moves or reserves money names its Idempotency-Key ----
+    ("no_idem_spend", "POST", "/v1/spends", "agent", {"amount": "1"}, 400, "idempotency_key_required"),
+    ("no_idem_hold", "POST", "/v1/holds", "agent", {"amount": "1"}, 400, "idempotency_key_required"),
+    ("no_idem_capture", "POST", "/v1/holds/{held}/capture", "agent", {}, 400,
+     "idempotency_key_required"),
+    ("no_idem_void", "POST", "/v1/holds/{held}/void", "agent", {}, 400, "idempotency_key_required"),
+    ("no_idem_approve", "POST", "/v1/holds/{held}/approve", "admin", {}, 400,
+     "idempotency_key_required"),
+    ("no_idem_reject", "POST", "/v1/holds/{held}/reject", "admin", {}, 400,
+     "idempotency_key_required"),
+    ("no_idem_admin_spend", "POST", "/v1/spends", "admin", {"amount": "1", "budget": f"{ROOT}/a"}, 400,
+     "idempotency_key_required"),
     # --- other fields -----------------------------------------------------------------------
     ("vendor_not_string", "POST", "/v1/spends", "agent", {"amount": "1", "vendor": 7}, 400,
      "invalid_field"),
@@ -181,6 +244,15 @@ CASES = [
      "invalid_idempotency_key"),
     ("hold_wait_garbage", "GET", "/v1/holds/{held}?wait=soon", "agent", None, 400, "invalid_query"),
     ("hold_wait_too_long", "GET", "/v1/holds/{held}?wait=61s", "agent", None, 400, "invalid_query"),
+    ("hold_wait_huge_seconds", "GET", "/v1/holds/{held}?wait=9223372036854775807", "agent", None, 400,
+     "invalid_query"),
+    ("hold_wait_overflowing_seconds", "GET", "/v1/holds/{held}?wait=99999999999999999999", "agent",
+     None, 400, "invalid_query"),
+    ("hold_wait_huge_duration", "GET", "/v1/holds/{held}?wait=9223372036854775807s", "agent", None,
+     400, "invalid_query"),
+    ("hold_wait_negative", "GET", "/v1/holds/{held}?wait=-1", "agent", None, 400, "invalid_query"),
+    ("root_currency_change", "PUT", f"/v1/budgets/{ROOT}", "admin", {"currency": "EUR"}, 409,
+     "currency_locked"),
     ("approve_unknown_field", "POST", "/v1/holds/{held}/approve", "admin", {"note": "x"}, 400,
      "unknown_field"),
     ("approve_held_hold", "POST", "/v1/holds/{held}/approve", "admin", {}, 409, "hold_not_pending"),
@@ -299,13 +371,18 @@ def test_bad_input_is_refused_and_changes_nothing(server, ctx, name, method, pat
         wait_until(ctx["expired_at"])  # the one wait on the clock: the key's expiry time
     bearer = ctx["keys"].get(token, token) if token is not None else None
     idem = "k" * 256 if name == "idempotency_key_too_long" else new_key()
-    raw = body if isinstance(body, str) else (json.dumps(fill_body(body, ctx)) if body is not None else None)
+    if name.startswith("no_idem"):
+        idem = None
+    if isinstance(body, (str, bytes)):
+        raw = body.replace("{held}", ctx["held"]) if isinstance(body, str) else body
+    else:
+        raw = json.dumps(fill_body(body, ctx)) if body is not None else None
     before = db_entry_count(server.db)
     state_before = db_rows(server.db, "SELECT path, spent, reserved, limit_micros, frozen, policy, usage "
                                       "FROM budgets")
 
     reply = Client(server.port).request(method, fill_path(path, ctx), raw=raw, token=bearer,
-                                        idem=idem if method != "GET" else None)
+                                        idem=idem if method not in ("GET", "DELETE") else None)
 
     assert reply.status == status, reply
     error = reply.json["error"]

@@ -797,6 +797,165 @@ std::vector<std::string> kinds_after(const std::vector<Entry>& entries, int64_t 
   return out;
 }
 
+// ---- Time only moves forward (SPEC guarantee 7) -------------------------------------------
+
+// Two instances whose clocks differ by a minute, taking turns across a period boundary: the
+// one behind must never move the budget back into the old period (reading its spent as zero),
+// which would let the next one start the new period afresh and overspend it. On a store with
+// one owner per database the same instance's clock steps back and forth instead.
+class StoreConformanceClocks : public StoreConformance {
+ protected:
+  void skewed_instances_across(ledger::Period period, Micros boundary) {
+    const Money limit = units(10);
+    const Micros skew = 60 * second;
+    clock_ = boundary - 10 * 60 * second;  // the old period
+    expect_status(set_budget("acme", limit, period), 201);
+    expect_status(set_budget("acme/agent", std::nullopt, period), 201);
+    expect_status(spend("acme/agent", units(9), "hold_old"), 201);
+
+    std::atomic<Micros> behind{boundary + 30 * second - skew};  // still in the old period
+    std::unique_ptr<Store> second_store;
+    std::unique_ptr<engine::Sequencer> other;
+    if (GetParam().multi_instance) {
+      second_store = GetParam().factory(directory_.str());
+      ASSERT_NE(second_store, nullptr);
+      other = std::make_unique<engine::Sequencer>(
+          *second_store, [&behind] { return behind.load(); }, engine::SequencerOptions{}, nullptr);
+    }
+    const auto on_ahead = [&](const ledger::Command& command) {
+      clock_ = boundary + 30 * second;
+      return run(command);
+    };
+    const auto on_behind = [&](const ledger::Command& command) {
+      if (other)
+        return other->execute(command);
+      clock_ = behind.load();  // the one instance's clock steps back a minute
+      return run(command);
+    };
+
+    std::vector<Outcome> outcomes;
+    outcomes.push_back(on_ahead(spend("acme/agent", units(6), "hold_a1")));   // new period: 6
+    outcomes.push_back(on_behind(spend("acme/agent", units(6), "hold_b1")));  // 12 > 10
+    outcomes.push_back(on_ahead(spend("acme/agent", units(6), "hold_a2")));   // 12 > 10
+    outcomes.push_back(on_behind(hold("acme/agent", units(4), "hold_b2", 60 * second)));  // 10
+    outcomes.push_back(on_ahead(spend("acme/agent", cents(1), "hold_a3")));  // 10.01 > 10
+    other.reset();
+    second_store.reset();
+    std::vector<int> statuses;
+    for (const Outcome& outcome : outcomes) {
+      ASSERT_TRUE(outcome.ok()) << outcome.error().message;
+      statuses.push_back(outcome->status);
+    }
+    EXPECT_EQ(statuses, (std::vector<int>{201, 402, 402, 201, 402}));
+
+    clock_ = boundary + 31 * second;
+    for (const std::string path : {"acme", "acme/agent"}) {
+      const BudgetNode node = budget(path);
+      EXPECT_EQ(node.period_start, boundary) << path;
+      EXPECT_EQ(node.spent, units(6)) << path;
+      EXPECT_EQ(node.reserved, units(4)) << path;
+      EXPECT_LE(node.spent.micros() + node.reserved.micros(), limit.micros()) << path;
+    }
+    // Entries are in seq order with timestamps that never go back; every one decided after the
+    // boundary carries a time inside the new period, whichever clock decided it.
+    const std::vector<Entry> entries = all_entries("acme");
+    ASSERT_GE(entries.size(), 8u);
+    int64_t new_period_money = 0;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      EXPECT_EQ(entries[i].seq, static_cast<int64_t>(i + 1));
+      if (i > 0)
+        EXPECT_GE(entries[i].ts, entries[i - 1].ts) << "seq " << entries[i].seq;
+      if (entries[i].kind == "spend" || entries[i].kind == "hold") {
+        if (entries[i].hold_id != "hold_old") {
+          EXPECT_GE(entries[i].ts, boundary) << entries[i].hold_id;
+          new_period_money += entries[i].amount->micros();
+        }
+      }
+    }
+    EXPECT_EQ(new_period_money, units(10).micros());
+    EXPECT_TRUE(verify("acme").ok);
+  }
+};
+
+TEST_P(StoreConformanceClocks, SkewedInstancesNeverReopenADay) {
+  skewed_instances_across(ledger::Period::day,
+                          ledger::period_start(ledger::Period::day, t0) + 86'400 * second);
+}
+
+TEST_P(StoreConformanceClocks, SkewedInstancesNeverReopenAMonth) {
+  const Micros month = ledger::period_start(ledger::Period::month, t0);
+  skewed_instances_across(
+      ledger::Period::month,
+      ledger::period_start(ledger::Period::month, month + 40 * 86'400 * second));
+}
+
+// A clock that steps back on one instance: a window bucket, a breaker count and a hold's
+// expiry never move backwards with it.
+TEST_P(StoreConformanceClocks, ClockSteppingBackKeepsWindowsBreakersAndExpiries) {
+  expect_status(set_budget("acme", units(100)), 201);
+  ledger::Command windowed = set_budget("acme/agent", std::nullopt);
+  windowed.settings.windows = std::vector<ledger::WindowCap>{{3'600 * second, units(5)}};
+  windowed.settings.breaker_given = true;
+  windowed.settings.breaker = ledger::BreakerSettings{60 * second, std::nullopt, 3};
+  expect_status(windowed, 201);
+  expect_status(spend("acme/agent", units(3), "hold_1"), 201);
+  const boost::json::object held =
+      expect_status(hold("acme/agent", units(1), "hold_2", 60 * second), 201);
+  const Micros decided = now();
+
+  // Two hours back: a naive clock would find the window and the breaker empty.
+  clock_ = decided - 2 * 3'600 * second;
+  const Outcome over_window = run(spend("acme/agent", units(2), "hold_3"));
+  ASSERT_TRUE(over_window.ok());
+  EXPECT_EQ(over_window->status, 402) << over_window->body;
+  EXPECT_EQ(boost::json::parse(over_window->body).at("error").at("code").as_string(),
+            "window_exceeded");
+  const Outcome third = run(spend("acme/agent", cents(50), "hold_4"));
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->status, 201) << third->body;
+  const Outcome fourth = run(spend("acme/agent", cents(10), "hold_5"));  // the 4th in a minute
+  ASSERT_TRUE(fourth.ok());
+  EXPECT_EQ(boost::json::parse(fourth->body).at("error").at("code").as_string(), "breaker_tripped");
+
+  // The hold was made at `decided` for a minute: its expiry did not move back with the clock,
+  // and the entries' timestamps never went back either.
+  EXPECT_EQ(hold_row("hold_2").expires_at, decided + 60 * second);
+  EXPECT_EQ(held.at("expires_at").as_string(), ledger::format_timestamp(decided + 60 * second));
+  const std::vector<Entry> entries = all_entries("acme");
+  for (size_t i = 1; i < entries.size(); ++i)
+    EXPECT_GE(entries[i].ts, entries[i - 1].ts) << "seq " << entries[i].seq;
+  EXPECT_GE(entries.back().ts, decided);
+}
+
+// The core itself refuses the control plane from an agent key, whatever the edge let through.
+TEST_P(StoreConformanceWithTree, CoreRefusesAdminCommandsFromAKey) {
+  expect_status(create_key("acme/research", "key_agent", "agent"), 201);
+  const std::vector<ledger::Command> admin_only = {
+      set_budget("acme/research/agent", units(1)), freeze("acme/research/agent", "x"),
+      unfreeze("acme/research/agent"), create_key("acme/research/agent", "key_2", "two"),
+      revoke_key("acme", "key_agent")};
+  const size_t before = all_entries("acme").size();
+  for (const ledger::Command& command : admin_only)
+    expect_error(as_actor(command, "key_agent"), "admin_only");
+  ledger::Command expiry = command_for(ledger::CommandKind::expire, "acme/research/agent");
+  expiry.hold_id = "hold_nobody";
+  expect_error(as_actor(expiry, "key_agent"), "admin_only");
+  EXPECT_EQ(all_entries("acme").size(), before);
+  // The key still spends in its own subtree.
+  expect_status(as_actor(spend("acme/research/agent", cents(1), "hold_ok"), "key_agent"), 201);
+}
+
+// A root keeps its books in one currency.
+TEST_P(StoreConformanceWithTree, RootCurrencyIsFixedOnceItHasEntries) {
+  ledger::Command euro = set_budget("acme", units(100));
+  euro.settings.currency = "EUR";
+  expect_error(euro, "currency_locked");
+  EXPECT_EQ(budget("acme").currency, "USD");
+  ledger::Command same = set_budget("acme", units(100));
+  same.settings.currency = "USD";
+  expect_status(same, 200);
+}
+
 TEST_P(StoreConformance, PoliciesAreStoredReadBackAndKeptOnReopen) {
   ledger::Policies expected;
   expected.windows = {{hour, units(5)}, {24 * hour, units(50)}};
@@ -1880,6 +2039,7 @@ std::string store_name(const ::testing::TestParamInfo<StoreKind>& info) {
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceWithTree, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceRace, all_stores, store_name);
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceClocks, all_stores, store_name);
 
 }  // namespace
 }  // namespace stub::store::conformance
