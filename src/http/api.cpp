@@ -159,8 +159,12 @@ Status check_path_id(const std::string& id) {
 
 class Handler {
  public:
-  Handler(ApiContext& context, ApiRequest& request, Target& target)
-      : context_(context), request_(request), target_(target) {}
+  Handler(Api& api, ApiRequest& request, Target& target)
+      : api_(api),
+        context_(api.context()),
+        waiters_(api.waiters()),
+        request_(request),
+        target_(target) {}
 
   awaitable<ApiReply> route() {
     const auto& s = target_.segments;
@@ -690,33 +694,42 @@ class Handler {
   awaitable<Result<ledger::Hold>> wait_for_decision(const std::string& id, ledger::Micros wait) {
     auto executor = co_await boost::asio::this_coro::executor;
     auto timer = std::make_shared<boost::asio::steady_timer>(executor);
-    timer->expires_after(std::chrono::microseconds(wait));
-    // The event bus calls back on the committer thread: only post the wake-up to this
-    // connection's executor, where the timer lives.
-    const uint64_t subscription =
-        context_.events.subscribe([timer, executor, id](const engine::EntryBatch& batch) {
-          for (const ledger::Entry& entry : *batch) {
-            if (entry.hold_id == id) {
-              boost::asio::post(executor, [timer] { timer->cancel(); });
-              return;
-            }
-          }
-        });
-    // Unsubscribes however the coroutine ends, even if it is destroyed while suspended (a
-    // server shutting down), so no callback outlives this connection's executor.
-    struct Unsubscribe {
-      engine::EventBus& events;
-      uint64_t id;
-      ~Unsubscribe() { events.unsubscribe(id); }
-    } unsubscribe{context_.events, subscription};
-    // Read again after subscribing, so that a decision committed in between is not missed.
+    auto decided = std::make_shared<std::atomic<bool>>(false);
+    // Woken from a pool thread when an entry naming this hold commits: only post the wake-up
+    // to this connection's executor, where the timer lives.
+    const uint64_t ticket = waiters_.add(id, [timer, executor, decided] {
+      decided->store(true);
+      boost::asio::post(executor, [timer] { timer->cancel(); });
+    });
+    // Removed however the coroutine ends, even if it is destroyed while suspended (a server
+    // shutting down), so no wake-up outlives this connection's executor.
+    struct Remove {
+      HoldWaiters& waiters;
+      uint64_t ticket;
+      ~Remove() { waiters.remove(ticket); }
+    } remove{waiters_, ticket};
+    // Read again after registering, so that a decision committed in between is not missed.
     auto hold = co_await load_hold(id);
-    if (hold.ok() && hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(wait);
+    while (hold.ok() && !decided->load() &&
+           hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline)
+        break;
+      // Wakes at least every key_recheck_interval: a key revoked or expired meanwhile ends
+      // the wait at once instead of at the deadline.
+      timer->expires_after(
+          std::min<std::chrono::steady_clock::duration>(deadline - now, key_recheck_interval));
       boost::system::error_code ignored;
       co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
-      hold = co_await load_hold(id);
+      if (decided->load())
+        break;
+      if (!principal_.admin) {
+        if (Status usable = co_await api_.key_still_usable(principal_.key.id); !usable.ok())
+          co_return usable.error();
+      }
     }
-    co_return hold;
+    co_return co_await load_hold(id);
   }
 
   awaitable<ApiReply> decide_approval(const std::string& id, bool approve) {
@@ -1056,7 +1069,9 @@ class Handler {
     co_return json_reply(200, out);
   }
 
+  Api& api_;
   ApiContext& context_;
+  HoldWaiters& waiters_;
   ApiRequest& request_;
   Target& target_;
   Principal principal_;
@@ -1123,7 +1138,7 @@ awaitable<ApiReply> Api::handle(ApiRequest request) {
   auto target = parse_target(request.target);
   if (!target.ok())
     co_return error_reply(target.error());
-  Handler handler(context_, request, *target);
+  Handler handler(*this, request, *target);
   ApiReply reply;
   try {
     reply = co_await handler.route();
@@ -1135,6 +1150,17 @@ awaitable<ApiReply> Api::handle(ApiRequest request) {
     reply.route = route_label(*target);
   redact_server_error(reply);
   co_return reply;
+}
+
+awaitable<Status> Api::key_still_usable(const std::string& key_id) {
+  // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+  auto key_work = [this, key_id] { return context_.store.get_key(key_id); };
+  auto key = co_await run_blocking(context_.read_pool, std::move(key_work));
+  if (!key.ok())
+    co_return key.error();
+  if (!key.value() || !key.value()->usable_at(context_.clock()))
+    co_return Error{ErrorCode::unauthorized, "key_not_usable", "The key is revoked or expired."};
+  co_return Status::success();
 }
 
 awaitable<Result<EventFilter>> Api::open_event_stream(const ApiRequest& request) {
@@ -1158,6 +1184,7 @@ awaitable<Result<EventFilter>> Api::open_event_stream(const ApiRequest& request)
     }
     filter.root = bound->root();
     filter.subtree = bound->str();
+    filter.key_id = principal->key.id;
   }
   if (!filter.root.empty()) {
     const auto root = BudgetPath::parse(filter.root);

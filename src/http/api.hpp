@@ -6,11 +6,13 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <chrono>
 #include <string>
 
 #include "engine/event_bus.hpp"
 #include "engine/sequencer.hpp"
 #include "http/credentials.hpp"
+#include "http/hold_waiters.hpp"
 #include "http/metrics.hpp"
 #include "store/store.hpp"
 
@@ -47,13 +49,19 @@ struct EventFilter {
   std::string subtree;   // empty: everything under root; else only entries within this node
   int64_t after = 0;     // resume after this seq (root must be set)
   bool backlog = false;  // ?after= was given: send stored entries after it first
+  std::string key_id;    // the agent key streaming (empty: the admin); re-checked every second
 };
+
+// How often a long poll or an event stream re-reads its key, so that one revoked or expired
+// meanwhile is cut off within key_recheck_interval (well inside 2 s).
+inline constexpr std::chrono::milliseconds key_recheck_interval{1'000};
 
 class Api {
  public:
   static constexpr size_t entries_page_max = 1'000;
 
-  explicit Api(ApiContext context) : context_(std::move(context)) {}
+  explicit Api(ApiContext context)
+      : context_(std::move(context)), waiters_(context_.events, context_.read_pool) {}
 
   boost::asio::awaitable<ApiReply> handle(ApiRequest request);
 
@@ -61,9 +69,13 @@ class Api {
   // or returns the reply to send instead.
   boost::asio::awaitable<Result<EventFilter>> open_event_stream(const ApiRequest& request);
   ApiContext& context() { return context_; }
+  HoldWaiters& waiters() { return waiters_; }
+  // Whether key `key_id` may still act (not revoked, not expired), read from the store.
+  boost::asio::awaitable<Status> key_still_usable(const std::string& key_id);
 
  private:
   ApiContext context_;
+  HoldWaiters waiters_;
 };
 
 // The reply for an error, with the status from the one mapping table.

@@ -247,7 +247,18 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
     }
 
     asio::steady_timer heartbeat(co_await asio::this_coro::executor);
+    auto key_checked = Clock::now();
     while (!server_.stopping_.load() && !overflowed->load()) {
+      // An agent key revoked or expired while it streams is cut off within a second: the
+      // stream says why in a last event, then closes.
+      if (!filter->key_id.empty() && Clock::now() - key_checked >= key_recheck_interval) {
+        key_checked = Clock::now();
+        const Status usable = co_await server_.api_.key_still_usable(filter->key_id);
+        if (!usable.ok()) {
+          co_await send_text("event: error\ndata: " + error_reply(usable.error()).body + "\n\n");
+          co_return;
+        }
+      }
       heartbeat.expires_after(std::chrono::seconds(1));
       auto next = co_await (channel->async_receive(as_tuple_awaitable) ||
                             heartbeat.async_wait(as_tuple_awaitable));
