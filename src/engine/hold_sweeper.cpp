@@ -2,6 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cassert>
+#include <cstdio>
+#include <memory>
+#include <random>
+
 namespace stub::engine {
 
 HoldSweeper::HoldSweeper(store::Store& store, Sequencer& sequencer, Clock clock,
@@ -22,27 +27,43 @@ HoldSweeper::~HoldSweeper() {
 }
 
 size_t HoldSweeper::sweep_once() {
-  auto expired = store_.list_expired_holds(clock_(), holds_per_sweep_max);
+  // A random starting point per pass: several instances on one database sweep different holds.
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  char pivot[24];
+  std::snprintf(pivot, sizeof pivot, "hold_%016llx", static_cast<unsigned long long>(random()));
+  auto expired = store_.list_expired_holds_from(clock_(), pivot, holds_per_sweep_max);
   if (!expired.ok()) {
     spdlog::warn("hold sweeper: cannot list expired holds: {}", expired.error().message);
     return 0;
   }
-  size_t settled = 0;
+  // Every expiry is submitted before any is waited for, so they commit together in a few
+  // batches (the committer takes what is queued), not one commit per hold.
+  struct Tally {
+    std::mutex mutex;
+    std::condition_variable done;
+    size_t answered = 0;  // GUARDED_BY(mutex)
+    size_t settled = 0;   // GUARDED_BY(mutex)
+  };
+  auto tally = std::make_shared<Tally>();
   for (const ledger::Hold& hold : expired.value()) {
     ledger::Command command;
     command.kind = ledger::CommandKind::expire;
     command.root = hold.root;
-    command.actor = "system";
+    command.actor = std::string(ledger::system_actor);
     command.budget = hold.budget;
     command.hold_id = hold.id;
-    const ledger::Outcome outcome = sequencer_.execute(std::move(command));
-    if (outcome.ok()) {
-      ++settled;
-    } else if (outcome.error().code == ErrorCode::unavailable) {
-      break;  // The store stopped taking writes; the sequencer already says why.
-    }
+    sequencer_.submit(std::move(command), [tally](ledger::Outcome outcome) {
+      std::lock_guard lock(tally->mutex);
+      ++tally->answered;
+      if (outcome.ok())
+        ++tally->settled;
+      tally->done.notify_all();
+    });
   }
-  return settled;
+  std::unique_lock lock(tally->mutex);
+  tally->done.wait(lock, [&] { return tally->answered == expired->size(); });
+  assert(tally->settled <= tally->answered);
+  return tally->settled;
 }
 
 void HoldSweeper::run() {

@@ -1,5 +1,8 @@
 #include "store/store.hpp"
 
+#include <algorithm>
+#include <cassert>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -129,6 +132,26 @@ Result<ledger::VerifyReport> Store::verify(const std::string& root,
     }
   }
   return report;
+}
+
+Result<std::vector<ledger::Hold>> Store::list_expired_holds_from(ledger::Micros now,
+                                                                 const std::string& pivot,
+                                                                 size_t limit) {
+  constexpr size_t spread_factor = 4;
+  auto expired = list_expired_holds(now, limit * spread_factor);
+  if (!expired.ok())
+    return expired.error();
+  std::vector<ledger::Hold> holds = std::move(expired).value();
+  std::sort(holds.begin(), holds.end(),
+            [](const ledger::Hold& a, const ledger::Hold& b) { return a.id < b.id; });
+  const auto start = std::upper_bound(
+      holds.begin(), holds.end(), pivot,
+      [](const std::string& value, const ledger::Hold& hold) { return value < hold.id; });
+  std::rotate(holds.begin(), start, holds.end());
+  if (holds.size() > limit)
+    holds.resize(limit);
+  assert(holds.size() <= limit);
+  return holds;
 }
 
 }  // namespace stub::store

@@ -110,6 +110,11 @@ class Store {
   // Open holds (held, or pending approval) whose expiry is at or before `now`, oldest first.
   virtual Result<std::vector<ledger::Hold>> list_expired_holds(ledger::Micros now,
                                                                size_t limit) = 0;
+  // Up to `limit` of the open holds expired at `now`, in id order starting after `pivot` and
+  // wrapping around: instances that sweep from random pivots settle different holds instead of
+  // all racing on the same oldest ones. Chosen among the oldest few times `limit` expired.
+  Result<std::vector<ledger::Hold>> list_expired_holds_from(ledger::Micros now,
+                                                            const std::string& pivot, size_t limit);
   // Holds waiting for approval in a root, oldest first.
   virtual Result<std::vector<ledger::Hold>> list_pending_approvals(const std::string& root,
                                                                    size_t limit) = 0;

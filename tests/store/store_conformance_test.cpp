@@ -26,6 +26,7 @@
 
 #include "edge_commands.hpp"
 #include "engine/event_bus.hpp"
+#include "engine/hold_sweeper.hpp"
 #include "engine/sequencer.hpp"
 #include "ledger/batch.hpp"
 #include "postgres_fixture.hpp"
@@ -423,6 +424,48 @@ TEST_P(StoreConformanceWithTree, ExpiredHoldsAreListedAndSwept) {
   EXPECT_EQ(budget("acme").spent, units(6));
   EXPECT_EQ(all_entries("acme").back().kind, "expire");
   EXPECT_TRUE(store_->list_expired_holds(now(), 10).value().empty());
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+// The sweeper submits a pass's expiries together, so they commit in a few batches rather than
+// one commit per hold; and passes from random pivots settle different holds first.
+TEST_P(StoreConformanceWithTree, SweeperSettlesExpiriesInBatchedCommits) {
+  constexpr int holds = 200;
+  for (int i = 0; i < holds; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof id, "hold_%04d", i);
+    expect_status(hold("acme/research/agent", cents(10), id, 10 * second), 201);
+    advance(1);  // distinct expiries, in id order
+  }
+  advance(11 * second);
+  // Chosen among the oldest 4 x limit expired (here hold_0000 .. hold_0039), from the pivot on.
+  const auto from_middle = store_->list_expired_holds_from(now(), "hold_0019", 10);
+  ASSERT_TRUE(from_middle.ok());
+  ASSERT_EQ(from_middle->size(), 10u);
+  EXPECT_EQ(from_middle->front().id, "hold_0020");
+  EXPECT_EQ(from_middle->back().id, "hold_0029");
+  const auto wrapping = store_->list_expired_holds_from(now(), "hold_0010", 3);
+  ASSERT_EQ(wrapping->size(), 3u);
+  EXPECT_EQ((*wrapping)[0].id, "hold_0011");
+  EXPECT_EQ((*wrapping)[1].id, "hold_0000");  // wrapped around
+
+  // A sequencer of our own that counts its commits.
+  sequencer_.reset();
+  std::atomic<size_t> commits{0};
+  engine::SequencerOptions options;
+  options.on_batch = [&commits](const engine::BatchStats& stats) {
+    if (stats.ok && stats.entries > 0)
+      ++commits;
+  };
+  engine::Sequencer counted(
+      *store_, [this] { return clock_.load(); }, std::move(options), nullptr);
+  engine::HoldSweeper sweeper(
+      *store_, counted, [this] { return clock_.load(); }, std::chrono::milliseconds(0));
+  EXPECT_EQ(sweeper.sweep_once(), static_cast<size_t>(holds));
+  EXPECT_LE(commits.load(), 8u) << "one commit per hold is what batching avoids";
+  EXPECT_TRUE(store_->list_expired_holds(now(), 10).value().empty());
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").spent, Money::from_micros(holds * cents(10).micros()));
   EXPECT_TRUE(verify("acme").ok);
 }
 
