@@ -9,6 +9,8 @@
 #include "cli/commands.hpp"
 #include "cli/serve_options.hpp"
 #include "http/service.hpp"
+#include "ledger/time_point.hpp"
+#include "store/store.hpp"
 
 namespace stub::cli {
 
@@ -44,6 +46,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     size_t io_threads = 2;
     size_t batch_size_max = 1'024;
     std::string isolation = "read-committed";
+    std::string idempotency_retention = "7d";
   };
   auto settings = std::make_shared<Settings>();
   CLI::App* command = app.add_subcommand("serve", "Run the Stub server");
@@ -63,6 +66,11 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   command->add_option("--batch-size-max", settings->batch_size_max, "Commands per commit")
       ->capture_default_str()
       ->check(CLI::Range(1, 8192));
+  command
+      ->add_option("--idempotency-retention", settings->idempotency_retention,
+                   "How long a replayed Idempotency-Key returns its original answer (1h..90d); "
+                   "older records are pruned")
+      ->capture_default_str();
   command->footer(
       "The admin token comes from STUB_ADMIN_TOKEN; without it one is generated and "
       "printed once.");
@@ -73,7 +81,19 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       exit_code = 1;
       return;
     }
+    const auto retention = ledger::parse_duration(settings->idempotency_retention);
+    constexpr ledger::Micros retention_min = 3'600 * ledger::micros_per_second;
+    if (!retention || *retention < retention_min ||
+        *retention > 90 * 86'400 * ledger::micros_per_second) {
+      std::cerr << "stub serve: --idempotency-retention must be a duration from 1h to 90d, such "
+                   "as 7d, got "
+                << settings->idempotency_retention << ".\n";
+      exit_code = 1;
+      return;
+    }
     http::ServiceOptions options;
+    options.retention.retention =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::microseconds(*retention));
     options.db = settings->db;
     options.isolation = settings->isolation;
     options.server = *listen;
@@ -90,7 +110,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       return;
     }
     std::cout << "stub: serving on http://" << listen->address << ":" << (*service)->port()
-              << " (db: " << settings->db << ")\n";
+              << " (db: " << store::redact_database_url(settings->db) << ")\n";
     if ((*service)->admin_token_generated()) {
       std::cout << "stub: admin token (shown once; set STUB_ADMIN_TOKEN to choose it): "
                 << (*service)->admin_token() << "\n";

@@ -31,6 +31,10 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
                                                             options.sequencer, &service->events_);
   service->sweeper_ = std::make_unique<engine::HoldSweeper>(*service->store_, *service->sequencer_,
                                                             options.clock, options.sweep_interval);
+  if (options.retention.interval.count() > 0) {
+    service->pruner_ = std::make_unique<engine::IdempotencyPruner>(*service->store_, options.clock,
+                                                                   options.retention);
+  }
   if (options.webhooks.poll_interval.count() > 0) {
     service->dispatcher_ = std::make_unique<webhooks::Dispatcher>(
         *service->store_, service->events_, options.clock, options.webhooks);
@@ -55,6 +59,7 @@ void Service::stop() {
   if (server_)
     server_->stop();
   sweeper_.reset();
+  pruner_.reset();
   dispatcher_.reset();
   if (sequencer_)
     sequencer_->stop();

@@ -9,6 +9,7 @@
 
 #include "engine/event_bus.hpp"
 #include "engine/hold_sweeper.hpp"
+#include "engine/idempotency_pruner.hpp"
 #include "engine/sequencer.hpp"
 #include "http/api.hpp"
 #include "http/credentials.hpp"
@@ -27,6 +28,7 @@ struct ServiceOptions {
   engine::SequencerOptions sequencer;
   size_t read_threads = 4;
   std::chrono::milliseconds sweep_interval{1'000};
+  engine::PrunerOptions retention;       // idempotency records: kept 7 days by default
   webhooks::DispatcherOptions webhooks;  // poll_interval 0: no delivery thread
   engine::Clock clock = engine::system_clock_micros;
   bool listen = true;  // false: no HTTP server (in-process benchmarks)
@@ -58,6 +60,7 @@ class Service {
   Metrics metrics_;
   std::unique_ptr<engine::Sequencer> sequencer_;
   std::unique_ptr<engine::HoldSweeper> sweeper_;
+  std::unique_ptr<engine::IdempotencyPruner> pruner_;
   std::unique_ptr<webhooks::Dispatcher> dispatcher_;
   std::unique_ptr<boost::asio::thread_pool> read_pool_;
   std::unique_ptr<Authenticator> authenticator_;

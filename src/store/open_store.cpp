@@ -6,6 +6,45 @@
 
 namespace stub::store {
 
+namespace {
+
+// Replaces the value of every `password=VALUE` (up to `&`, space or the end) with ***.
+std::string redact_password_parameters(std::string text) {
+  for (size_t at = text.find("password="); at != std::string::npos;
+       at = text.find("password=", at + 1)) {
+    const size_t value = at + 9;
+    size_t end = value;
+    if (end < text.size() && text[end] == '\'') {
+      end = text.find('\'', end + 1);
+      end = end == std::string::npos ? text.size() : end + 1;
+    } else {
+      while (end < text.size() && text[end] != '&' && text[end] != ' ')
+        ++end;
+    }
+    text.replace(value, end - value, "***");
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string redact_database_url(std::string_view url) {
+  std::string out(url);
+  const size_t scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    // postgres://user:password@host/... -> postgres://user:***@host/...
+    const size_t authority = scheme + 3;
+    const size_t end = out.find_first_of("/?", authority);
+    const size_t at = out.rfind('@', end == std::string::npos ? out.size() : end);
+    if (at != std::string::npos && at > authority) {
+      const size_t colon = out.find(':', authority);
+      if (colon != std::string::npos && colon < at)
+        out.replace(colon + 1, at - colon - 1, "***");
+    }
+  }
+  return redact_password_parameters(std::move(out));
+}
+
 Result<std::unique_ptr<Store>> open_store(const std::string& url, const StoreOptions& options) {
   std::string_view location = url;
   if (location.starts_with("postgres://") || location.starts_with("postgresql://")) {

@@ -161,6 +161,14 @@ class Store {
   virtual Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
                                                                size_t limit) = 0;
 
+  // ---- Retention. ---------------------------------------------------------------------------
+  // Deletes up to `limit` idempotency records created before `created_before`; returns how many.
+  virtual Result<size_t> prune_idempotency(ledger::Micros created_before, size_t limit) {
+    (void)created_before;
+    (void)limit;
+    return size_t{0};
+  }
+
   // The most rows one commit may write (0: no bound). PostgreSQL-compatible distributed
   // engines cap a transaction's rows, so the sequencer sizes batches to stay under it.
   virtual size_t max_rows_per_commit() const { return 0; }
@@ -180,6 +188,10 @@ struct StoreOptions {
   // PostgreSQL: "read-committed" (default) or "serializable".
   std::string isolation = "read-committed";
 };
+
+// A database URL fit to print or log: the password of a postgres:// URL (user:PASSWORD@, or a
+// password= parameter) and of a key=value connection string is replaced by ***.
+std::string redact_database_url(std::string_view url);
 
 // Opens a store from a URL: a path, "sqlite:PATH", or "postgres://..." (postgresql:// too).
 Result<std::unique_ptr<Store>> open_store(const std::string& url, const StoreOptions& options);

@@ -648,6 +648,56 @@ TEST_P(StoreConformanceWithTree, IdempotentReplayReturnsTheOriginalAnswer) {
   EXPECT_EQ(budget("acme").spent, units(2));
 }
 
+// Idempotency records are kept for the retention, then pruned in bounded steps: a replay
+// inside it gets the original answer, one after it is a new request.
+TEST_P(StoreConformanceWithTree, IdempotencyRecordsArePrunedAfterTheRetention) {
+  const Micros day = 86'400 * second;
+  std::vector<Outcome> old_answers;
+  for (int i = 0; i < 5; ++i) {
+    old_answers.push_back(
+        run(with_key(spend("acme/research/agent", cents(10), "hold_old" + std::to_string(i)),
+                     "old-" + std::to_string(i), "hash-old")));
+    ASSERT_TRUE(old_answers.back().ok());
+  }
+  advance(8 * day);
+  const Outcome recent =
+      run(with_key(spend("acme/research/agent", cents(10), "hold_new"), "new-1", "hash-new"));
+  ASSERT_TRUE(recent.ok());
+  const Micros cutoff = now() - 7 * day;
+
+  // Bounded steps: at most `limit` per call, oldest first, never a record inside the retention.
+  const auto first_step = store_->prune_idempotency(cutoff, 2);
+  ASSERT_TRUE(first_step.ok()) << first_step.error().message;
+  EXPECT_EQ(*first_step, 2u);
+  EXPECT_FALSE(store_->get_idempotency("acme", "admin:old-0").value().has_value());
+  EXPECT_FALSE(store_->get_idempotency("acme", "admin:old-1").value().has_value());
+  EXPECT_TRUE(store_->get_idempotency("acme", "admin:old-2").value().has_value());
+  const auto rest = store_->prune_idempotency(cutoff, 1'000);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_EQ(*rest, 3u);
+  EXPECT_EQ(*store_->prune_idempotency(cutoff, 1'000), 0u);
+  EXPECT_TRUE(store_->get_idempotency("acme", "admin:new-1").value().has_value());
+
+  // Inside the retention a replay is answered from the record; after it, it is a new spend.
+  const Outcome replay_recent =
+      run(with_key(spend("acme/research/agent", cents(10), "hold_x"), "new-1", "hash-new"));
+  ASSERT_TRUE(replay_recent.ok());
+  EXPECT_EQ(replay_recent->body, recent->body);
+  const Micros spent_before = budget("acme").spent.micros();
+  const Outcome replay_old =
+      run(with_key(spend("acme/research/agent", cents(10), "hold_y"), "old-0", "hash-old"));
+  ASSERT_TRUE(replay_old.ok());
+  EXPECT_EQ(replay_old->status, 201);
+  EXPECT_NE(replay_old->body, old_answers[0]->body);
+  EXPECT_EQ(budget("acme").spent.micros(), spent_before + cents(10).micros());
+
+  // Records survive a reopen exactly as pruned (SQLite rebuilds its index from the log).
+  close();
+  open();
+  EXPECT_FALSE(store_->get_idempotency("acme", "admin:old-3").value().has_value());
+  EXPECT_TRUE(store_->get_idempotency("acme", "admin:new-1").value().has_value());
+}
+
 TEST_P(StoreConformanceWithTree, IdempotencyKeyIsUsedOnceWithinOneBatch) {
   // Two identical requests decided in the same commit: the second replays the first.
   const ledger::Command request =

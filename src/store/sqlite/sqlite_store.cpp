@@ -362,6 +362,10 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
       if (Status status = store->outbox_->execute(setup); !status.ok())
         return status.error();
     }
+    auto maintenance = Connection::open(path, false);
+    if (!maintenance.ok())
+      return maintenance.error();
+    store->maintenance_ = std::make_unique<Connection>(std::move(maintenance).value());
     auto checkpointer = Connection::open(path, false);
     if (!checkpointer.ok())
       return checkpointer.error();
@@ -820,6 +824,73 @@ Status SqliteStore::build_idempotency_index(Connection& connection) {
   }
   (*statement)->reset();
   return Status::success();
+}
+
+Result<size_t> SqliteStore::prune_idempotency(ledger::Micros created_before, size_t limit) {
+  if (read_only_ || limit == 0)
+    return size_t{0};
+  std::lock_guard maintenance(maintenance_mutex_);
+  Connection& connection = *maintenance_;
+  if (Status status = connection.execute("BEGIN IMMEDIATE"); !status.ok())
+    return status.error();
+  // The log is appended in commit order, so the oldest records come first by id: read a
+  // bounded prefix and stop at the first one still inside the retention (no index on
+  // created_at is needed, and no step scans more than `limit` rows).
+  struct Old {
+    int64_t id;
+    uint64_t fingerprint;
+  };
+  std::vector<Old> old;
+  auto statement = connection.prepared(
+      "SELECT id, root, key, created_at FROM idempotency_log ORDER BY id LIMIT ?");
+  if (!statement.ok()) {
+    (void)connection.execute("ROLLBACK");
+    return statement.error();
+  }
+  (*statement)->bind(1, static_cast<int64_t>(limit));
+  while (true) {
+    auto row = (*statement)->step();
+    if (!row.ok()) {
+      (*statement)->reset();
+      (void)connection.execute("ROLLBACK");
+      return row.error();
+    }
+    if (!row.value() || (*statement)->column_int(3) >= created_before)
+      break;
+    old.push_back(
+        Old{(*statement)->column_int(0),
+            idempotency_fingerprint((*statement)->column_text(1), (*statement)->column_text(2))});
+  }
+  (*statement)->reset();
+  if (old.empty()) {
+    (void)connection.execute("ROLLBACK");
+    return size_t{0};
+  }
+  auto removed = connection.prepared("DELETE FROM idempotency_log WHERE id <= ?");
+  Status status = removed.ok() ? Status::success() : Status(removed.error());
+  if (status.ok()) {
+    (*removed)->bind(1, old.back().id);
+    status = (*removed)->run();
+  }
+  if (status.ok())
+    status = connection.execute("COMMIT");
+  if (!status.ok()) {
+    (void)connection.execute("ROLLBACK");
+    return status.error();
+  }
+  // Only once the delete is durable does the index forget the records (a lookup meanwhile
+  // finds no row, which reads as "no record", as it will from now on).
+  std::lock_guard lock(idempotency_mutex_);
+  for (const Old& record : old) {
+    auto [first, last] = idempotency_index_.equal_range(record.fingerprint);
+    for (auto it = first; it != last; ++it) {
+      if (it->second == record.id) {
+        idempotency_index_.erase(it);
+        break;
+      }
+    }
+  }
+  return old.size();
 }
 
 Result<std::vector<ledger::Webhook>> SqliteStore::list_webhooks() {

@@ -52,6 +52,7 @@ class SqliteStore final : public Store {
   Status record_delivery(const WebhookDelivery& delivery) override;
   Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
                                                        size_t limit) override;
+  Result<size_t> prune_idempotency(ledger::Micros created_before, size_t limit) override;
 
  private:
   SqliteStore() = default;
@@ -90,6 +91,10 @@ class SqliteStore final : public Store {
   // The webhook delivery log, in "<db>-webhooks": its writes never take the ledger's lock.
   std::mutex outbox_mutex_;
   std::unique_ptr<Connection> outbox_;  // GUARDED_BY(outbox_mutex_)
+  // Retention work (pruning idempotency records) on its own connection: each step is one short
+  // write transaction, interleaved with the committer's by SQLite's lock.
+  std::mutex maintenance_mutex_;
+  std::unique_ptr<Connection> maintenance_;  // GUARDED_BY(maintenance_mutex_)
 };
 
 }  // namespace stub::store::sqlite
