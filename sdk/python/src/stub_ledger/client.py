@@ -90,7 +90,9 @@ class Stub:
         `amount` may be a function of the call's arguments. Works on `async def` too.
         """
         def amount_for(args: Any, kwargs: Any) -> Amount:
-            return cast(Amount, amount(*args, **kwargs) if callable(amount) else amount)
+            if callable(amount):
+                return amount(*args, **kwargs)
+            return amount
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
             name = getattr(function, "__qualname__", "call")
