@@ -318,3 +318,41 @@ def test_price_lookup_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             if field in entry:
                 assert isinstance(entry[field], str) and Decimal(entry[field]) >= 0, model
         assert entry["source"].startswith("https://") and entry["as_of"]
+
+
+def test_a_bound_that_proves_too_low_still_records_everything(stub: Stub, agent: Agent,
+                                                              fake: FakeLlm) -> None:
+    # A deliberately wrong price entry (a 10-token context window, 1 output token) makes the
+    # hold far smaller than what usage reports: the capture takes the whole hold and the
+    # excess is a separate spend, so the books still hold the full cost.
+    client = stub.wrap_openai(openai_client(fake), price={
+        "input": "1.00", "output": "1.00", "max_output_tokens": 1, "context_window": 10})
+    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": PROMPT}])
+    [hold] = agent.entries("hold")
+    [capture] = agent.entries("capture")
+    [excess] = agent.entries("spend")
+    assert hold["amount"] == capture["amount"] == "0.000011"
+    assert Decimal(capture["amount"]) + Decimal(excess["amount"]) == micros(Decimal(1234 + 56))
+    assert capture["receipt"]["exceeded_hold"] == excess["amount"]
+
+
+def test_worst_case_counts_images_and_cache_writes() -> None:
+    from stub_ledger.llm import IMAGE_TOKENS_MAX, estimate_input_tokens, worst_case_micros
+    table = PriceTable.load(PRICE_FILE)
+    gpt = table.lookup("gpt-4o")
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"}, image, image]}]}
+    tokens = estimate_input_tokens("chat.completions", request, gpt)
+    assert 2 * IMAGE_TOKENS_MAX <= tokens < 2 * IMAGE_TOKENS_MAX + 1_000  # data not counted
+    claude = table.lookup("claude-sonnet-4-6")
+    plain = {"model": "claude-sonnet-4-6", "max_tokens": 10,
+             "messages": [{"role": "user", "content": "x" * 1000}]}
+    cached = dict(plain, system=[{"type": "text", "text": "y",
+                                  "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
+    plain_tokens = estimate_input_tokens("messages", plain, claude)
+    assert worst_case_micros("messages", plain, claude) == math.ceil(
+        plain_tokens * Decimal("3.00") + 10 * Decimal("15.00"))
+    cached_tokens = estimate_input_tokens("messages", cached, claude)
+    assert worst_case_micros("messages", cached, claude) == math.ceil(
+        cached_tokens * Decimal("6.00") + 10 * Decimal("15.00"))  # the 1-hour write rate
