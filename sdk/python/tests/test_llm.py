@@ -217,7 +217,7 @@ def test_responses_create_and_stream(stub: Stub, agent: Agent, fake: FakeLlm) ->
 
 
 def test_embeddings(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
-    client = stub.wrap_openai(openai_client(fake))
+    client = stub.wrap_openai(openai_client(fake)).with_options(timeout=5)  # still gated
     client.embeddings.create(model="text-embedding-3-small", input=["hello world"] * 3)
     [one] = settled(agent)
     assert one["captured"] == micros(EMBEDDINGS_USAGE["prompt_tokens"]

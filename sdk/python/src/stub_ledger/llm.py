@@ -518,11 +518,16 @@ def wrap_openai(stub: Any, client: Any, *, prices: Optional[PriceSource] = None,
     chat = _Namespace(client.chat,
                       completions=_GatedResource(client.chat.completions, gate,
                                                  "chat.completions", is_async))
+    def with_options(**options: Any) -> Any:
+        """The client's `with_options` copy, gated like this one."""
+        return wrap_openai(stub, client.with_options(**options), prices=gate.prices,
+                           price=price, vendor=vendor, budget=budget, tags=tags)
+
     return _Namespace(
         client, chat=chat,
         responses=_GatedResource(client.responses, gate, "responses", is_async),
         embeddings=_GatedResource(client.embeddings, gate, "embeddings", is_async),
-        stub_gate=gate)
+        with_options=with_options, stub_gate=gate)
 
 
 def wrap_anthropic(stub: Any, client: Any, *, prices: Optional[PriceSource] = None,
@@ -530,9 +535,15 @@ def wrap_anthropic(stub: Any, client: Any, *, prices: Optional[PriceSource] = No
                    budget: Optional[str] = None,
                    tags: Optional[Mapping[str, str]] = None) -> Any:
     gate = LlmGate(stub, "anthropic", prices, price, vendor, budget, tags)
+
+    def with_options(**options: Any) -> Any:
+        """The client's `with_options` copy, gated like this one."""
+        return wrap_anthropic(stub, client.with_options(**options), prices=gate.prices,
+                              price=price, vendor=vendor, budget=budget, tags=tags)
+
     return _Namespace(
         client, messages=_GatedResource(client.messages, gate, "messages", _is_async(client)),
-        stub_gate=gate)
+        with_options=with_options, stub_gate=gate)
 
 
 __all__ = ["IMAGE_TOKENS_MAX", "LlmGate", "estimate_input_tokens", "output_cap", "usage_cost",
