@@ -356,3 +356,31 @@ def test_worst_case_counts_images_and_cache_writes() -> None:
     cached_tokens = estimate_input_tokens("messages", cached, claude)
     assert worst_case_micros("messages", cached, claude) == math.ceil(
         cached_tokens * Decimal("6.00") + 10 * Decimal("15.00"))  # the 1-hour write rate
+
+
+def test_anthropic_stream_helper(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
+    client = stub.wrap_anthropic(anthropic_client(fake))
+    with client.messages.stream(model="claude-sonnet-4-6", max_tokens=1024, system=SYSTEM,
+                                messages=[{"role": "user", "content": PROMPT}]) as stream:
+        assert "".join(stream.text_stream) == "Hello from Claude"
+    with client.messages.stream(model="claude-sonnet-4-6", max_tokens=1024, system=SYSTEM,
+                                metadata={"user_id": "cut"},
+                                messages=[{"role": "user", "content": PROMPT}]) as stream:
+        list(stream.text_stream)
+    full, cut = settled(agent)
+    assert full["captured"] == anthropic_cost("claude-sonnet-4-6") <= full["held"]
+    assert full["receipt"]["request_id"] == "req_fake_stream"
+    assert cut["captured"] == cut["held"]
+
+
+async def test_async_anthropic_stream_helper(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
+    raw = anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-ant-test", max_retries=0)
+    client = stub.wrap_anthropic(raw)
+    async with client.messages.stream(model="claude-haiku-4-5", max_tokens=512, system=SYSTEM,
+                                      messages=[{"role": "user", "content": PROMPT}]) as stream:
+        message = await stream.get_final_message()
+    assert message.usage.output_tokens == 97
+    [one] = settled(agent)
+    assert one["captured"] == anthropic_cost("claude-haiku-4-5") <= one["held"]
+    await raw.close()
+    await stub.aclose()

@@ -126,7 +126,7 @@ def output_cap(api: str, request: Mapping[str, Any], price: ModelPrice) -> int:
 
 def worst_case_micros(api: str, request: Mapping[str, Any], price: ModelPrice) -> int:
     input_tokens = estimate_input_tokens(api, request, price)
-    wants_cache = "cache_control" in json.dumps(
+    wants_cache = request.get("cache_control") is not None or "cache_control" in json.dumps(
         {key: _strip_images(request.get(key), []) for key in _INPUT_KEYS[api]}, default=str)
     input_rate = price.highest_input_rate() if wants_cache else price.input
     choices = request.get("n") if api == "chat.completions" else 1
@@ -452,6 +452,19 @@ class _GatedResource:
         self._gate = gate
         self._api = api
         self.create: Callable[..., Any] = self._acreate if is_async else self._create
+        if api == "messages":
+            self.stream: Callable[..., Any] = self._astream if is_async else self._stream
+
+    def _stream(self, **kwargs: Any) -> "_GatedMessageStreamManager":
+        """Anthropic's `messages.stream(...)` helper, gated."""
+        price, worst, _ = self._gate.prepare(self._api, kwargs)
+        return _GatedMessageStreamManager(self._resource.stream(**kwargs), self._gate, price,
+                                          str(kwargs.get("model", "")), worst)
+
+    def _astream(self, **kwargs: Any) -> "_AsyncGatedMessageStreamManager":
+        price, worst, _ = self._gate.prepare(self._api, kwargs)
+        return _AsyncGatedMessageStreamManager(self._resource.stream(**kwargs), self._gate,
+                                               price, str(kwargs.get("model", "")), worst)
 
     def _create(self, **kwargs: Any) -> Any:
         gate, api = self._gate, self._api
@@ -495,6 +508,76 @@ class _GatedResource:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._resource, name)
+
+
+def _helper_settlement(gate: LlmGate, price: ModelPrice, hold: Hold, model: str,
+                       stream: Any) -> _Settlement:
+    """What a finished `messages.stream()` helper settles: the usage it accumulated, if the
+    message got as far as its `message_delta` (a stop reason), else the held amount."""
+    settlement = _Settlement(gate, "messages", price, hold, model)
+    snapshot_of = getattr(stream, "_current_snapshot_or_none", None)
+    snapshot = snapshot_of() if callable(snapshot_of) else None
+    if snapshot is not None and _get(snapshot, "stop_reason") is not None:
+        settlement.usage, settlement.usage_final = _get(snapshot, "usage"), True
+        settlement.model = str(_get(snapshot, "model") or model)
+        settlement.response_id = _get(snapshot, "id")
+    settlement.request_id = _request_id(stream)
+    return settlement
+
+
+class _GatedMessageStreamManager:
+    """`with client.messages.stream(...) as stream:` — holds when the request is made (on
+    entering), settles on leaving."""
+
+    def __init__(self, manager: Any, gate: LlmGate, price: ModelPrice, model: str,
+                 worst: int) -> None:
+        self._manager, self._gate, self._price, self._model = manager, gate, price, model
+        self._worst = worst
+        self._hold: Optional[Hold] = None
+        self._stream: Any = None
+
+    def __enter__(self) -> Any:
+        self._hold = self._gate.hold_context("messages", self._model, self._worst).open()
+        try:
+            self._stream = self._manager.__enter__()
+        except BaseException as error:
+            _settle_error_sync(self._hold, self._gate, error)
+            raise
+        return self._stream
+
+    def __exit__(self, *exc_info: Any) -> None:
+        assert self._hold is not None
+        try:
+            self._manager.__exit__(*exc_info)
+        finally:
+            _helper_settlement(self._gate, self._price, self._hold, self._model,
+                               self._stream).settle()
+
+
+class _AsyncGatedMessageStreamManager:
+    def __init__(self, manager: Any, gate: LlmGate, price: ModelPrice, model: str,
+                 worst: int) -> None:
+        self._manager, self._gate, self._price, self._model = manager, gate, price, model
+        self._worst = worst
+        self._hold: Optional[Hold] = None
+        self._stream: Any = None
+
+    async def __aenter__(self) -> Any:
+        self._hold = await self._gate.hold_context("messages", self._model, self._worst).aopen()
+        try:
+            self._stream = await self._manager.__aenter__()
+        except BaseException as error:
+            await _settle_error_async(self._hold, self._gate, error)
+            raise
+        return self._stream
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._hold is not None
+        try:
+            await self._manager.__aexit__(*exc_info)
+        finally:
+            await _helper_settlement(self._gate, self._price, self._hold, self._model,
+                                     self._stream).asettle()
 
 
 class _Namespace:
