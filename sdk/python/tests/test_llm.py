@@ -117,6 +117,15 @@ def test_chat_completion_captures_usage_cost(stub: Stub, agent: Agent, fake: Fak
     assert one["vendor"] == "api.openai.com" and one["tags"]["model"] == "gpt-4o"
 
 
+def test_chat_parse_is_gated(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
+    client = stub.wrap_openai(openai_client(fake))
+    reply = client.chat.completions.parse(
+        model="gpt-4o", messages=[{"role": "user", "content": PROMPT}])
+    assert reply.choices[0].message.content == "Hello!"
+    [one] = settled(agent)
+    assert one["captured"] == chat_cost("gpt-4o") <= one["held"]
+
+
 def test_chat_hold_is_the_worst_case(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
     client = stub.wrap_openai(openai_client(fake))
     client.chat.completions.create(model="gpt-4o-mini", n=3, max_tokens=10**9,

@@ -452,6 +452,11 @@ class _GatedResource:
         self._gate = gate
         self._api = api
         self.create: Callable[..., Any] = self._acreate if is_async else self._create
+        if api in ("chat.completions", "responses") and hasattr(resource, "parse"):
+            # Structured outputs: the same call with a parsed answer, the same usage.
+            self.parse: Callable[..., Any] = (
+                (lambda **kwargs: self._acreate(_method="parse", **kwargs)) if is_async
+                else (lambda **kwargs: self._create(_method="parse", **kwargs)))
         if api == "messages":
             self.stream: Callable[..., Any] = self._astream if is_async else self._stream
 
@@ -466,13 +471,13 @@ class _GatedResource:
         return _AsyncGatedMessageStreamManager(self._resource.stream(**kwargs), self._gate,
                                                price, str(kwargs.get("model", "")), worst)
 
-    def _create(self, **kwargs: Any) -> Any:
+    def _create(self, _method: str = "create", **kwargs: Any) -> Any:
         gate, api = self._gate, self._api
         price, worst, hide = gate.prepare(api, kwargs)
         model = str(kwargs.get("model", ""))
         hold = gate.hold_context(api, model, worst).open()
         try:
-            result = self._resource.create(**kwargs)
+            result = getattr(self._resource, _method)(**kwargs)
         except BaseException as error:
             _settle_error_sync(hold, gate, error)
             raise
@@ -486,13 +491,13 @@ class _GatedResource:
         settlement.settle()
         return result
 
-    async def _acreate(self, **kwargs: Any) -> Any:
+    async def _acreate(self, _method: str = "create", **kwargs: Any) -> Any:
         gate, api = self._gate, self._api
         price, worst, hide = gate.prepare(api, kwargs)
         model = str(kwargs.get("model", ""))
         hold = await gate.hold_context(api, model, worst).aopen()
         try:
-            result = await self._resource.create(**kwargs)
+            result = await getattr(self._resource, _method)(**kwargs)
         except BaseException as error:
             await _settle_error_async(hold, gate, error)
             raise
