@@ -10,7 +10,12 @@ from typing import List, Optional, Tuple
 
 
 class CuttingProxy:
-    def __init__(self, upstream: Tuple[str, int], cut_marker: bytes, cuts: int = 1) -> None:
+    def __init__(self, upstream: Tuple[str, int], cut_marker: bytes, cuts: int = 1,
+                 replace_with: Optional[bytes] = None) -> None:
+        """`replace_with`: instead of closing, answer the cut request with these bytes (e.g. a
+        503 outcome_unknown) after the server's real answer was dropped."""
+        self.replace_with = replace_with
+        self.keys_seen: List[str] = []
         self.upstream = upstream
         self.cut_marker = cut_marker
         self.cuts_remaining = cuts
@@ -46,6 +51,9 @@ class CuttingProxy:
                 data = client.recv(65536)
                 if not data:
                     break
+                for line in data.split(b"\r\n"):
+                    if line.lower().startswith(b"idempotency-key:") and self.cut_marker in data:
+                        self.keys_seen.append(line.split(b":", 1)[1].strip().decode())
                 if self.cut_marker in data:
                     with self._lock:
                         if self.cuts_remaining > 0:
@@ -67,6 +75,8 @@ class CuttingProxy:
                     # The server has answered, so it committed: drop the answer on the floor.
                     with self._lock:
                         self.cuts_done += 1
+                    if self.replace_with is not None:
+                        client.sendall(self.replace_with)
                     break
                 client.sendall(data)
         except OSError:

@@ -175,6 +175,23 @@ def test_retry_after_dropped_connection_records_once(server: StubServer, agent: 
     assert agent.state()["spent"] == "0.25" and agent.state()["reserved"] == "0.00"
 
 
+def test_retry_after_503_outcome_unknown_reuses_the_key(server: StubServer, agent: Agent) -> None:
+    body = b'{"error":{"type":"unavailable","code":"outcome_unknown","message":"retry"}}'
+    answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    proxy = CuttingProxy(("127.0.0.1", server.port), cut_marker=b"POST /v1/spends ",
+                         replace_with=answer)
+    stub = Stub(proxy.url, agent.key, retry=RetryPolicy(backoff_initial_seconds=0.01))
+    try:
+        spend = stub.spend("0.15", vendor="data-api", intent="after a 503")
+    finally:
+        proxy.close()
+    assert proxy.cuts_done == 1 and spend["status"] == "captured"
+    assert len(proxy.keys_seen) == 2 and proxy.keys_seen[0] == proxy.keys_seen[1]
+    assert [entry["hold_id"] for entry in agent.entries("spend")] == [spend["id"]]
+    assert agent.state()["spent"] == "0.15"
+
+
 def test_retry_after_dropped_capture_answer(server: StubServer, agent: Agent) -> None:
     proxy = CuttingProxy(("127.0.0.1", server.port), cut_marker=b"/capture ")
     stub = Stub(proxy.url, agent.key, retry=RetryPolicy(backoff_initial_seconds=0.01))
