@@ -393,3 +393,25 @@ async def test_async_anthropic_stream_helper(stub: Stub, agent: Agent, fake: Fak
     assert one["captured"] == anthropic_cost("claude-haiku-4-5") <= one["held"]
     await raw.close()
     await stub.aclose()
+
+
+def test_input_the_request_does_not_show_counts_as_the_context_window() -> None:
+    from stub_ledger.llm import estimate_input_tokens
+    table = PriceTable.load(PRICE_FILE)
+    gpt = table.lookup("gpt-4.1")
+    window = PRICES["gpt-4.1"]["context_window"]
+    assert estimate_input_tokens("responses", {"input": "hi"}, gpt) < 200
+    for request in ({"input": "hi", "previous_response_id": "resp_1"},
+                    {"input": "hi", "tools": [{"type": "web_search"}]},
+                    {"input": [{"role": "user", "content": [{"type": "input_file",
+                                                             "file_id": "file-1"}]}]}):
+        assert estimate_input_tokens("responses", request, gpt) == window
+    function_tool = {"type": "function", "name": "f", "parameters": {}}
+    assert estimate_input_tokens("responses", {"input": "hi", "tools": [function_tool]},
+                                 gpt) < 2_000
+    claude = table.lookup("claude-sonnet-4-6")
+    by_url = {"messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}]}]}
+    assert estimate_input_tokens("messages", by_url, claude) == PRICES["claude-sonnet-4-6"]["context_window"]
+    assert estimate_input_tokens("messages", {"messages": [], "tools": [
+        {"name": "lookup", "input_schema": {"type": "object"}}]}, claude) < 2_000

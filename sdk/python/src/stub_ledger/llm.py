@@ -17,7 +17,10 @@ The worst case held before each call:
              caching) + output * n * output price, rounded up to the micro-unit
 
 No tokenizer is downloaded: a byte-level BPE token always covers at least one byte, so the byte
-count bounds the token count from above. Base64 image data is not counted as text; each image
+count bounds the token count from above. When the request does not show all of its input
+(Responses `previous_response_id` / `conversation` / `prompt`, a `file_id` or `file_url`, an
+Anthropic document by URL or file, or a server-side tool such as web search), the input is
+taken as the model's whole context window. Base64 image data is not counted as text; each image
 part counts `IMAGE_TOKENS_MAX` instead.
 
 After the call the capture is the cost from `usage` with the same price file. A stream that ends
@@ -81,8 +84,42 @@ def _strip_images(value: Any, images: List[int]) -> Any:
     return value
 
 
+_OPAQUE_REQUEST_KEYS = ("previous_response_id", "conversation", "prompt")
+_CLIENT_TOOL_TYPES = {None, "function", "custom"}
+
+
+def _has_opaque_input(value: Any) -> bool:
+    """True when part of the input is held by the vendor (a file id or URL to fetch), so its
+    size cannot be read from the request."""
+    if isinstance(value, Mapping):
+        if "file_id" in value or "file_url" in value:
+            return True
+        source = value.get("source")
+        if value.get("type") == "document" and isinstance(source, Mapping) and \
+                source.get("type") in ("url", "file"):
+            return True
+        return any(_has_opaque_input(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_opaque_input(item) for item in value)
+    return False
+
+
+def _unbounded_input(api: str, request: Mapping[str, Any]) -> bool:
+    """Stored conversation state, vendor-held files, or server-side tools (web search, file
+    search, code execution...) put input into the bill that the request does not show."""
+    if api == "responses" and any(request.get(key) for key in _OPAQUE_REQUEST_KEYS):
+        return True
+    for tool in request.get("tools") or []:
+        kind = _get(tool, "type")
+        if kind not in _CLIENT_TOOL_TYPES and not (api == "messages" and kind == "custom"):
+            return True
+    return any(_has_opaque_input(request.get(key)) for key in _INPUT_KEYS[api])
+
+
 def estimate_input_tokens(api: str, request: Mapping[str, Any], price: ModelPrice) -> int:
     """An upper bound of the request's input tokens (see the module's documentation)."""
+    if api != "embeddings" and price.context_window and _unbounded_input(api, request):
+        return price.context_window
     if api == "embeddings":
         items = request.get("input")
         if isinstance(items, str):
