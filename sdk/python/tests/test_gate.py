@@ -248,3 +248,28 @@ async def test_async_hold_and_decorator(server: StubServer, agent: Agent) -> Non
     assert (await stub.abudget())["spent"] == "0.12"
     assert len((await stub.aentries(agent.root))["entries"]) > 0
     await stub.aclose()
+
+
+def test_hold_that_expired_in_the_block(server: StubServer) -> None:
+    """The ttl ran out inside the block. With on_expiry capture the server already recorded the
+    held amount; with on_expiry void it recorded nothing, so the capture is spent apart."""
+    agent = server.agent("1.00")
+    stub = Stub(server.url, agent.key)
+
+    def wait_for_expiry(hold_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while stub.get_hold(hold_id)["status"] == "held" and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling for a condition: the server's expiry sweep
+
+    with pytest.warns(RuntimeWarning, match="expired"):
+        with stub.hold("0.10", vendor="data-api", ttl="1s") as h:
+            wait_for_expiry(h.id)
+            h.capture("0.05")
+    assert h.status == "expired" and agent.state()["spent"] == "0.10"
+    with pytest.warns(RuntimeWarning, match="expired"):
+        with stub.hold("0.20", vendor="data-api", ttl="1s", on_expiry="void") as h:
+            wait_for_expiry(h.id)
+            h.capture("0.15", receipt={"rows": 3})
+    [late] = agent.entries("spend")
+    assert late["amount"] == "0.15" and late["receipt"]["late_capture_of"] == h.id
+    assert agent.state()["spent"] == "0.25" and agent.state()["reserved"] == "0.00"

@@ -193,23 +193,23 @@ class Stub:
 
     def wrap_openai(self, client: Any, *, prices: "Optional[PriceSource]" = None,
                     price: Optional[Mapping[str, Any]] = None, vendor: str = "api.openai.com",
-                    budget: Optional[str] = None,
-                    tags: Optional[Mapping[str, str]] = None) -> Any:
+                    budget: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
+                    ttl: str = "30m") -> Any:
         """The official OpenAI client (sync or async), gated: Chat Completions, Responses and
         Embeddings hold the worst case before each call and capture the cost from `usage`."""
         from .llm import wrap_openai
         return wrap_openai(self, client, prices=prices, price=price, vendor=vendor,
-                           budget=budget, tags=tags)
+                           budget=budget, tags=tags, ttl=ttl)
 
     def wrap_anthropic(self, client: Any, *, prices: "Optional[PriceSource]" = None,
                        price: Optional[Mapping[str, Any]] = None,
                        vendor: str = "api.anthropic.com", budget: Optional[str] = None,
-                       tags: Optional[Mapping[str, str]] = None) -> Any:
+                       tags: Optional[Mapping[str, str]] = None, ttl: str = "30m") -> Any:
         """The official Anthropic client (sync or async), gated: Messages hold the worst case
         before each call and capture the cost from `usage`."""
         from .llm import wrap_anthropic
         return wrap_anthropic(self, client, prices=prices, price=price, vendor=vendor,
-                              budget=budget, tags=tags)
+                              budget=budget, tags=tags, ttl=ttl)
 
     # -- lifetime ---------------------------------------------------------------------------
 

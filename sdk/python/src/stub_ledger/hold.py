@@ -16,12 +16,13 @@ How the block ends decides the money's fate:
 from __future__ import annotations
 
 import time
+import warnings
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Type
 
 from ._http import derived_key
-from .errors import ApprovalRejected, ApprovalTimeout
+from .errors import ApprovalRejected, ApprovalTimeout, StubError
 from .money import Amount, format_micros, to_micros
 
 if TYPE_CHECKING:
@@ -158,16 +159,56 @@ class Hold:
         if self.settled is not None:
             return
         path, body, key = self._settle_request()
-        _, answer = self._stub._connection.request("POST", path, json=body, idempotency_key=key)
+        try:
+            _, answer = self._stub._connection.request("POST", path, json=body,
+                                                       idempotency_key=key)
+        except StubError as error:
+            if error.code != "hold_not_held":
+                raise
+            _, answer = self._stub._connection.request("GET", f"/v1/holds/{self.id}")
+            late = self._after_expiry(answer)
+            if late is not None:
+                self._stub.spend(**late)
         self.settled = dict(answer)
 
     async def _settle_async(self) -> None:
         if self.settled is not None:
             return
         path, body, key = self._settle_request()
-        _, answer = await self._stub._connection.arequest("POST", path, json=body,
-                                                          idempotency_key=key)
+        try:
+            _, answer = await self._stub._connection.arequest("POST", path, json=body,
+                                                              idempotency_key=key)
+        except StubError as error:
+            if error.code != "hold_not_held":
+                raise
+            _, answer = await self._stub._connection.arequest("GET", f"/v1/holds/{self.id}")
+            late = self._after_expiry(answer)
+            if late is not None:
+                await self._stub.aspend(**late)
         self.settled = dict(answer)
+
+    def _after_expiry(self, hold: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """The hold expired before the block settled it (its ttl ran out). The server settled
+        it by its `on_expiry` rule; if that recorded less than this capture, the difference is
+        spent apart, so the books never under-count. Returns that spend's arguments."""
+        if hold.get("status") != "expired":
+            raise StubError(f"hold {self.id} is {hold.get('status')}, not held",
+                            status=409, code="hold_not_held", body=hold)
+        recorded = to_micros(str(hold.get("captured_amount") or "0"))
+        wanted = 0
+        if self._decision == "capture":
+            wanted = self.held_micros if self._capture_micros is None else self._capture_micros
+        warnings.warn(f"hold {self.id} expired before it was settled; the server recorded "
+                      f"{format_micros(recorded)} (pass a longer ttl=)", RuntimeWarning,
+                      stacklevel=3)
+        if wanted <= recorded:
+            return None
+        receipt = dict(self._receipt or {})
+        receipt["late_capture_of"] = self.id
+        return {"amount": format_micros(wanted - recorded), "vendor": self._spec.vendor,
+                "intent": f"late capture of expired hold {self.id}"[:256],
+                "tags": self._spec.tags, "receipt": receipt, "budget": self._spec.budget,
+                "idempotency_key": derived_key(self.idempotency_key, "late")}
 
 
 class HoldContext:

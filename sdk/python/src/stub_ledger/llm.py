@@ -220,8 +220,9 @@ def usage_cost(api: str, usage: Any, price: ModelPrice) -> Tuple[int, Dict[str, 
 class LlmGate:
     def __init__(self, stub: Any, provider: str, prices: Optional[PriceSource],
                  price: Optional[Mapping[str, Any]], vendor: str, budget: Optional[str],
-                 tags: Optional[Mapping[str, str]]) -> None:
+                 tags: Optional[Mapping[str, str]], ttl: str = "30m") -> None:
         self.stub = stub
+        self.ttl = ttl
         self.provider = provider
         self.prices: PriceTable = resolve_prices(prices)
         self.price = price
@@ -246,7 +247,8 @@ class LlmGate:
         tags = {"model": model[:256], "api": api, **self.tags}
         return self.stub.hold(format_micros(worst), vendor=self.vendor,
                               intent=f"{self.provider} {api} {model}"[:256], tags=tags,
-                              budget=self.budget, idempotency_key=new_idempotency_key())
+                              ttl=self.ttl, budget=self.budget,
+                              idempotency_key=new_idempotency_key())
 
     def receipt(self, api: str, model: str, counts: Mapping[str, Any], cost: int,
                 request_id: Optional[str], response_id: Optional[str]) -> Dict[str, Any]:
@@ -637,8 +639,9 @@ def _is_async(client: Any) -> bool:
 
 def wrap_openai(stub: Any, client: Any, *, prices: Optional[PriceSource] = None,
                 price: Optional[Mapping[str, Any]] = None, vendor: str = "api.openai.com",
-                budget: Optional[str] = None, tags: Optional[Mapping[str, str]] = None) -> Any:
-    gate = LlmGate(stub, "openai", prices, price, vendor, budget, tags)
+                budget: Optional[str] = None, tags: Optional[Mapping[str, str]] = None,
+                ttl: str = "30m") -> Any:
+    gate = LlmGate(stub, "openai", prices, price, vendor, budget, tags, ttl)
     is_async = _is_async(client)
     chat = _Namespace(client.chat,
                       completions=_GatedResource(client.chat.completions, gate,
@@ -646,7 +649,7 @@ def wrap_openai(stub: Any, client: Any, *, prices: Optional[PriceSource] = None,
     def with_options(**options: Any) -> Any:
         """The client's `with_options` copy, gated like this one."""
         return wrap_openai(stub, client.with_options(**options), prices=gate.prices,
-                           price=price, vendor=vendor, budget=budget, tags=tags)
+                           price=price, vendor=vendor, budget=budget, tags=tags, ttl=ttl)
 
     return _Namespace(
         client, chat=chat,
@@ -658,13 +661,13 @@ def wrap_openai(stub: Any, client: Any, *, prices: Optional[PriceSource] = None,
 def wrap_anthropic(stub: Any, client: Any, *, prices: Optional[PriceSource] = None,
                    price: Optional[Mapping[str, Any]] = None, vendor: str = "api.anthropic.com",
                    budget: Optional[str] = None,
-                   tags: Optional[Mapping[str, str]] = None) -> Any:
-    gate = LlmGate(stub, "anthropic", prices, price, vendor, budget, tags)
+                   tags: Optional[Mapping[str, str]] = None, ttl: str = "30m") -> Any:
+    gate = LlmGate(stub, "anthropic", prices, price, vendor, budget, tags, ttl)
 
     def with_options(**options: Any) -> Any:
         """The client's `with_options` copy, gated like this one."""
         return wrap_anthropic(stub, client.with_options(**options), prices=gate.prices,
-                              price=price, vendor=vendor, budget=budget, tags=tags)
+                              price=price, vendor=vendor, budget=budget, tags=tags, ttl=ttl)
 
     return _Namespace(
         client, messages=_GatedResource(client.messages, gate, "messages", _is_async(client)),
