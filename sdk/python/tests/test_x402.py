@@ -156,9 +156,10 @@ class FakeExactScheme:
         return {"signature": self.signature, "authorization": {"value": requirements.amount}}
 
 
-def official_client(scheme: str = "exact", signature: str = "0xsigned") -> Any:
-    from x402 import x402Client
-    client = x402Client().register("eip155:84532", FakeExactScheme(scheme, signature))
+def official_client(scheme: str = "exact", signature: str = "0xsigned",
+                    sync: bool = False) -> Any:
+    from x402 import x402Client, x402ClientSync
+    client = (x402ClientSync() if sync else x402Client()).register("eip155:84532", FakeExactScheme(scheme, signature))
     # The package's own spend controls allow only its default assets per network; here the
     # ledger is the spend control, so they are off.
     return client.set_spend_controls(False)
@@ -203,3 +204,19 @@ async def test_official_client_hooks_refusal_and_denial(
     assert len(facilitator.verified) == before and poor.entries("deny")
     await stub.aclose()
     await poor_stub.aclose()
+
+
+def test_official_sync_client_hooks(server: StubServer, agent: Agent,
+                                    resource: ResourceServer) -> None:
+    """x402ClientSync with the package's requests adapter: the same hooks, sync."""
+    from x402.http.clients import x402_requests
+    stub = Stub(server.url, agent.key)
+    client = official_client("upto", sync=True)
+    ledger_hooks(stub, client)
+    session = x402_requests(client)
+    reply = session.get(resource.url + "/v2/upto", timeout=10)
+    assert reply.status_code == 200
+    [hold] = agent.entries("hold")
+    [capture] = agent.entries("capture")
+    assert hold["amount"] == "0.05" and capture["amount"] == "0.012345"
+    assert capture["receipt"]["settlement"]["amount"] == "12345"
