@@ -95,7 +95,7 @@ class Stub:
             return amount
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
-            name = getattr(function, "__qualname__", "call")
+            name = str(getattr(function, "__qualname__", "call"))[:256]
             if inspect.iscoroutinefunction(function):
                 @functools.wraps(function)
                 async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
