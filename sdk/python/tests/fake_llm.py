@@ -135,13 +135,27 @@ class _Handler(BaseHTTPRequestHandler):
         if not body.get("stream"):
             return self._json(200, response)
         in_progress = {**response, "status": "in_progress", "output": [], "usage": None}
+        item = {"type": "message", "id": "msg_fake1", "status": "in_progress", "role": "assistant",
+                "content": []}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        done_part = {"type": "output_text", "text": "Hi there", "annotations": []}
         events = [
             {"type": "response.created", "sequence_number": 0, "response": in_progress},
-            {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_fake1",
+            {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+             "item": item},
+            {"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_fake1",
+             "output_index": 0, "content_index": 0, "part": part},
+            {"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_fake1",
              "output_index": 0, "content_index": 0, "delta": "Hi there", "logprobs": []},
-            {"type": "response.completed", "sequence_number": 2, "response": response},
+            {"type": "response.output_text.done", "sequence_number": 4, "item_id": "msg_fake1",
+             "output_index": 0, "content_index": 0, "text": "Hi there", "logprobs": []},
+            {"type": "response.content_part.done", "sequence_number": 5, "item_id": "msg_fake1",
+             "output_index": 0, "content_index": 0, "part": done_part},
+            {"type": "response.output_item.done", "sequence_number": 6, "output_index": 0,
+             "item": response["output"][0]},
+            {"type": "response.completed", "sequence_number": 7, "response": response},
         ]
-        self._sse(events[:2] if cut else events, named=True, done=False)
+        self._sse(events[:4] if cut else events, named=True, done=False)
 
     # -- Anthropic ------------------------------------------------------------------------
 

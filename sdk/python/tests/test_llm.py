@@ -415,3 +415,40 @@ def test_input_the_request_does_not_show_counts_as_the_context_window() -> None:
     assert estimate_input_tokens("messages", by_url, claude) == PRICES["claude-sonnet-4-6"]["context_window"]
     assert estimate_input_tokens("messages", {"messages": [], "tools": [
         {"name": "lookup", "input_schema": {"type": "object"}}]}, claude) < 2_000
+
+
+def test_openai_stream_helpers(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
+    client = stub.wrap_openai(openai_client(fake))
+    with client.chat.completions.stream(
+            model="gpt-4o", messages=[{"role": "user", "content": PROMPT}]) as stream:
+        text = "".join(event.delta for event in stream if event.type == "content.delta")
+    assert text == "Hello!"
+    assert fake.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    with client.chat.completions.stream(
+            model="gpt-4o", user="cut", messages=[{"role": "user", "content": PROMPT}]) as stream:
+        list(stream)
+    full, cut = settled(agent)
+    assert full["captured"] == chat_cost("gpt-4o") <= full["held"]
+    assert cut["captured"] == cut["held"]
+
+
+async def test_async_openai_stream_helper(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
+    raw = openai.AsyncOpenAI(base_url=fake.url + "/v1", api_key="sk-test", max_retries=0)
+    client = stub.wrap_openai(raw)
+    async with client.chat.completions.stream(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]) as stream:
+        final = await stream.get_final_completion()
+    assert final.usage.prompt_tokens == 1234
+    [one] = settled(agent)
+    assert one["captured"] == chat_cost("gpt-4o-mini") <= one["held"]
+    await raw.close()
+    await stub.aclose()
+
+
+def test_responses_stream_helper(stub: Stub, agent: Agent, fake: FakeLlm) -> None:
+    client = stub.wrap_openai(openai_client(fake))
+    with client.responses.stream(model="gpt-4.1", input=PROMPT) as stream:
+        events = [event.type for event in stream]
+    assert events[-1] == "response.completed"
+    [one] = settled(agent)
+    assert one["captured"] == responses_cost("gpt-4.1") <= one["held"]

@@ -482,6 +482,9 @@ async def _settle_error_async(hold: Hold, gate: LlmGate, error: BaseException) -
         await hold.acapture(receipt={"outcome": "unknown", "error": type(error).__name__})
 
 
+_STREAM_HELPERS: Dict[str, Callable[[Any], Tuple[Any, Any]]] = {}
+
+
 class _GatedResource:
     """One resource (`chat.completions`, `responses`, `embeddings`, `messages`): `create` is
     gated, every other attribute is the client's own."""
@@ -496,19 +499,19 @@ class _GatedResource:
             self.parse: Callable[..., Any] = (
                 (lambda **kwargs: self._acreate(_method="parse", **kwargs)) if is_async
                 else (lambda **kwargs: self._create(_method="parse", **kwargs)))
-        if api == "messages":
-            self.stream: Callable[..., Any] = self._astream if is_async else self._stream
+        if hasattr(resource, "stream") and api in _STREAM_HELPERS:
+            self.stream: Callable[..., Any] = self._stream
 
-    def _stream(self, **kwargs: Any) -> "_GatedMessageStreamManager":
-        """Anthropic's `messages.stream(...)` helper, gated."""
+    def _stream(self, **kwargs: Any) -> _GatedStreamManager:
+        """The vendor's `.stream(...)` helper, gated (sync or async alike: the helper's manager
+        is entered with `with` or `async with`)."""
+        if self._api == "chat.completions":
+            options = dict(kwargs.get("stream_options") or {})
+            options.setdefault("include_usage", True)  # the helper shows its usage chunk
+            kwargs["stream_options"] = options
         price, worst, _ = self._gate.prepare(self._api, kwargs)
-        return _GatedMessageStreamManager(self._resource.stream(**kwargs), self._gate, price,
-                                          str(kwargs.get("model", "")), worst)
-
-    def _astream(self, **kwargs: Any) -> "_AsyncGatedMessageStreamManager":
-        price, worst, _ = self._gate.prepare(self._api, kwargs)
-        return _AsyncGatedMessageStreamManager(self._resource.stream(**kwargs), self._gate,
-                                               price, str(kwargs.get("model", "")), worst)
+        return _GatedStreamManager(self._resource.stream(**kwargs), self._gate, self._api, price,
+                                   str(kwargs.get("model", "")), worst, _STREAM_HELPERS[self._api])
 
     def _create(self, _method: str = "create", **kwargs: Any) -> Any:
         gate, api = self._gate, self._api
@@ -554,34 +557,58 @@ class _GatedResource:
         return getattr(self._resource, name)
 
 
-def _helper_settlement(gate: LlmGate, price: ModelPrice, hold: Hold, model: str,
-                       stream: Any) -> _Settlement:
-    """What a finished `messages.stream()` helper settles: the usage it accumulated, if the
-    message got as far as its `message_delta` (a stop reason), else the held amount."""
-    settlement = _Settlement(gate, "messages", price, hold, model)
+def _anthropic_final(stream: Any) -> Tuple[Any, Any]:
+    """Anthropic's MessageStream: its accumulated message, once a `message_delta` (a stop
+    reason) arrived."""
     snapshot_of = getattr(stream, "_current_snapshot_or_none", None)
     snapshot = snapshot_of() if callable(snapshot_of) else None
-    if snapshot is not None and _get(snapshot, "stop_reason") is not None:
-        settlement.usage, settlement.usage_final = _get(snapshot, "usage"), True
-        settlement.model = str(_get(snapshot, "model") or model)
-        settlement.response_id = _get(snapshot, "id")
-    settlement.request_id = _request_id(stream)
-    return settlement
+    if snapshot is None or _get(snapshot, "stop_reason") is None:
+        return None, snapshot
+    return _get(snapshot, "usage"), snapshot
 
 
-class _GatedMessageStreamManager:
-    """`with client.messages.stream(...) as stream:` — holds when the request is made (on
-    entering), settles on leaving."""
+def _openai_chat_final(stream: Any) -> Tuple[Any, Any]:
+    """OpenAI's ChatCompletionStream: the accumulated completion; usage once its usage chunk
+    arrived."""
+    try:
+        snapshot = stream.current_completion_snapshot
+    except (AssertionError, AttributeError):
+        return None, None
+    return _get(snapshot, "usage"), snapshot
 
-    def __init__(self, manager: Any, gate: LlmGate, price: ModelPrice, model: str,
-                 worst: int) -> None:
-        self._manager, self._gate, self._price, self._model = manager, gate, price, model
-        self._worst = worst
+
+def _openai_responses_final(stream: Any) -> Tuple[Any, Any]:
+    """OpenAI's ResponseStream: the completed response, if `response.completed` arrived."""
+    state = getattr(stream, "_state", None)
+    response = getattr(state, "_completed_response", None)
+    return _get(response, "usage"), response
+
+
+class _GatedStreamManager:
+    """The vendors' `.stream(...)` helpers (`with ... as stream:`): the hold is made when the
+    request is (on entering), and settled on leaving from what the helper accumulated, or at
+    the held amount when its usage never arrived."""
+
+    def __init__(self, manager: Any, gate: LlmGate, api: str, price: ModelPrice, model: str,
+                 worst: int, final: Callable[[Any], Tuple[Any, Any]]) -> None:
+        self._manager, self._gate, self._api, self._price = manager, gate, api, price
+        self._model, self._worst, self._final = model, worst, final
         self._hold: Optional[Hold] = None
         self._stream: Any = None
 
+    def _settlement(self) -> _Settlement:
+        assert self._hold is not None
+        settlement = _Settlement(self._gate, self._api, self._price, self._hold, self._model)
+        usage, snapshot = self._final(self._stream)
+        if usage is not None:
+            settlement.usage, settlement.usage_final = usage, True
+            settlement.model = str(_get(snapshot, "model") or self._model)
+            settlement.response_id = _get(snapshot, "id")
+        settlement.request_id = _request_id(self._stream)
+        return settlement
+
     def __enter__(self) -> Any:
-        self._hold = self._gate.hold_context("messages", self._model, self._worst).open()
+        self._hold = self._gate.hold_context(self._api, self._model, self._worst).open()
         try:
             self._stream = self._manager.__enter__()
         except BaseException as error:
@@ -590,24 +617,13 @@ class _GatedMessageStreamManager:
         return self._stream
 
     def __exit__(self, *exc_info: Any) -> None:
-        assert self._hold is not None
         try:
             self._manager.__exit__(*exc_info)
         finally:
-            _helper_settlement(self._gate, self._price, self._hold, self._model,
-                               self._stream).settle()
-
-
-class _AsyncGatedMessageStreamManager:
-    def __init__(self, manager: Any, gate: LlmGate, price: ModelPrice, model: str,
-                 worst: int) -> None:
-        self._manager, self._gate, self._price, self._model = manager, gate, price, model
-        self._worst = worst
-        self._hold: Optional[Hold] = None
-        self._stream: Any = None
+            self._settlement().settle()
 
     async def __aenter__(self) -> Any:
-        self._hold = await self._gate.hold_context("messages", self._model, self._worst).aopen()
+        self._hold = await self._gate.hold_context(self._api, self._model, self._worst).aopen()
         try:
             self._stream = await self._manager.__aenter__()
         except BaseException as error:
@@ -616,12 +632,10 @@ class _AsyncGatedMessageStreamManager:
         return self._stream
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._hold is not None
         try:
             await self._manager.__aexit__(*exc_info)
         finally:
-            await _helper_settlement(self._gate, self._price, self._hold, self._model,
-                                     self._stream).asettle()
+            await self._settlement().asettle()
 
 
 class _Namespace:
@@ -631,6 +645,10 @@ class _Namespace:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target, name)
+
+
+_STREAM_HELPERS.update({"messages": _anthropic_final, "chat.completions": _openai_chat_final,
+                        "responses": _openai_responses_final})
 
 
 def _is_async(client: Any) -> bool:
