@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root (tests run from build/sdk/typescript/test). */
-export const repoRoot = resolve(here, "..", "..", "..", "..", "..");
+export const repoRoot = resolve(here, "..", "..", "..", "..", "..", "..");
 
 export function stubBinary(): string {
   const configured = process.env.STUB_BIN;
