@@ -4,11 +4,14 @@
  * PAYMENT-REQUIRED), payment headers (X-PAYMENT / PAYMENT-SIGNATURE), the facilitator's
  * /verify and /settle, and the settlement header (X-PAYMENT-RESPONSE / PAYMENT-RESPONSE).
  *
- * The chain is a stand-in: a "signature" is an HMAC of the EIP-3009-style authorization under the
- * payer's secret, which the facilitator knows; balances and nonces live in memory.
+ * The chain is a stand-in: balances and nonces live in memory. A signature is either a real
+ * EIP-712 signature of the EIP-3009 TransferWithAuthorization (what @x402/evm's ExactEvmScheme
+ * makes; checked with viem against the USDC domain), or, for the FakeWallet, an HMAC of the
+ * authorization under the payer's secret, which the facilitator knows.
  */
 import { createHmac, randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { verifyTypedData } from "viem";
 
 export const usdc_base_sepolia = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
 export const pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
@@ -65,19 +68,44 @@ export class FakeFacilitator {
   settles = 0;
   private server: Server | undefined;
 
-  fund(wallet: FakeWallet, atomic: bigint): void {
+  fund(wallet: FakeWallet | string, atomic: bigint): void {
+    if (typeof wallet === "string") {
+      this.balances.set(wallet, atomic);
+      return;
+    }
     this.balances.set(wallet.address, atomic);
     this.secrets.set(wallet.address, wallet.secret);
   }
 
-  private check(body: any): { ok: true; payer: string; value: bigint } | { ok: false; reason: string; payer?: string } {
+  private async signatureValid(authorization: any, signature: string, requirements: any): Promise<boolean> {
+    const secret = this.secrets.get(authorization.from);
+    if (secret) return createHmac("sha256", secret).update(JSON.stringify(authorization)).digest("hex") === signature;
+    const chainId = requirements.network === "base-sepolia" ? 84532 : Number(String(requirements.network).split(":")[1]);
+    try {
+      return await verifyTypedData({
+        address: authorization.from,
+        domain: { name: requirements.extra?.name, version: requirements.extra?.version, chainId, verifyingContract: requirements.asset },
+        types: {
+          TransferWithAuthorization: [
+            { name: "from", type: "address" }, { name: "to", type: "address" }, { name: "value", type: "uint256" },
+            { name: "validAfter", type: "uint256" }, { name: "validBefore", type: "uint256" }, { name: "nonce", type: "bytes32" },
+          ],
+        },
+        primaryType: "TransferWithAuthorization",
+        message: { ...authorization, value: BigInt(authorization.value), validAfter: BigInt(authorization.validAfter), validBefore: BigInt(authorization.validBefore) },
+        signature: signature as `0x${string}`,
+      });
+    } catch {
+      return false;
+    }
+  }
+
+  private async check(body: any): Promise<{ ok: true; payer: string; value: bigint } | { ok: false; reason: string; payer?: string }> {
     const payload = body.paymentPayload?.payload;
     const requirements = body.paymentRequirements;
     const authorization = payload?.authorization;
     if (!authorization || !requirements) return { ok: false, reason: "invalid_payload" };
-    const secret = this.secrets.get(authorization.from);
-    const expected = secret ? createHmac("sha256", secret).update(JSON.stringify(authorization)).digest("hex") : "";
-    if (!secret || expected !== payload.signature) return { ok: false, reason: "invalid_exact_evm_payload_signature", payer: authorization.from };
+    if (!(await this.signatureValid(authorization, payload.signature, requirements))) return { ok: false, reason: "invalid_exact_evm_payload_signature", payer: authorization.from };
     if (authorization.to !== requirements.payTo) return { ok: false, reason: "invalid_exact_evm_payload_recipient_mismatch", payer: authorization.from };
     const asked = BigInt(requirements.amount ?? requirements.maxAmountRequired);
     const value = BigInt(authorization.value);
@@ -92,12 +120,12 @@ export class FakeFacilitator {
       const body = await readJson(request);
       const network = body.paymentRequirements?.network;
       if (request.url === "/verify") {
-        const checked = this.check(body);
+        const checked = await this.check(body);
         send(response, 200, checked.ok ? { isValid: true, payer: checked.payer } : { isValid: false, invalidReason: checked.reason, payer: checked.payer });
         return;
       }
       if (request.url === "/settle") {
-        const checked = this.check(body);
+        const checked = await this.check(body);
         if (!checked.ok) {
           send(response, 200, { success: false, errorReason: checked.reason, payer: checked.payer ?? "", transaction: "", network });
           return;

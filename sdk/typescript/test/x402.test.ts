@@ -7,6 +7,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import type { PaymentRequirements as OfficialRequirements, SchemeNetworkClient } from "@x402/fetch";
+import { ExactEvmScheme } from "@x402/evm/exact/client";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { Stub, BudgetDeniedError, decodeBase64, parsePaymentRequired } from "@stub-ledger/sdk";
 import { StubServer, micros } from "./harness.js";
 import { FakeFacilitator, FakeResourceServer, FakeWallet, usdc_base_sepolia } from "./fake_x402.js";
@@ -189,6 +191,21 @@ test("official @x402 client: a refused payment voids; a ledger denial aborts bef
     assert.equal(wallet.signs, 0);
     assert.deepEqual((await server.moneyEntries(root)).map((e) => e.kind), ["deny"]);
   }
+});
+
+test("official @x402 client with the real @x402/evm ExactEvmScheme signer (EIP-3009, signed locally): unchanged signer, ledger attached", async () => {
+  const { root, stub } = await setup();
+  const account = privateKeyToAccount(generatePrivateKey());
+  facilitator.fund(account.address, 1_000_000n);
+  const client = new x402Client().register("eip155:84532", new ExactEvmScheme(account));
+  stub.attachX402(client);
+  const response = await wrapFetchWithPayment(fetch, client)(`${resource.url}/v2/weather`);
+  assert.equal(response.status, 200);
+  const entries = await server.moneyEntries(root);
+  assert.deepEqual(entries.map((e) => e.kind), ["hold", "capture"]);
+  assert.equal(entries[1].amount, "0.01");
+  assert.equal(entries[1].receipt.settlement.payer, account.address);
+  assert.equal(facilitator.balances.get(account.address), 990_000n);
 });
 
 test("concurrent x402 payments never overspend the budget", async () => {
