@@ -38,6 +38,17 @@ export const anthropicUsage = {
   service_tier: "standard",
 };
 
+/** Small usage, for short requests (the examples): consistent with a prompt of a few words. */
+export const smallUsage = {
+  openai: { prompt_tokens: 14, completion_tokens: 5, total_tokens: 19, prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 } },
+  responses: { input_tokens: 9, input_tokens_details: { cached_tokens: 0 }, output_tokens: 4, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 13 },
+  embeddings: { prompt_tokens: 5, total_tokens: 5 },
+  anthropic: { input_tokens: 12, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 }, output_tokens: 6, service_tier: "standard" },
+};
+const largeUsage = { openai: openaiUsage, responses: responsesUsage, embeddings: embeddingsUsage, anthropic: anthropicUsage };
+type Usages = typeof largeUsage;
+let U: Usages = largeUsage;
+
 let sequence = 0;
 const nextId = (prefix: string) => `${prefix}${(++sequence).toString(36).padStart(8, "0")}`;
 
@@ -69,7 +80,7 @@ function chat(body: any, response: ServerResponse): void {
     json(response, 200, {
       id, object: "chat.completion", created, model,
       choices: Array.from({ length: body.n ?? 1 }, (_, index) => ({ index, message: { role: "assistant", content: "Paris is the capital of France.", refusal: null, annotations: [] }, logprobs: null, finish_reason: "stop" })),
-      usage: openaiUsage, service_tier: "default", system_fingerprint: "fp_07871e2ad8",
+      usage: U.openai, service_tier: "default", system_fingerprint: "fp_07871e2ad8",
     }, "x-request-id");
     return;
   }
@@ -80,7 +91,7 @@ function chat(body: any, response: ServerResponse): void {
     { data: chunk({ content: " is the capital." }, null) },
     { data: chunk({}, "stop") },
   ];
-  if (body.stream_options?.include_usage) events.push({ data: { id, object: "chat.completion.chunk", created, model, system_fingerprint: "fp_07871e2ad8", choices: [], usage: openaiUsage } });
+  if (body.stream_options?.include_usage) events.push({ data: { id, object: "chat.completion.chunk", created, model, system_fingerprint: "fp_07871e2ad8", choices: [], usage: U.openai } });
   events.push({ data: "[DONE]" });
   sse(response, events, model.endsWith("-cut") ? 2 : undefined);
 }
@@ -90,7 +101,7 @@ function responsesApi(body: any, response: ServerResponse): void {
   const id = nextId("resp_");
   const base = { id, object: "response", created_at: 1764633600, model, output: [] as unknown[], parallel_tool_calls: true, tool_choice: "auto", tools: [], temperature: 1, top_p: 1, max_output_tokens: body.max_output_tokens ?? null, previous_response_id: null, reasoning: { effort: "medium", summary: null }, text: { format: { type: "text" } }, truncation: "disabled", metadata: {}, error: null, incomplete_details: null, instructions: null, user: null };
   const message = { id: nextId("msg_"), type: "message", status: "completed", role: "assistant", content: [{ type: "output_text", text: "Hello there.", annotations: [] }] };
-  const done = { ...base, status: "completed", output: [message], output_text: "Hello there.", usage: responsesUsage };
+  const done = { ...base, status: "completed", output: [message], output_text: "Hello there.", usage: U.responses };
   if (!body.stream) {
     json(response, 200, done, "x-request-id");
     return;
@@ -113,7 +124,7 @@ function embeddings(body: any, response: ServerResponse): void {
     object: "list",
     data: inputs.map((_: unknown, index: number) => ({ object: "embedding", index, embedding: [0.0023064255, -0.009327292, 0.015797347] })),
     model: body.model,
-    usage: embeddingsUsage,
+    usage: U.embeddings,
   }, "x-request-id");
 }
 
@@ -124,21 +135,22 @@ function messages(body: any, response: ServerResponse): void {
     json(response, 200, {
       id, type: "message", role: "assistant", model,
       content: [{ type: "text", text: "Bonjour !" }],
-      stop_reason: "end_turn", stop_sequence: null, usage: anthropicUsage,
+      stop_reason: "end_turn", stop_sequence: null, usage: U.anthropic,
     }, "request-id");
     return;
   }
-  const startUsage = { input_tokens: anthropicUsage.input_tokens, cache_creation_input_tokens: anthropicUsage.cache_creation_input_tokens, cache_read_input_tokens: anthropicUsage.cache_read_input_tokens, cache_creation: anthropicUsage.cache_creation, output_tokens: 1, service_tier: "standard" };
+  const usage = U.anthropic;
+  const startUsage = { input_tokens: usage.input_tokens, cache_creation_input_tokens: usage.cache_creation_input_tokens, cache_read_input_tokens: usage.cache_read_input_tokens, cache_creation: usage.cache_creation, output_tokens: 1, service_tier: "standard" };
   const events = [
     { event: "message_start", data: { type: "message_start", message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: startUsage } } },
     { event: "content_block_start", data: { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } } },
     { event: "ping", data: { type: "ping" } },
     { event: "content_block_delta", data: { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Bon" } } },
-    { event: "message_delta", data: { type: "message_delta", delta: { stop_reason: null, stop_sequence: null }, usage: { output_tokens: 200 } } },
+    { event: "message_delta", data: { type: "message_delta", delta: { stop_reason: null, stop_sequence: null }, usage: { output_tokens: Math.min(200, usage.output_tokens) } } },
     { event: "content_block_delta", data: { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "jour !" } } },
     { event: "content_block_stop", data: { type: "content_block_stop", index: 0 } },
     // Cumulative: the final message_delta carries the whole output (and may repeat input fields).
-    { event: "message_delta", data: { type: "message_delta", delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { input_tokens: anthropicUsage.input_tokens, cache_creation_input_tokens: anthropicUsage.cache_creation_input_tokens, cache_read_input_tokens: anthropicUsage.cache_read_input_tokens, output_tokens: anthropicUsage.output_tokens } } },
+    { event: "message_delta", data: { type: "message_delta", delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { input_tokens: usage.input_tokens, cache_creation_input_tokens: usage.cache_creation_input_tokens, cache_read_input_tokens: usage.cache_read_input_tokens, output_tokens: usage.output_tokens } } },
     { event: "message_stop", data: { type: "message_stop" } },
   ];
   sse(response, events, model.endsWith("-cut") ? 4 : undefined);
@@ -149,11 +161,15 @@ export class FakeLLM {
   url = "";
   private server: Server | undefined;
 
+  /** @param small answer with `smallUsage` (for short prompts) instead of the large fixed usage. */
+  constructor(private readonly small = false) {}
+
   async start(): Promise<this> {
     this.server = createServer((request, response) => {
       let raw = "";
       request.on("data", (chunk: Buffer) => (raw += chunk.toString()));
       request.on("end", () => {
+        U = this.small ? smallUsage : largeUsage; // the handlers below run synchronously
         const body = raw ? JSON.parse(raw) : {};
         this.requests.push({ path: request.url ?? "", body, headers: request.headers });
         const model = String(body.model ?? "");
