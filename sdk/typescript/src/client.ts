@@ -5,6 +5,8 @@
  * instead of being recorded twice.
  */
 import { randomUUID } from "node:crypto";
+import { Agent as HttpAgent, request as httpRequest } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { AsyncLocalStorage } from "node:async_hooks";
 import {
   ApprovalRejectedError,
@@ -38,13 +40,29 @@ export interface StubOptions {
   apiKey?: string;
   /** The budget to act on. Needed with the admin token; an agent key acts on its own node. Default $STUB_BUDGET. */
   budget?: string;
-  /** The fetch to use (default: Node's global fetch). */
+  /**
+   * A fetch to send the ledger's requests with. Default: Node's own HTTP client (node:http /
+   * node:https) with keep-alive connections, which costs a fraction of a millisecond less per
+   * call than the global fetch; any fetch-compatible function works.
+   */
   fetch?: FetchLike;
+  /** Keep-alive connections to the server at most (default 16; node:http transport only). */
+  maxSockets?: number;
   retry?: RetryOptions;
   /** Per-request timeout. Default 30 s. */
   timeoutMs?: number;
   /** How long `hold` waits for a human to approve a pending hold. Default 10 minutes. */
   approvalTimeoutMs?: number;
+  /**
+   * Settle in the background: when a gated function returns, `hold` returns its result at once
+   * and the capture is sent behind it (retried as usual; `await stub.flush()` waits for every one,
+   * failures go to `onSettlementError`). The hold is committed before the paid call either way, so
+   * nothing can overspend; a process that dies before its capture lands leaves the hold to expire,
+   * which captures it at the held amount (conservative). Default false: `hold` waits for the capture.
+   */
+  backgroundSettle?: boolean;
+  /** Receives settlement failures of background captures (default: printed as a warning). */
+  onSettlementError?: (error: SettlementError) => void;
   /** Prices for the LLM wrappers: a PriceTable, a price file's contents, or its path. Default: $STUB_PRICES, else the bundled prices/llm.json. */
   prices?: PricesOption;
 }
@@ -239,7 +257,8 @@ export class Stub {
   readonly url: string;
   readonly budgetPath: string | undefined;
   private readonly apiKey: string | undefined;
-  private readonly fetchImpl: FetchLike;
+  private readonly fetchImpl: FetchLike | undefined;
+  private readonly agent: HttpAgent | HttpsAgent | undefined;
   private readonly attempts: number;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
@@ -247,18 +266,32 @@ export class Stub {
   private readonly approvalTimeoutMs: number;
   private readonly pricesOption: PricesOption | undefined;
   private priceTable: PriceTable | undefined;
+  private readonly backgroundSettle: boolean;
+  private readonly onSettlementError: (error: SettlementError) => void;
+  private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(options: StubOptions = {}) {
     this.url = (options.url ?? process.env.STUB_URL ?? "http://127.0.0.1:8402").replace(/\/+$/, "");
     this.apiKey = options.apiKey ?? process.env.STUB_API_KEY ?? process.env.STUB_TOKEN;
     this.budgetPath = options.budget ?? process.env.STUB_BUDGET ?? undefined;
-    this.fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.fetchImpl = options.fetch;
+    if (!this.fetchImpl) {
+      const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? 16, scheduling: "lifo" as const };
+      this.agent = this.url.startsWith("https:") ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+    }
     this.attempts = Math.max(1, options.retry?.attempts ?? 6);
     this.baseDelayMs = Math.max(0, options.retry?.baseDelayMs ?? 25);
     this.maxDelayMs = Math.max(this.baseDelayMs, options.retry?.maxDelayMs ?? 1000);
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.approvalTimeoutMs = options.approvalTimeoutMs ?? 600_000;
     this.pricesOption = options.prices;
+    this.backgroundSettle = options.backgroundSettle ?? false;
+    this.onSettlementError = options.onSettlementError ?? ((error) => process.emitWarning(error.message, "StubSettlementWarning"));
+  }
+
+  /** Waits until every background settlement has landed (or failed). */
+  async flush(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
   }
 
   /** The price table the LLM wrappers use (loaded on first use). */
@@ -301,8 +334,17 @@ export class Stub {
       }
       throw error;
     }
+    const settlement = hold._pending() ?? hold.capture();
+    if (this.backgroundSettle) {
+      const tracked: Promise<unknown> = settlement.then(
+        () => undefined,
+        (settleError: unknown) => this.onSettlementError(new SettlementError(hold.id, result, settleError)),
+      ).finally(() => this.inflight.delete(tracked));
+      this.inflight.add(tracked);
+      return result;
+    }
     try {
-      await (hold._pending() ?? hold.capture());
+      await settlement;
     } catch (settleError) {
       throw new SettlementError(hold.id, result, settleError);
     }
@@ -488,24 +530,13 @@ export class Stub {
         const ceiling = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1));
         await sleep(ceiling * (0.5 + Math.random() * 0.5));
       }
-      let response: Response;
+      let status: number;
+      let text: string;
       try {
-        response = await this.fetchImpl(url, {
-          method,
-          headers,
-          body: payload,
-          signal: AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs),
-        });
+        ({ status, text } = await this.send(method, url, headers, payload, options.timeoutMs ?? this.timeoutMs));
       } catch (error) {
         lastProblem = error;
         continue; // refused, reset, cut mid-answer or timed out: the outcome is unknown; resend
-      }
-      let text: string;
-      try {
-        text = await response.text();
-      } catch (error) {
-        lastProblem = error; // the connection broke while the body was arriving
-        continue;
       }
       let body: Record<string, unknown>;
       try {
@@ -513,16 +544,47 @@ export class Stub {
       } catch {
         body = { error: { type: "invalid_response", code: "invalid_response", message: text.slice(0, 200) } };
       }
-      if (response.status >= retryable_status_min) {
-        lastProblem = errorFromAnswer(response.status, body);
+      if (status >= retryable_status_min) {
+        lastProblem = errorFromAnswer(status, body);
         continue;
       }
-      return { status: response.status, body };
+      return { status, body };
     }
     if (lastProblem instanceof StubError) throw lastProblem;
     throw new StubConnectionError(
       `${method} ${path}: no answer from ${this.url} after ${this.attempts} attempts: ${String((lastProblem as Error)?.message ?? lastProblem)}`,
       lastProblem,
     );
+  }
+
+  /** One HTTP exchange: the whole answer body, or an error if the connection failed at any point. */
+  private async send(method: string, url: string, headers: Record<string, string>, payload: string | undefined, timeoutMs: number): Promise<{ status: number; text: string }> {
+    if (this.fetchImpl) {
+      const response = await this.fetchImpl(url, { method, headers, body: payload, signal: AbortSignal.timeout(timeoutMs) });
+      return { status: response.status, text: await response.text() };
+    }
+    const https = url.startsWith("https:");
+    const sendHeaders: Record<string, string | number> = { ...headers };
+    if (payload !== undefined) sendHeaders["Content-Length"] = Buffer.byteLength(payload);
+    return new Promise((resolve, reject) => {
+      const request = (https ? httpsRequest : httpRequest)(url, { method, headers: sendHeaders, agent: this.agent, timeout: timeoutMs }, (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () => {
+          if (!response.complete) reject(new Error("the connection closed before the whole answer arrived"));
+          else resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") });
+        });
+        response.on("error", reject);
+        response.on("aborted", () => reject(new Error("answer aborted")));
+      });
+      request.on("timeout", () => request.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      request.on("error", reject);
+      request.end(payload);
+    });
+  }
+
+  /** Closes the keep-alive connections (lets a short script exit at once). */
+  close(): void {
+    this.agent?.destroy();
   }
 }

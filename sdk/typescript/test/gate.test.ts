@@ -163,9 +163,10 @@ test("a rejected approval raises ApprovalRejectedError and never runs the call",
   const gated = stub.hold({ amount: "2.00", vendor: "v" }, () => {
     ran = true;
   });
+  const outcome = assert.rejects(gated, ApprovalRejectedError); // observed before it can reject
   const id = await awaitPending(root);
   await server.ok("POST", `/v1/holds/${id}/reject`, { reason: "no" });
-  await assert.rejects(gated, ApprovalRejectedError);
+  await outcome;
   assert.equal(ran, false);
   assert.equal((await stub.budget()).reserved, "0.00");
 });
@@ -259,4 +260,35 @@ test("budget() and entries() read the key's own node", async () => {
   const all: unknown[] = [];
   for await (const entry of stub.allEntries()) all.push(entry);
   assert.equal(all.length, page.entries.length);
+});
+
+test("the fetch transport (options.fetch = global fetch) retries a cut connection the same way", async () => {
+  const { root, key } = await agent();
+  const proxy = await new CuttingProxy(server.port, 1).start();
+  try {
+    const stub = new Stub({ url: `http://127.0.0.1:${proxy.port}`, apiKey: key, retry: { baseDelayMs: 5 }, fetch: (input, init) => fetch(input, init) });
+    let ran = 0;
+    await stub.hold({ amount: "0.30", vendor: "v" }, () => {
+      ran++;
+    });
+    assert.equal(ran, 1);
+    assert.equal(proxy.cutsLeft, 0);
+    assert.deepEqual((await server.moneyEntries(root)).map((e) => e.kind), ["hold", "capture"]);
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test("backgroundSettle: hold returns before its capture lands; flush() waits for every capture", async () => {
+  const { root, key } = await agent();
+  const stub = new Stub({ url: server.url, apiKey: key, backgroundSettle: true });
+  const results = await Promise.all([1, 2, 3].map((n) => stub.hold({ amount: "0.10", vendor: "v" }, async (h) => {
+    void h.capture("0.0" + n);
+    return n;
+  })));
+  assert.deepEqual(results, [1, 2, 3]);
+  await stub.flush();
+  const captures = (await server.moneyEntries(root)).filter((e) => e.kind === "capture").map((e) => e.amount).sort();
+  assert.deepEqual(captures, ["0.01", "0.02", "0.03"]);
+  assert.equal((await stub.budget()).reserved, "0.00");
 });

@@ -31,7 +31,11 @@ export class StubServer {
   url = "";
   port = 0;
   private process: ChildProcess | undefined;
-  private readonly dir = mkdtempSync(join(tmpdir(), "stub-sdk-ts-"));
+  private readonly dir: string;
+  /** @param baseDir where the database goes (default: the OS temp dir). */
+  constructor(baseDir?: string) {
+    this.dir = mkdtempSync(join(baseDir ?? tmpdir(), "stub-sdk-ts-"));
+  }
   private log = "";
 
   async start(): Promise<this> {
