@@ -464,12 +464,10 @@ export class Stub {
     throw errorFromAnswer(answer.status, answer.body);
   }
 
-  /** The budget state: the key's own node, or `path` (any node the key may read). */
+  /** The budget state: `path`, else the client's `budget`, else the key's own node. */
   async budget(path?: string): Promise<BudgetState> {
-    const target = path ?? undefined;
-    const route = target !== undefined
-      ? `/v1/budgets/${target.split("/").map(encodeURIComponent).join("/")}`
-      : this.budgetPath !== undefined ? `/v1/budget?budget=${encodeURIComponent(this.budgetPath)}` : "/v1/budget";
+    const target = path ?? this.budgetPath;
+    const route = target !== undefined ? `/v1/budgets/${target.split("/").map(encodeURIComponent).join("/")}` : "/v1/budget";
     const answer = await this.call("GET", route);
     if (answer.status === 200) return answer.body as BudgetState;
     throw errorFromAnswer(answer.status, answer.body);

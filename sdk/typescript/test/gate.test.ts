@@ -8,7 +8,7 @@ import {
   ApprovalTimeoutError,
   StubError,
 } from "@stub-ledger/sdk";
-import { StubServer, CuttingProxy, micros } from "./harness.js";
+import { StubServer, CuttingProxy, OutcomeUnknownProxy, micros } from "./harness.js";
 
 let server: StubServer;
 let counter = 0;
@@ -291,4 +291,34 @@ test("backgroundSettle: hold returns before its capture lands; flush() waits for
   const captures = (await server.moneyEntries(root)).filter((e) => e.kind === "capture").map((e) => e.amount).sort();
   assert.deepEqual(captures, ["0.01", "0.02", "0.03"]);
   assert.equal((await stub.budget()).reserved, "0.00");
+});
+
+test("503 outcome_unknown after a commit is retried with the same Idempotency-Key: recorded once", async () => {
+  const { root, key } = await agent();
+  const proxy = await new OutcomeUnknownProxy(server.url, 1).start();
+  try {
+    const stub = new Stub({ url: `http://127.0.0.1:${proxy.port}`, apiKey: key, retry: { baseDelayMs: 5 } });
+    await stub.spend({ amount: "0.25", vendor: "v" });
+    assert.equal(proxy.keys.length, 2);
+    assert.equal(proxy.keys[0], proxy.keys[1]);
+    assert.match(proxy.keys[0]!, /^sdk-ts-/);
+    proxy.failures = 1;
+    let ran = 0;
+    await stub.hold({ amount: "0.50", vendor: "v" }, () => {
+      ran++;
+    });
+    assert.equal(ran, 1);
+    assert.deepEqual((await server.moneyEntries(root)).map((e) => e.kind), ["spend", "hold", "capture"]);
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test("with the admin token, the client names its budget", async () => {
+  const { root, path } = await agent();
+  const stub = new Stub({ url: server.url, apiKey: server.adminToken, budget: path });
+  await stub.hold({ amount: "0.10", vendor: "v" }, () => undefined);
+  assert.equal((await stub.budget()).spent, "0.10");
+  assert.equal((await stub.entries()).entries.some((e) => e.kind === "capture" && e.budget === path), true);
+  void root;
 });

@@ -183,3 +183,47 @@ export const micros = (text: string): bigint => {
   const [whole, fraction = ""] = text.split(".");
   return BigInt(whole!) * 1_000_000n + BigInt(fraction.padEnd(6, "0"));
 };
+
+/**
+ * An HTTP proxy in front of the server that forwards every request, but answers the first
+ * `failures` of them with 503 outcome_unknown after the server has committed them (the answer
+ * the hardened server gives when it cannot tell). It records each request's Idempotency-Key.
+ */
+export class OutcomeUnknownProxy {
+  private server: import("node:http").Server | undefined;
+  port = 0;
+  readonly keys: string[] = [];
+  constructor(private readonly targetUrl: string, public failures = 1) {}
+
+  async start(): Promise<this> {
+    const { createServer: createHttpServer } = await import("node:http");
+    this.server = createHttpServer(async (request, response) => {
+      let body = "";
+      for await (const chunk of request) body += chunk.toString();
+      this.keys.push(String(request.headers["idempotency-key"] ?? ""));
+      const headers: Record<string, string> = {};
+      for (const name of ["authorization", "content-type", "idempotency-key"]) {
+        const value = request.headers[name];
+        if (typeof value === "string") headers[name] = value;
+      }
+      const upstream = await fetch(this.targetUrl + (request.url ?? ""), { method: request.method, headers, body: body || undefined });
+      const text = await upstream.text();
+      if (this.failures > 0) {
+        this.failures--;
+        response.writeHead(503, { "content-type": "application/json" });
+        response.end(JSON.stringify({ error: { type: "unavailable", code: "outcome_unknown", message: "retry with the same Idempotency-Key" } }));
+        return;
+      }
+      response.writeHead(upstream.status, { "content-type": "application/json" });
+      response.end(text);
+    });
+    await new Promise<void>((done) => this.server!.listen(0, "127.0.0.1", done));
+    this.port = (this.server!.address() as { port: number }).port;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((done) => (this.server ? this.server.close(() => done()) : done()));
+  }
+}
