@@ -2,6 +2,8 @@
 # The TypeScript SDK's test entry: installs from the lockfile, builds and typechecks with tsc,
 # runs the node:test suites against a real `stub serve` ($STUB_BIN). Exits non-zero on failure.
 set -euo pipefail
+# A relative STUB_BIN is taken from the caller's directory, before this script changes it.
+if [ -n "${STUB_BIN:-}" ]; then STUB_BIN="$(realpath -m "$STUB_BIN")"; fi
 cd "$(dirname "$0")"
 repo_root="$(cd ../.. && pwd)"
 export STUB_BIN="${STUB_BIN:-$repo_root/build/release/src/stub}"
