@@ -392,10 +392,18 @@ function withoutNulls(record: Record<string, unknown>): Record<string, unknown> 
 /** Methods of wrapped resources that would call the vendor around the meter: refused loudly. */
 const unmetered = new Set(["stream", "parse", "runTools", "runFunctions"]);
 
-function resourceProxy<R extends object>(resource: R, create: (body: Body, options?: unknown) => unknown, what: string): R {
-  return new Proxy(resource, {
+/**
+ * `reentrant`: helpers that call `this.create()` themselves (Anthropic's `messages.stream()`), run
+ * with the proxy as `this`, so they go through the metered `create`.
+ */
+function resourceProxy<R extends object>(resource: R, create: (body: Body, options?: unknown) => unknown, what: string, reentrant: ReadonlySet<string> = new Set()): R {
+  const proxy: R = new Proxy(resource, {
     get(target, property) {
       if (property === "create") return create;
+      if (typeof property === "string" && reentrant.has(property)) {
+        const method = Reflect.get(target, property, target) as (...args: unknown[]) => unknown;
+        return (...args: unknown[]) => method.apply(proxy, args);
+      }
       if (typeof property === "string" && unmetered.has(property)) {
         return () => {
           throw new Error(`${what}.${property}() is not metered by Stub: use ${what}.create() (with stream: true to stream)`);
@@ -405,6 +413,7 @@ function resourceProxy<R extends object>(resource: R, create: (body: Body, optio
       return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
+  return proxy;
 }
 
 function passthrough<C extends object>(client: C, routes: Record<string, (value: object) => object>): C {
@@ -449,6 +458,7 @@ export function wrapAnthropic<C extends object>(stub: Stub, client: C, options: 
   const pricing = new Pricing(stub, options);
   const vendor = options.vendor ?? hostOf(client, "api.anthropic.com");
   return passthrough(client, {
-    messages: (messages) => resourceProxy(messages, meteredCreate(stub, anthropicMessages, pricing, options, vendor, bound(messages)), "messages"),
+    // messages.stream() builds its MessageStream on this.create({stream: true}): metered too.
+    messages: (messages) => resourceProxy(messages, meteredCreate(stub, anthropicMessages, pricing, options, vendor, bound(messages)), "messages", new Set(["stream"])),
   });
 }

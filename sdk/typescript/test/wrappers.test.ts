@@ -235,6 +235,16 @@ test("anthropic messages, streaming: message_start plus the cumulative message_d
   assert.equal(settle.receipt.output_tokens, 503);
 });
 
+test("anthropic messages.stream() (the MessageStream helper) is metered through create()", async () => {
+  const { root, anthropic } = await setup();
+  const stream = anthropic.messages.stream({ model: "claude-sonnet-4-6", max_tokens: 1024, system: longText(36_000), messages: [{ role: "user", content: "Say bonjour." }] });
+  const message = await stream.finalMessage();
+  assert.equal(message.usage.output_tokens, 503);
+  const { held, captured } = await holdAndCapture(root);
+  assert.equal(captured, anthropicExpected());
+  assert.ok(held >= captured);
+});
+
 test("a vendor error answer (400) voids the hold; the official error is rethrown", async () => {
   const { root, openai, anthropic } = await setup();
   // refuse-me is not in the price file: refused before anything is held, unless a price is passed.
