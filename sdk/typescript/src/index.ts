@@ -1,0 +1,60 @@
+export {
+  Stub,
+  Hold,
+  errorFromAnswer,
+  type StubOptions,
+  type RetryOptions,
+  type HoldRequest,
+  type GateOptions,
+  type SpendRequest,
+  type HoldState,
+  type BudgetState,
+  type Entry,
+  type Receipt,
+  type FetchLike,
+  type VoidOn,
+} from "./client.js";
+export {
+  StubError,
+  BudgetDeniedError,
+  ApprovalRejectedError,
+  ApprovalTimeoutError,
+  StubConnectionError,
+  SettlementError,
+  UnknownModelError,
+  X402Error,
+} from "./errors.js";
+export { toMicros, fromMicros, atomicToMicros, type Amount } from "./money.js";
+export { PriceTable, costMicros, priceToPico, resolvePrice, type ModelPrice, type PriceFile, type PricesOption, type ResolvedPrice } from "./prices.js";
+export {
+  estimateTokens,
+  outputCap,
+  openaiChatWorst,
+  openaiResponsesWorst,
+  openaiEmbeddingsWorst,
+  openaiChatCost,
+  openaiResponsesCost,
+  anthropicWorst,
+  anthropicCost,
+  type Worst,
+  type Settled,
+} from "./llm.js";
+export { wrapOpenAI, wrapAnthropic, MeteredStream, type WrapOptions, type MeteredPromise } from "./wrappers.js";
+export {
+  x402Fetch,
+  attachX402,
+  parsePaymentRequired,
+  decodeBase64,
+  encodeBase64Json,
+  requirementMicros,
+  atomicAmount,
+  assetDecimals,
+  type PaymentRequirements,
+  type PaymentRequired,
+  type X402Options,
+  type X402Signer,
+  type SignerContext,
+  type X402ClientHooks,
+  type AttachX402Options,
+  type AttachedX402,
+} from "./x402.js";
