@@ -41,6 +41,12 @@ if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
 echo "== HTTP end-to-end suite (release)"
 STUB_BIN="$PWD/build/release/src/stub" .venv/bin/python -m pytest -q tests/e2e
 
+echo "== Python SDK (sdk/python, against the release server)"
+STUB_BIN="$PWD/build/release/src/stub" bash sdk/python/test.sh
+
+echo "== TypeScript SDK (sdk/typescript, against the release server)"
+STUB_BIN="$PWD/build/release/src/stub" bash sdk/typescript/test.sh
+
 if [[ "$sanitizers" == 1 ]]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
