@@ -1,0 +1,254 @@
+#include "http/handler.hpp"
+
+// The request handler: authentication, body parsing, the checks every route shares, and the
+// dispatch to the route files (routes_<resource>.cpp).
+
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+#include <charconv>
+
+#include "http/async_bridge.hpp"
+#include "http/request_fields.hpp"
+#include "http/text_checks.hpp"
+#include "ledger/budget_path.hpp"
+#include "ledger/canonical_json.hpp"
+#include "ledger/chain.hpp"
+
+namespace stub::http::detail {
+
+Result<Target> parse_target(const std::string& text) {
+  auto parsed = boost::urls::parse_origin_form(text);
+  if (!parsed)
+    return Error::invalid("invalid_target", "The request target is not a valid URL.");
+  Target target;
+  for (auto segment : parsed->segments())
+    target.segments.emplace_back(segment);
+  for (auto param : parsed->params())
+    target.query[param.key] = param.value;
+  return target;
+}
+
+ApiReply json_reply(int status, std::string body) {
+  return ApiReply{status, std::move(body), "application/json", ""};
+}
+
+ApiReply json_reply(int status, const boost::json::value& value) {
+  return ApiReply{status, boost::json::serialize(value), "application/json", ""};
+}
+
+ApiReply outcome_reply(const ledger::Outcome& outcome) {
+  if (!outcome.ok())
+    return error_reply(outcome.error());
+  return json_reply(outcome->status, outcome->body);
+}
+
+Error not_found(std::string what) {
+  return Error{ErrorCode::not_found, "not_found", std::move(what)};
+}
+
+Error forbidden(const Principal& principal, const std::string& budget) {
+  return Error{ErrorCode::forbidden, "outside_key_subtree",
+               "The key for " + principal.key.budget + " cannot act on " + budget + "."};
+}
+
+Error admin_only() {
+  return Error{ErrorCode::forbidden, "admin_only", "This call needs the admin token."};
+}
+
+Result<BudgetPath> parse_path(std::string_view text) {
+  auto path = BudgetPath::parse(text);
+  if (!path) {
+    return Error::invalid("invalid_budget_path",
+                          "Budget path \"" + std::string(text) +
+                              "\" is not 1 to 8 segments of [a-z0-9][a-z0-9_-]{0,62}.");
+  }
+  return *path;
+}
+
+std::string join_segments(const std::vector<std::string>& segments, size_t from, size_t to) {
+  std::string out;
+  for (size_t i = from; i < to; ++i) {
+    if (i > from)
+      out += '/';
+    out += segments[i];
+  }
+  return out;
+}
+
+// Checks that the principal may act on `path`; agent keys only within their own subtree.
+Status check_scope(const Principal& principal, const BudgetPath& path) {
+  if (principal.admin)
+    return Status::success();
+  const auto bound = BudgetPath::parse(principal.key.budget);
+  if (!bound || !path.within(*bound))
+    return forbidden(principal, path.str());
+  return Status::success();
+}
+
+// The fingerprint of an admin request: its route and canonical body, plus the exact literal of
+// every top-level number (the canonical body reads numbers as doubles, and two limits written
+// as different numbers can meet in one double).
+std::string request_hash(const ApiRequest& request, const RequestBody& body,
+                         std::string_view route_key) {
+  std::string text = request.method + " " + std::string(route_key) + "\n" + body.canonical;
+  for (const auto& [name, literal] : body.number_literals)
+    text += "\n" + name + "=" + literal;
+  return ledger::sha256_hex(text);
+}
+
+// The fingerprint of a money command: what was validated (exact amounts in micro-units, the
+// canonical tags and receipt), never the body as re-read through doubles.
+std::string money_fingerprint(const Command& command, std::string_view route_key) {
+  boost::json::object fields{
+      {"route", route_key},
+      {"kind", ledger::command_kind_name(command.kind)},
+      {"budget", command.budget},
+      {"amount",
+       command.amount ? boost::json::value(command.amount->micros()) : boost::json::value(nullptr)},
+      {"vendor", command.vendor},
+      {"intent", command.intent},
+      {"tags", command.tags_json},
+      {"receipt", command.receipt_json},
+      {"ttl", command.ttl},
+      {"on_expiry", command.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture"},
+      {"reason", command.reason}};
+  // A new spend or hold gets a fresh id on every try; a settlement names the hold it acts on.
+  if (command.kind != CommandKind::spend && command.kind != CommandKind::hold)
+    fields["hold"] = command.hold_id;
+  return ledger::sha256_hex(ledger::canonical_json(fields));
+}
+
+// A budget row whose policies or usage could not be read is never shown as "no policy".
+Status readable_node(const ledger::BudgetNode& node) {
+  if (node.state_error.empty())
+    return Status::success();
+  return Error{ErrorCode::internal, "ledger_state_invalid",
+               "Budget " + node.path + " cannot be read: " + node.state_error};
+}
+
+// Ids and names taken from the request path: bounded, clean text.
+Status check_path_id(const std::string& id) {
+  if (id.empty() || id.size() > path_id_length_max || !is_clean_text(id)) {
+    return Error::invalid("invalid_text", "The id in the path must be 1 to " +
+                                              std::to_string(path_id_length_max) +
+                                              " bytes of UTF-8 without control characters.");
+  }
+  return Status::success();
+}
+
+awaitable<ApiReply> Handler::route() {
+  if (auto open = co_await route_ops())
+    co_return std::move(*open);
+  const auto& s = target_.segments;
+  if (s.empty() || s[0] != "v1")
+    co_return error_reply(not_found("No such route."));
+
+  // The admin token and cached keys are checked right here; only a key the cache does not hold
+  // needs a store read, which goes to the read pool.
+  std::optional<Result<Principal>> cached =
+      context_.authenticator.authenticate_without_store(request_.authorization, context_.clock());
+  if (!cached) {
+    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+    auto authenticated_work = [this] {
+      return context_.authenticator.authenticate(request_.authorization, context_.clock());
+    };
+    cached = co_await run_blocking(context_.read_pool, std::move(authenticated_work));
+  }
+  Result<Principal>& authenticated = *cached;
+  if (!authenticated.ok())
+    co_return error_reply(authenticated.error());
+  principal_ = std::move(authenticated).value();
+
+  if (request_.method != "GET" && request_.method != "DELETE") {
+    if (request_.idempotency_key.size() > idempotency_key_length_max) {
+      co_return error_reply(Error::invalid("invalid_idempotency_key",
+                                           "Idempotency-Key is longer than 255 characters."));
+    }
+    if (!is_clean_text(request_.idempotency_key)) {
+      co_return error_reply(
+          Error::invalid("invalid_idempotency_key",
+                         "Idempotency-Key must be valid UTF-8 without control characters."));
+    }
+    auto body = parse_request_body(request_.body);
+    if (!body.ok())
+      co_return error_reply(body.error());
+    body_ = std::move(body).value();
+  }
+
+  // Ids and names in the path are text from outside like any other.
+  if (s.size() >= 3 && (s[1] == "holds" || s[1] == "keys" || s[1] == "webhooks")) {
+    if (Status clean = check_path_id(s[2]); !clean.ok())
+      co_return error_reply(clean.error());
+  }
+  for (const RouteMatcher matcher : route_matchers()) {
+    if (auto reply = co_await (this->*matcher)())
+      co_return std::move(*reply);
+  }
+  co_return error_reply(not_found("No such route."));
+}
+
+const std::vector<RouteMatcher>& route_matchers() {
+  static const std::vector<RouteMatcher> matchers = {
+      &Handler::route_budgets,   &Handler::route_keys,     &Handler::route_holds,
+      &Handler::route_approvals, &Handler::route_webhooks, &Handler::route_entries,
+  };
+  return matchers;
+}
+
+Command Handler::base_command(CommandKind kind, const BudgetPath& path,
+                              std::string_view route_key) {
+  Command command;
+  command.kind = kind;
+  command.root = path.root();
+  command.budget = path.str();
+  command.actor = principal_.actor();
+  command.idempotency_key = request_.idempotency_key;
+  command.request_hash = request_hash(request_, body_, route_key);
+  return command;
+}
+
+// Every call that moves or reserves money carries an Idempotency-Key (SPEC guarantee 3), so
+// that a retry after a lost answer can never apply it twice.
+Status Handler::require_idempotency_key() const {
+  if (!request_.idempotency_key.empty())
+    return Status::success();
+  return Error::invalid("idempotency_key_required",
+                        "This call moves or reserves money: send an Idempotency-Key header "
+                        "(one per logical call, reused on every retry).");
+}
+
+awaitable<ApiReply> Handler::execute(Command command) {
+  co_return outcome_reply(co_await submit_command(context_.sequencer, std::move(command)));
+}
+
+// ?root=R, defaulting to an agent key's own root; a key may name no other root.
+Result<std::string> Handler::root_query() {
+  std::string root = target_.query["root"];
+  if (root.empty() && !principal_.admin)
+    root = BudgetPath::parse(principal_.key.budget)->root();
+  auto path = parse_path(root);
+  if (!path.ok() || !path->is_root())
+    return Error::invalid("invalid_root", "Query ?root= must name a root budget.");
+  if (!principal_.admin && root != BudgetPath::parse(principal_.key.budget)->root())
+    return forbidden(principal_, root);
+  return root;
+}
+
+Result<int64_t> Handler::integer_query(const std::string& name, int64_t fallback, int64_t minimum,
+                                       int64_t maximum) {
+  auto found = target_.query.find(name);
+  if (found == target_.query.end() || found->second.empty())
+    return fallback;
+  int64_t value = 0;
+  const auto [end, error] =
+      std::from_chars(found->second.data(), found->second.data() + found->second.size(), value);
+  if (error != std::errc{} || end != found->second.data() + found->second.size() ||
+      value < minimum || value > maximum) {
+    return Error::invalid("invalid_query", "Query ?" + name + "= must be an integer from " +
+                                               std::to_string(minimum) + " to " +
+                                               std::to_string(maximum) + ".");
+  }
+  return value;
+}
+
+}  // namespace stub::http::detail
