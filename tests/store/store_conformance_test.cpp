@@ -956,8 +956,9 @@ class StoreConformanceClocks : public StoreConformance {
     int64_t new_period_money = 0;
     for (size_t i = 0; i < entries.size(); ++i) {
       EXPECT_EQ(entries[i].seq, static_cast<int64_t>(i + 1));
-      if (i > 0)
+      if (i > 0) {
         EXPECT_GE(entries[i].ts, entries[i - 1].ts) << "seq " << entries[i].seq;
+      }
       if (entries[i].kind == "spend" || entries[i].kind == "hold") {
         if (entries[i].hold_id != "hold_old") {
           EXPECT_GE(entries[i].ts, boundary) << entries[i].hold_id;
@@ -1015,8 +1016,9 @@ TEST_P(StoreConformanceClocks, ClockSteppingBackKeepsWindowsBreakersAndExpiries)
   EXPECT_EQ(hold_row("hold_2").expires_at, decided + 60 * second);
   EXPECT_EQ(held.at("expires_at").as_string(), ledger::format_timestamp(decided + 60 * second));
   const std::vector<Entry> entries = all_entries("acme");
-  for (size_t i = 1; i < entries.size(); ++i)
+  for (size_t i = 1; i < entries.size(); ++i) {
     EXPECT_GE(entries[i].ts, entries[i - 1].ts) << "seq " << entries[i].seq;
+  }
   EXPECT_GE(entries.back().ts, decided);
 }
 
@@ -2044,8 +2046,9 @@ TEST_P(StoreConformanceRace, WindowCapAdmitsNoMoreThanItsLimitUnder200Callers) {
   int64_t spends = 0;
   for (const Entry& entry : all_entries("hot")) {
     spends += entry.kind == "spend" ? 1 : 0;
-    if (entry.kind == "deny")
+    if (entry.kind == "deny") {
       EXPECT_EQ(entry.code, "window_exceeded");
+    }
   }
   EXPECT_EQ(spends, expected);
   EXPECT_TRUE(verify("hot").ok);
