@@ -206,17 +206,20 @@ class Handler {
   }
 
  private:
+  // ok (200), degraded (503: the database is unreachable or a commit's outcome is unknown;
+  // writes resume by themselves) or failed (503: writes stopped until a restart). The reason
+  // is a fixed sentence; the driver's text is in the server log under the incident id.
   ApiReply healthz() {
-    if (context_.sequencer.failed()) {
-      return ApiReply{503,
-                      boost::json::serialize(boost::json::object{
-                          {"status", "failed"}, {"reason", context_.sequencer.failure_reason()}}),
-                      "application/json", "/healthz"};
+    const engine::Health health = context_.sequencer.health();
+    boost::json::object body{{"status", engine::health_state_name(health.state)},
+                             {"queue_depth", context_.sequencer.queue_depth()}};
+    if (health.state != engine::HealthState::ok) {
+      body["reason"] = health.reason;
+      if (!health.incident.empty())
+        body["incident"] = health.incident;
     }
-    return ApiReply{200,
-                    boost::json::serialize(boost::json::object{
-                        {"status", "ok"}, {"queue_depth", context_.sequencer.queue_depth()}}),
-                    "application/json", "/healthz"};
+    return ApiReply{health.state == engine::HealthState::ok ? 200 : 503,
+                    boost::json::serialize(body), "application/json", "/healthz"};
   }
 
   Command base_command(CommandKind kind, const BudgetPath& path, std::string_view route_key) {

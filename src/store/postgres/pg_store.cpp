@@ -140,6 +140,17 @@ const std::vector<Migration>& migrations() {
        {
            {"m7_budgets_stamp", "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS stamp BIGINT"},
        }},
+      // Idempotency records are kept for a retention (7 days by default) and pruned oldest
+      // first in bounded steps.
+      {8,
+       {
+           {"m8_idempotency_by_time",
+            "CREATE INDEX IF NOT EXISTS idempotency_by_time ON idempotency (created_at)"},
+           // A marker the ambiguous-commit check committed itself (a fence) rather than the
+           // batch's own: NULL or false is the batch's.
+           {"m8_commit_markers_fence",
+            "ALTER TABLE commit_markers ADD COLUMN IF NOT EXISTS fence BOOLEAN"},
+       }},
   };
   return all;
 }
@@ -310,9 +321,20 @@ constexpr Sql checked_marker{
     "INSERT INTO commit_markers (id, committed_at) SELECT $1::text, CASE WHEN count(*) = "
     "$3::bigint THEN $2::bigint END FROM budgets WHERE path = ANY($4::text[]) AND "
     "stamp = $5::bigint"};
-constexpr Sql insert_marker{"insert_marker",
-                            "INSERT INTO commit_markers (id, committed_at) "
-                            "VALUES ($1::text, $2::bigint)"};
+// The ambiguous-commit check's fence: the batch's own marker id, committed by the check.
+constexpr Sql insert_fence{"insert_fence",
+                           "INSERT INTO commit_markers (id, committed_at, fence) "
+                           "VALUES ($1::text, $2::bigint, true)"};
+constexpr Sql select_marker_fence{"select_marker_fence",
+                                  "SELECT coalesce(fence, false) FROM commit_markers "
+                                  "WHERE id = $1::text"};
+// Bounded, like every transaction: at most $2 records per statement, oldest first (indexed).
+constexpr Sql prune_idempotency_records{
+    "prune_idempotency",
+    "DELETE FROM idempotency WHERE (root, key) IN (SELECT root, key FROM idempotency WHERE "
+    "created_at < $1::bigint ORDER BY created_at LIMIT $2::bigint)"};
+// A round trip that proves a writer connection works (the sequencer's probe while degraded).
+constexpr Sql probe_connection{"probe_connection", "SELECT 1"};
 // Bounded, like every transaction: at most $2 markers per statement.
 constexpr Sql prune_markers{"prune_markers",
                             "DELETE FROM commit_markers WHERE id IN (SELECT id FROM "
@@ -436,9 +458,12 @@ constexpr const Sql* every_statement[] = {
     &insert_keys,
     &insert_idempotency,
     &insert_entries,
-    &insert_marker,
+    &insert_fence,
+    &select_marker_fence,
     &checked_marker,
     &prune_markers,
+    &prune_idempotency_records,
+    &probe_connection,
     &select_budget,
     &select_subtree,
     &select_roots,
@@ -662,11 +687,30 @@ int64_t stamp_column(const Rows& row) {
   return row.column_optional_int(18).value_or(0);
 }
 
-// The rows that existed when the batch read them, per table.
+// The rows that existed when the batch read them, per table (holds with their created_at: a
+// hold the batch "creates" over one that exists shows a different one; see overwritten_hold).
 struct ReadRows {
   Stamps budgets;
-  std::unordered_set<std::string> holds, keys, webhooks;
+  std::unordered_map<std::string, ledger::Micros> holds;
+  std::unordered_set<std::string> keys, webhooks;
 };
+
+// A hold id the batch wrote as a new hold over one that already existed (the id is fixed at
+// the edge, so a request applied twice would otherwise replace the first hold and reserve
+// twice for one hold forever). Such a hold is refused, never overwritten.
+const std::string* overwritten_hold(const ledger::WorkingSet& state, const ReadRows& existing) {
+  for (const std::string& id : state.dirty_holds) {
+    auto read = existing.holds.find(id);
+    if (read != existing.holds.end() && state.holds.at(id).created_at != read->second)
+      return &id;
+  }
+  return nullptr;
+}
+
+Error hold_exists(const std::string& id) {
+  return Error{ErrorCode::conflict, "hold_id_exists",
+               "A hold with id " + id + " already exists; it is never overwritten."};
+}
 
 // Reads five consecutive results (budget rows with their stamps, holds, keys, idempotency
 // records, webhooks) into `state`; `on_budget(node, stamp)` sees each budget row first.
@@ -809,13 +853,48 @@ BatchWrites batch_writes(const ledger::WorkingSet& state, const ledger::ReadSet&
   return out;
 }
 
+// The database refused this batch's data (SQLSTATE classes 22 and 23): the batch fails, the
+// store carries on. The message keeps the driver's text for the log; the sequencer answers
+// callers without it.
+Error refused_data(const DbError& error, std::string_view what) {
+  return Error{ErrorCode::invalid_input, "invalid_data",
+               "The database refused the batch's data while " + std::string(what) + ": " +
+                   error.message + " (SQLSTATE " + error.sqlstate + ")"};
+}
+
+// The database could not be reached, and nothing of the batch was committed.
+Error store_unavailable(std::string_view detail) {
+  return Error{ErrorCode::unavailable, "store_unavailable",
+               "The database is unreachable and nothing was recorded: " + std::string(detail)};
+}
+
+// The connection went while COMMIT was in flight, and the database could not be asked since.
+Error outcome_unknown(std::string_view detail) {
+  return Error{ErrorCode::unavailable, "outcome_unknown",
+               "Lost the connection during COMMIT and could not find out whether it "
+               "committed: " +
+                   std::string(detail)};
+}
+
 Error batch_too_large(size_t rows, size_t bound) {
   return Error{ErrorCode::internal, "batch_too_large",
                "A batch would write " + std::to_string(rows) + " rows, above the bound of " +
                    std::to_string(bound) + "."};
 }
 
+Status migrate_unbounded(Connection& connection);
+
+// Migrations may build indexes on big tables: no statement timeout while they run.
 Status migrate(Connection& connection) {
+  if (Status lifted = connection.lift_statement_timeout(true); !lifted.ok())
+    return lifted;
+  Status status = migrate_unbounded(connection);
+  if (Status restored = connection.lift_statement_timeout(false); status.ok() && !restored.ok())
+    return restored;
+  return status;
+}
+
+Status migrate_unbounded(Connection& connection) {
   // Several instances may start at once: every statement is idempotent, and a statement that
   // loses a race (duplicate catalog row, serialization failure) is simply run again.
   const auto run_with_retry = [](const Sql& sql, auto&& execute) -> Status {
@@ -868,7 +947,10 @@ Status migrate(Connection& connection) {
 }  // namespace
 
 std::vector<const Sql*> PgStore::statements() {
-  return {std::begin(every_statement), std::end(every_statement)};
+  std::vector<const Sql*> out(std::begin(every_statement), std::end(every_statement));
+  for (const Sql* session : Connection::session_statements())
+    out.push_back(session);
+  return out;
 }
 
 std::vector<const Sql*> PgStore::migration_statements() {
@@ -881,13 +963,15 @@ std::vector<const Sql*> PgStore::migration_statements() {
 }
 
 std::vector<Store::EventCount> PgStore::event_counts() const {
-  return {{"conflict_retry", counters_.conflicts.load(std::memory_order_relaxed)},
-          {"reconnect", counters_.reconnects.load(std::memory_order_relaxed)},
-          {"ambiguous_commit", counters_.ambiguous.load(std::memory_order_relaxed)},
-          {"ambiguous_commit_found_committed",
-           counters_.found_committed.load(std::memory_order_relaxed)},
-          {"speculated", counters_.speculated.load(std::memory_order_relaxed)},
-          {"speculation_missed", counters_.speculation_missed.load(std::memory_order_relaxed)}};
+  return {
+      {"conflict_retry", counters_.conflicts.load(std::memory_order_relaxed)},
+      {"reconnect", counters_.reconnects.load(std::memory_order_relaxed)},
+      {"ambiguous_commit", counters_.ambiguous.load(std::memory_order_relaxed)},
+      {"ambiguous_commit_found_committed",
+       counters_.found_committed.load(std::memory_order_relaxed)},
+      {"speculated", counters_.speculated.load(std::memory_order_relaxed)},
+      {"speculation_missed", counters_.speculation_missed.load(std::memory_order_relaxed)},
+      {"ambiguous_commit_settled_later", counters_.settled_later.load(std::memory_order_relaxed)}};
 }
 
 Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
@@ -900,7 +984,7 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
     return Error::invalid("invalid_isolation", "Isolation must be read-committed or serializable.");
   }
   for (std::unique_ptr<Connection>& writer : store->writers_) {
-    auto opened = Connection::open(url);
+    auto opened = Connection::open(url, Role::writer);
     if (!opened.ok())
       return opened.error();
     writer = std::move(opened).value();
@@ -911,7 +995,7 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const std::string& url,
   }
   const size_t readers = std::max<size_t>(1, options.read_connections);
   for (size_t i = 0; i < readers; ++i) {
-    auto reader = Connection::open(url);
+    auto reader = Connection::open(url, Role::reader);
     if (!reader.ok())
       return reader.error();
     store->readers_.add(std::move(reader).value());
@@ -1032,12 +1116,15 @@ Status PgStore::finish_batch(BatchInFlight& batch) {
   if (outcome.error->failure == Failure::connection_lost) {
     // The COMMIT may or may not have run: find out before anything is recomputed.
     counters_.ambiguous.fetch_add(1, std::memory_order_relaxed);
-    auto resolved = resolve_ambiguous(flight.connection, flight.marker);
+    auto resolved = resolve_ambiguous(flight.connection, flight.marker, resolve_wait);
     if (!resolved.ok()) {
-      return Error{ErrorCode::unavailable, "commit_outcome_unknown",
-                   "Lost the connection during COMMIT and could not find out whether it "
-                   "committed: " +
-                       resolved.error().message};
+      // Settled before the next write (settle_unresolved); the batches sent after it rest on
+      // it and are recomputed, and nothing is decided against the cache meanwhile.
+      unresolved_.push_back(flight.marker);
+      cache_.clear();
+      for (Flight* later : in_flight_)
+        later->doomed = true;
+      return outcome_unknown(resolved.error().message);
     }
     if (resolved.value()) {
       counters_.found_committed.fetch_add(1, std::memory_order_relaxed);
@@ -1082,6 +1169,8 @@ void PgStore::after_commit(size_t connection) {
 std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::ReadSet& read,
                                                     const ApplyBatch& apply,
                                                     const OnCommitted& committed) {
+  if (!unresolved_.empty())
+    return nullptr;  // The locked path settles an unresolved commit first.
   for (const Flight* earlier : in_flight_) {
     if (earlier->doomed)
       return nullptr;
@@ -1170,11 +1259,12 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     }
   }
   // What neither a batch in flight nor the cache has: one round trip, no locks, while the batch
-  // in flight commits (budget rows first). Idempotency records are read only along with
-  // something else: a key that exists after all fails the INSERT (23505), and the batch is
-  // recomputed on the locked path.
+  // in flight commits (budget rows first). Idempotency records are always read: a replay is
+  // answered from the stored record on every path. (Left to the INSERT's 23505, a replay that
+  // now decides to an answer that writes nothing, say an admin PUT that meets its own earlier
+  // change, would be answered afresh instead of from the record.)
   if (!budget_reads.empty() || !hold_reads.empty() || !key_reads.empty() ||
-      !webhook_reads.empty()) {
+      !webhook_reads.empty() || !idempotency_keys.empty()) {
     const Query reads[] = {
         {&select_budgets, {text_array(budget_reads)}},
         {&select_holds, {text_array(hold_reads)}},
@@ -1189,13 +1279,15 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
               [&](const BudgetNode& node, int64_t stamp) { remember(node.path, node, stamp); });
   }
   for (const auto& [id, hold] : state.holds)
-    existing.holds.insert(id);
+    existing.holds.emplace(id, hold.created_at);
   for (const auto& [id, key] : state.keys)
     existing.keys.insert(id);
   for (const auto& [name, webhook] : state.webhooks)
     existing.webhooks.insert(name);
 
   apply(state);
+  if (overwritten_hold(state, existing) != nullptr)
+    return nullptr;  // The locked path refuses it.
 
   auto flight = std::make_unique<Flight>();
   flight->read = &read;
@@ -1284,11 +1376,20 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
 Status PgStore::commit_locked(size_t index, const ledger::ReadSet& read, const ApplyBatch& apply,
                               const OnCommitted& committed) {
   // Conflicts are retried until this deadline; then the callers get a retryable 503 and the
-  // store carries on. A database that stays unreachable for as long fails the store.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  // store carries on. A database that cannot be reached (with nothing of this batch committed)
+  // is retried for unreachable_wait from the first failure: a restart rides through, a longer
+  // outage answers 503 store_unavailable and the store keeps reconnecting on later batches.
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::seconds(20);
+  std::optional<std::chrono::steady_clock::time_point> unreachable_since;
   for (int attempt = 0;; ++attempt) {
     Status failure = Status::success();
-    switch (this->attempt(index, read, apply, committed, failure)) {
+    AttemptResult result = AttemptResult::retry;
+    if (Status settled = settle_unresolved(index); !settled.ok())
+      failure = settled;
+    else
+      result = this->attempt(index, read, apply, committed, failure);
+    switch (result) {
       case AttemptResult::committed:
         after_commit(index);
         return Status::success();
@@ -1297,15 +1398,74 @@ Status PgStore::commit_locked(size_t index, const ledger::ReadSet& read, const A
       case AttemptResult::retry:
         break;
     }
-    if (std::chrono::steady_clock::now() >= deadline) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!failure.ok()) {
+      // Only a failure after which nothing of the batch is committed comes back as a retry.
+      if (!unreachable_since)
+        unreachable_since = now;
+      if (now - *unreachable_since >= unreachable_wait)
+        return store_unavailable(failure.error().message);
+    } else {
+      unreachable_since.reset();
+    }
+    if (now >= deadline) {
       if (!failure.ok())
-        return failure;
+        return store_unavailable(failure.error().message);
       return Error{ErrorCode::overloaded, "conflict_retries_exhausted",
                    "The batch kept conflicting with other writers; retry with the same "
                    "Idempotency-Key."};
     }
-    backoff(attempt);
+    // Reconnecting waits a little longer between attempts than a conflict does.
+    backoff(failure.ok() ? attempt : attempt + 6);
   }
+}
+
+Status PgStore::settle_unresolved(size_t index) {
+  while (!unresolved_.empty()) {
+    auto resolved = resolve_ambiguous(index, unresolved_.back(), std::chrono::seconds(0));
+    if (!resolved.ok())
+      return resolved.error();
+    counters_.settled_later.fetch_add(1, std::memory_order_relaxed);
+    if (resolved.value())
+      counters_.found_committed.fetch_add(1, std::memory_order_relaxed);
+    unresolved_.pop_back();
+  }
+  return Status::success();
+}
+
+Status PgStore::probe() {
+  assert(in_flight_.empty());
+  // One reconnect: a connection that looked fine may have been cut meanwhile.
+  bool alive = false;
+  std::string detail = "no connection";
+  for (int attempt = 0; attempt < 2 && !alive; ++attempt) {
+    if (Status status = ensure_writer(0); !status.ok()) {
+      detail = status.error().message;
+      continue;
+    }
+    auto answered = writers_[0]->run(Query{&probe_connection, {}});
+    alive = answered.ok();
+    if (!alive)
+      detail = answered.error().message;
+  }
+  if (!alive)
+    return store_unavailable(detail);
+  if (Status settled = settle_unresolved(0); !settled.ok())
+    return store_unavailable(settled.error().message);
+  return Status::success();
+}
+
+Result<size_t> PgStore::prune_idempotency(ledger::Micros created_before, size_t limit) {
+  assert(limit > 0);
+  // On a pooled connection, in a statement of its own: any thread may prune, and a bounded
+  // DELETE never holds the rows long.
+  auto result = read_query(
+      Query{&prune_idempotency_records, {std::to_string(created_before), std::to_string(limit)}});
+  if (!result.ok())
+    return result.error();
+  const size_t deleted = std::strtoull(PQcmdTuples(result->get()), nullptr, 10);
+  assert(deleted <= limit);
+  return deleted;
 }
 
 PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& read,
@@ -1326,7 +1486,7 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
       counters_.conflicts.fetch_add(1, std::memory_order_relaxed);
       return AttemptResult::retry;
     }
-    failure = to_error(error, what);
+    failure = error.failure == Failure::data ? refused_data(error, what) : to_error(error, what);
     return AttemptResult::failed;
   };
 
@@ -1390,7 +1550,7 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
   for (const auto& [name, webhook] : state.webhooks)
     existing.webhooks.insert(name);
   for (const auto& [id, hold] : state.holds)
-    existing.holds.insert(id);
+    existing.holds.emplace(id, hold.created_at);
   for (const auto& [id, key] : state.keys)
     existing.keys.insert(id);
 
@@ -1412,6 +1572,11 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
   if (writes.rows > max_rows_per_commit()) {
     (void)connection.exec(rollback);
     failure = batch_too_large(writes.rows, max_rows_per_commit());
+    return AttemptResult::failed;
+  }
+  if (const std::string* id = overwritten_hold(state, existing)) {
+    (void)connection.exec(rollback);
+    failure = hold_exists(*id);
     return AttemptResult::failed;
   }
   std::vector<Query>& queries = writes.queries;
@@ -1444,12 +1609,10 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
   // The COMMIT may or may not have run. Find out before anything is recomputed: never apply
   // twice, never drop an acknowledged write.
   counters_.ambiguous.fetch_add(1, std::memory_order_relaxed);
-  auto outcome = resolve_ambiguous(index, marker);
+  auto outcome = resolve_ambiguous(index, marker, resolve_wait);
   if (!outcome.ok()) {
-    failure = Error{ErrorCode::unavailable, "commit_outcome_unknown",
-                    "Lost the connection during COMMIT and could not find out whether it "
-                    "committed: " +
-                        outcome.error().message};
+    unresolved_.push_back(marker);  // Settled before the next write.
+    failure = outcome_unknown(outcome.error().message);
     return AttemptResult::failed;
   }
   if (outcome.value()) {
@@ -1474,35 +1637,53 @@ Result<uint64_t> PgStore::prune_commit_markers(ledger::Micros older_than, size_t
   return static_cast<uint64_t>(std::strtoull(deleted, nullptr, 10));
 }
 
-Result<bool> PgStore::resolve_ambiguous(size_t index, const std::string& marker) {
-  // Inserting the same marker waits for the old transaction if its backend is still finishing
-  // it (a unique-index wait), then fails with 23505 if it committed or succeeds if it did not.
-  // Reading alone could miss a COMMIT still in flight on the old backend.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+Result<bool> PgStore::resolve_ambiguous(size_t index, const std::string& marker,
+                                        std::chrono::steady_clock::duration wait) {
+  // A fence, not a look: the check COMMITS the batch's own marker id (flagged as a fence). If
+  // the batch's transaction is still alive on its old backend (its client is gone, but it
+  // waits on a lock and will run the COMMIT it already received), its own marker insert now
+  // conflicts and it aborts: it can never commit after this check said it did not. If it
+  // inserted its marker already, the fence's insert waits on the unique index until it ends,
+  // then fails with 23505 (it committed) or goes in (it did not). A plain SELECT could miss a
+  // COMMIT still in flight, and a fence rolled back afterwards would fence nothing.
+  const auto deadline = std::chrono::steady_clock::now() + wait;
   for (int attempt = 0;; ++attempt) {
-    if (ensure_writer(index).ok()) {
+    std::string detail = "cannot reconnect";
+    if (Status reconnected = ensure_writer(index); reconnected.ok()) {
       Connection& writer = *writers_[index];
       const Query probe[] = {
           {&begin_read_committed, {}},
           {&lock_timeout, {}},
-          {&insert_marker, {marker, std::to_string(now_micros())}},
+          {&insert_fence, {marker, std::to_string(now_micros())}},
+          {&commit, {}},
       };
       auto result = writer.pipeline(probe);
       const std::optional<DbError>& error = result.error;
-      if (!error || error->failure != Failure::connection_lost)
-        (void)writer.exec(rollback);
       if (!error)
-        return false;  // The marker was free: the batch did not commit.
-      if (error->sqlstate == "23505")
-        return true;
-      if (error->failure == Failure::fatal && error->sqlstate != "55P03")
+        return false;  // Fenced: the batch did not commit, and now it never can.
+      detail = error->message;
+      if (error->failure != Failure::connection_lost)
+        (void)writer.exec(rollback);
+      if (error->sqlstate == "23505") {
+        // The id is taken: by the batch (it committed), or by an earlier fence of this check
+        // whose COMMIT's answer was lost.
+        auto found = writer.run(Query{&select_marker_fence, {marker}});
+        if (found.ok() && Rows(found->get()).size() == 1)
+          return Rows(found->get()).column_int(0) == 0;
+        if (found.ok())
+          return to_error(DbError{Failure::fatal, "", "the marker vanished"}, "resolving");
+        detail = found.error().message;
+      } else if (error->failure == Failure::fatal && error->sqlstate != "55P03") {
         return to_error(*error, "resolving an ambiguous commit");
+      }
+    } else {
+      detail = reconnected.error().message;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       return Error{ErrorCode::unavailable, "db_unreachable",
-                   "The database stayed unreachable while resolving a commit."};
+                   "The database stayed unreachable while resolving a commit: " + detail};
     }
-    backoff(attempt + 4);
+    backoff(attempt + 6);
   }
 }
 
