@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <latch>
 #include <map>
 #include <mutex>
@@ -546,6 +547,249 @@ TEST_F(PgStoreTest, PipelinedSequencerKeepsEachBudgetsCommandsInArrivalOrder) {
   }
   EXPECT_EQ(last_index.size(), static_cast<size_t>(agents));
   EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+}
+
+// ---- Hardening (issue 9) ----------------------------------------------------------------------
+
+// A clock that moves forward a millisecond per reading, as a real one does between batches.
+engine::Clock advancing_clock() {
+  auto ticks = std::make_shared<std::atomic<int64_t>>(0);
+  return [ticks] { return t0 + 1'000 * ticks->fetch_add(1); };
+}
+
+// Holds the committer (callbacks run on it) until released, so that what is submitted
+// meanwhile goes out in the next batches together.
+class CommitterGate {
+ public:
+  explicit CommitterGate(engine::Sequencer& sequencer) {
+    sequencer.submit(spend("acme/team/agent", units(1), "hold_gate"),
+                     [this](ledger::Outcome outcome) {
+                       EXPECT_TRUE(outcome.ok());
+                       entered_.count_down();
+                       release_.wait();
+                     });
+    entered_.wait();
+  }
+  void release() { release_.count_down(); }
+
+ private:
+  std::latch entered_{1};
+  std::latch release_{1};
+};
+
+TEST_F(PgStoreTest, DataTheDatabaseRefusesFailsOnlyItsCommandNeverTheStore) {
+  for (const std::string isolation : {"serializable", "read-committed"}) {
+    SCOPED_TRACE(isolation);
+    ASSERT_EQ(postgres_exec(url_,
+                            "DROP TABLE IF EXISTS budgets, holds, api_keys, entries, "
+                            "idempotency, commit_markers, webhooks, webhook_cursors, "
+                            "webhook_deliveries, stub_migrations"),
+              "");
+    auto store = open_pg(isolation);
+    ASSERT_NE(store, nullptr);
+    engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
+    create_tree(sequencer);
+
+    // Straight at the store: a NUL byte (text parameters are C strings) and a byte that is not
+    // UTF-8. The batch fails as refused data, and the store commits the next one.
+    int good_spends = 0;
+    for (const std::string& vendor : {std::string("ab\0cd", 5), std::string("ab\xff")}) {
+      HandBatch bad({spend("acme/team/agent", units(2), "hold_bad", vendor)});
+      const Status status = store->commit_batch(bad.read, bad.apply);
+      ASSERT_FALSE(status.ok());
+      EXPECT_EQ(status.error().code, ErrorCode::invalid_input);
+      EXPECT_EQ(status.error().subcode, "invalid_data");
+      HandBatch good(
+          {spend("acme/team/agent", units(1), "hold_good_" + std::to_string(++good_spends))});
+      ASSERT_TRUE(store->commit_batch(good.read, good.apply).ok());
+    }
+    EXPECT_EQ(count_spends(*store), 2);
+    // Through the sequencer, in one batch with good commands and a hold whose id exists: only
+    // the offending commands fail, the others commit, and the sequencer stays healthy.
+    ASSERT_TRUE(
+        sequencer.execute(hold("acme/team/agent", units(10), "hold_kept", 60 * second)).ok());
+    std::vector<ledger::Outcome> outcomes(5, Error{});
+    std::latch answered(5);
+    {
+      CommitterGate gate(sequencer);
+      const std::vector<ledger::Command> commands = {
+          spend("acme/team/agent", units(3), "hold_ok1"),
+          spend("acme/team/agent", units(4), "hold_nul", std::string("x\0y", 3)),
+          hold("acme/team/agent", units(50), "hold_kept", 60 * second),
+          spend("acme/team/agent", units(5), "hold_ok2", "caf\xc3"),
+          with_key(spend("acme/team/agent", units(6), "hold_ok3"), "k-ok3", "h-ok3"),
+      };
+      for (size_t i = 0; i < commands.size(); ++i) {
+        sequencer.submit(commands[i], [&, i](ledger::Outcome outcome) {
+          outcomes[i] = std::move(outcome);
+          answered.count_down();
+        });
+      }
+      gate.release();
+    }
+    answered.wait();
+    ASSERT_TRUE(outcomes[0].ok()) << outcomes[0].error().message;
+    EXPECT_EQ(outcomes[0]->status, 201);
+    ASSERT_FALSE(outcomes[1].ok());
+    EXPECT_EQ(outcomes[1].error().subcode, "invalid_data");
+    // No driver or SQL text reaches the caller; the log has it under the incident id.
+    EXPECT_EQ(outcomes[1].error().message.find("SQLSTATE"), std::string::npos);
+    EXPECT_NE(outcomes[1].error().message.find("incident inc_"), std::string::npos);
+    ASSERT_FALSE(outcomes[2].ok());
+    EXPECT_EQ(outcomes[2].error().subcode, "hold_id_exists");
+    ASSERT_FALSE(outcomes[3].ok());
+    EXPECT_EQ(outcomes[3].error().subcode, "invalid_data");
+    ASSERT_TRUE(outcomes[4].ok()) << outcomes[4].error().message;
+    EXPECT_EQ(outcomes[4]->status, 201);
+    EXPECT_EQ(sequencer.health().state, engine::HealthState::ok);
+    EXPECT_FALSE(sequencer.failed());
+
+    // The hold that exists was not replaced: it still reserves its own 10.00, once.
+    const auto kept = store->get_hold("hold_kept").value();
+    ASSERT_TRUE(kept.has_value());
+    EXPECT_EQ(kept->amount, units(10));
+    EXPECT_EQ(store->get_budget("acme").value()->reserved, units(10));
+    EXPECT_EQ(store->get_budget("acme").value()->spent, units(1 + 1 + 1 + 3 + 6));
+    const auto next = sequencer.execute(spend("acme/team/agent", units(1), "hold_after"));
+    ASSERT_TRUE(next.ok()) << next.error().message;
+    EXPECT_EQ(next->status, 201);
+    EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+  }
+}
+
+// The backend of a cut connection lives on: it waits on a row lock with its whole transaction,
+// COMMIT included, already received. The ambiguous-commit check must fence it, or it commits
+// after the check said "not committed" and the recomputed batch commits again.
+TEST_F(PgStoreTest, ABackendThatOutlivesItsClientNeverCommitsAfterTheCheck) {
+  for (const bool with_idempotency_key : {false, true}) {
+    SCOPED_TRACE(with_idempotency_key ? "with an Idempotency-Key" : "without one");
+    ASSERT_EQ(postgres_exec(url_,
+                            "DROP TABLE IF EXISTS budgets, holds, api_keys, entries, "
+                            "idempotency, commit_markers, webhooks, webhook_cursors, "
+                            "webhook_deliveries, stub_migrations"),
+              "");
+    auto store = open_pg();
+    ASSERT_NE(store, nullptr);
+    engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
+    create_tree(sequencer);  // the rows are cached: the next batch goes speculative
+
+    // Another session holds the hot row.
+    PGconn* holder = PQconnectdb(url_.c_str());
+    ASSERT_EQ(PQstatus(holder), CONNECTION_OK);
+    PQclear(PQexec(holder, "BEGIN"));
+    PQclear(PQexec(holder, "SELECT path FROM budgets WHERE path = 'acme' FOR UPDATE"));
+
+    store->faults().long_speculative_lock_wait = true;
+    Command command = spend("acme/team/agent", units(7), "hold_fenced");
+    if (with_idempotency_key)
+      command = with_key(command, "k-fenced", "h-fenced");
+    std::promise<ledger::Outcome> answer;
+    sequencer.submit(command, [&](ledger::Outcome outcome) { answer.set_value(outcome); });
+
+    const auto wait_for = [&](const std::string& sql) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (std::chrono::steady_clock::now() < deadline) {
+        if (postgres_exec(url_, "DO $$ BEGIN IF NOT (" + sql +
+                                    ") THEN RAISE EXCEPTION 'not yet'; END IF; END $$") == "")
+          return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      return false;
+    };
+    // The batch's backend waits for the row lock, its COMMIT already on the wire.
+    ASSERT_TRUE(
+        wait_for("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = "
+                 "'Lock' AND query LIKE 'SELECT path FROM budgets WHERE path = ANY%'"));
+    store->sever_writers();
+    // The check has run before the lock goes: the batch, recomputed on the locked path on a
+    // new connection, waits for the row too.
+    ASSERT_TRUE(
+        wait_for("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = "
+                 "'Lock' AND query LIKE 'SELECT path, root,%FOR UPDATE'"));
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+
+    auto future = answer.get_future();
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    const ledger::Outcome outcome = future.get();
+    store->faults().long_speculative_lock_wait = false;
+    ASSERT_TRUE(outcome.ok()) << outcome.error().message;
+    EXPECT_EQ(outcome->status, 201);
+    EXPECT_EQ(store->counters().ambiguous.load(), 1u);
+    EXPECT_EQ(store->counters().found_committed.load(), 0u);
+    // Exactly one application, whatever the old backend did after the check.
+    ASSERT_TRUE(
+        wait_for("SELECT count(*) = 0 FROM pg_stat_activity WHERE wait_event_type = "
+                 "'Lock'"));
+    EXPECT_EQ(count_spends(*store), 1);
+    EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
+    EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+  }
+}
+
+TEST_F(PgStoreTest, AReplayOnTheSpeculativePathIsAnsweredFromTheRecord) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
+  create_tree(sequencer);
+  const auto created =
+      sequencer.execute(with_key(create_key("acme/team", "key_r", "bot"), "k-key", "h-key"));
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  ASSERT_EQ(created->status, 201) << created->body;
+  // Every row the replay needs is cached: decided afresh it would meet its own key.
+  const uint64_t speculated = store->counters().speculated.load();
+  const auto replay =
+      sequencer.execute(with_key(create_key("acme/team", "key_r", "bot"), "k-key", "h-key"));
+  ASSERT_TRUE(replay.ok()) << replay.error().message;
+  EXPECT_EQ(replay->status, created->status);
+  EXPECT_EQ(replay->body, created->body);
+  EXPECT_GE(store->counters().speculated.load(), speculated);
+}
+
+TEST_F(PgStoreTest, IdempotencyRecordsArePrunedOldestFirstInBoundedSteps) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  {
+    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    create_tree(sequencer);
+    for (int i = 0; i < 5; ++i) {
+      const std::string n = std::to_string(i);
+      ASSERT_TRUE(sequencer
+                      .execute(with_key(spend("acme/team/agent", units(1), "hold_o" + n), "old" + n,
+                                        "h" + n))
+                      .ok());
+    }
+  }
+  {
+    engine::Sequencer sequencer(
+        *store, [] { return t0 + 3'600 * second; }, {}, nullptr);
+    ASSERT_TRUE(
+        sequencer.execute(with_key(spend("acme/team/agent", units(1), "hold_new"), "new", "hn"))
+            .ok());
+  }
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 2u);
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 2u);
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 1u);
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 0u);
+  // Records are keyed by actor and key.
+  const std::string scope = std::string(ledger::admin_actor) + ":";
+  EXPECT_FALSE(store->get_idempotency("acme", scope + "old0").value().has_value());
+  EXPECT_FALSE(store->get_idempotency("acme", scope + "old4").value().has_value());
+  EXPECT_TRUE(store->get_idempotency("acme", scope + "new").value().has_value());
+}
+
+TEST_F(PgStoreTest, WritersPinSynchronousCommitAndEveryConnectionHasAStatementTimeout) {
+  {
+    std::lock_guard lock(observed_mutex);
+    observed.clear();
+  }
+  postgres::Connection::set_observer(observe_statement);
+  auto store = open_pg();
+  postgres::Connection::set_observer(nullptr);
+  ASSERT_NE(store, nullptr);
+  std::lock_guard lock(observed_mutex);
+  EXPECT_TRUE(observed.contains("SET synchronous_commit = on"));
+  EXPECT_TRUE(observed.contains("SET statement_timeout = 10000"));
 }
 
 }  // namespace

@@ -25,8 +25,11 @@ constexpr int unbounded_result_deadline_milliseconds = 24 * 3'600'000;
 
 bool is_conflict(std::string_view sqlstate) {
   // serialization_failure, deadlock_detected, unique_violation: a concurrent writer got there
-  // first. Recomputing the batch against fresh state is always correct.
-  return sqlstate == "40001" || sqlstate == "40P01" || sqlstate == "23505";
+  // first. lock_not_available and query_canceled: a lock wait ran into lock_timeout or
+  // statement_timeout, and the transaction is aborted. Recomputing the batch against fresh
+  // state is always correct.
+  return sqlstate == "40001" || sqlstate == "40P01" || sqlstate == "23505" || sqlstate == "55P03" ||
+         sqlstate == "57014";
 }
 
 std::string trimmed(const char* text) {

@@ -169,6 +169,9 @@ constexpr Sql rollback{"rollback", "ROLLBACK"};
 constexpr Sql lock_timeout{"lock_timeout", "SET LOCAL lock_timeout = '10s'"};
 // Far above a healthy wait for the batch ahead (a few milliseconds), far below a stall.
 constexpr Sql spec_lock_timeout{"spec_lock_timeout", "SET LOCAL lock_timeout = '200ms'"};
+// Fault injection: a speculative transaction that waits on a lock long enough for a test to cut
+// its client and run the ambiguous-commit check meanwhile.
+constexpr Sql spec_lock_timeout_long{"spec_lock_timeout_long", "SET LOCAL lock_timeout = '30s'"};
 
 // ---- Columns ----------------------------------------------------------------------------------
 
@@ -429,6 +432,7 @@ constexpr const Sql* every_statement[] = {
     &rollback,
     &lock_timeout,
     &spec_lock_timeout,
+    &spec_lock_timeout_long,
     &lock_budgets,
     &lock_budgets_below,
     &select_budgets,
@@ -1318,7 +1322,9 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
   std::vector<Query> queries;
   queries.reserve(writes.queries.size() + 4);
   queries.push_back({&begin_read_committed, {}});
-  queries.push_back({&spec_lock_timeout, {}});
+  queries.push_back(
+      {faults_.long_speculative_lock_wait.load() ? &spec_lock_timeout_long : &spec_lock_timeout,
+       {}});
   for (const std::optional<size_t>& early : {writes.idempotency_query, writes.entries_query}) {
     if (early)
       queries.push_back(std::move(writes.queries[*early]));

@@ -60,6 +60,8 @@ struct Faults {
   std::atomic<int> lose_before_commit{0};
   // COMMIT succeeds but its answer is lost: the batch committed and must not run again.
   std::atomic<int> lose_after_commit{0};
+  // Speculative transactions wait up to 30 s for a lock instead of 200 ms.
+  std::atomic<bool> long_speculative_lock_wait{false};
 };
 
 class PgStore final : public Store {
