@@ -610,8 +610,9 @@ TEST_F(PgStoreTest, DataTheDatabaseRefusesFailsOnlyItsCommandNeverTheStore) {
         sequencer.execute(hold("acme/team/agent", units(10), "hold_kept", 60 * second)).ok());
     std::vector<ledger::Outcome> outcomes(5, Error{});
     std::latch answered(5);
+    // The gate outlives every answer: its callback returns before the next batch is answered.
+    CommitterGate gate(sequencer);
     {
-      CommitterGate gate(sequencer);
       const std::vector<ledger::Command> commands = {
           spend("acme/team/agent", units(3), "hold_ok1"),
           spend("acme/team/agent", units(4), "hold_nul", std::string("x\0y", 3)),
