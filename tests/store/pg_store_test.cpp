@@ -733,18 +733,29 @@ TEST_F(PgStoreTest, AReplayOnTheSpeculativePathIsAnsweredFromTheRecord) {
   ASSERT_NE(store, nullptr);
   engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
   create_tree(sequencer);
-  const auto created =
-      sequencer.execute(with_key(create_key("acme/team", "key_r", "bot"), "k-key", "h-key"));
-  ASSERT_TRUE(created.ok()) << created.error().message;
-  ASSERT_EQ(created->status, 201) << created->body;
-  // Every row the replay needs is cached: decided afresh it would meet its own key.
+  const Command first_put =
+      with_key(set_budget("acme/team/agent", units(10), ledger::Period::none), "k-put", "h-put");
+  const auto original = sequencer.execute(first_put);
+  ASSERT_TRUE(original.ok()) << original.error().message;
+  ASSERT_EQ(original->status, 200) << original->body;
+  ASSERT_EQ(sequencer.execute(spend("acme/team/agent", units(8), "hold_r1"))->status, 201);
+  ASSERT_EQ(sequencer
+                .execute(with_key(set_budget("acme/team/agent", units(20), ledger::Period::none),
+                                  "k-put2", "h-put2"))
+                ->status,
+            200);
+  ASSERT_EQ(sequencer.execute(spend("acme/team/agent", units(7), "hold_r2"))->status, 201);
+
+  // Every row the replay needs is cached, so the speculative path reads nothing; decided
+  // afresh, the old limit (10.00) is below what is used (15.00): a 409 that records nothing and
+  // that no INSERT would catch. It must be answered from the record.
   const uint64_t speculated = store->counters().speculated.load();
-  const auto replay =
-      sequencer.execute(with_key(create_key("acme/team", "key_r", "bot"), "k-key", "h-key"));
+  const auto replay = sequencer.execute(first_put);
   ASSERT_TRUE(replay.ok()) << replay.error().message;
-  EXPECT_EQ(replay->status, created->status);
-  EXPECT_EQ(replay->body, created->body);
-  EXPECT_GE(store->counters().speculated.load(), speculated);
+  EXPECT_EQ(replay->status, original->status);
+  EXPECT_EQ(replay->body, original->body);
+  EXPECT_GT(store->counters().speculated.load(), speculated - 1);
+  EXPECT_EQ(store->get_budget("acme/team/agent").value()->limit, units(20));
 }
 
 TEST_F(PgStoreTest, IdempotencyRecordsArePrunedOldestFirstInBoundedSteps) {

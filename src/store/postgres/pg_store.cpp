@@ -1248,6 +1248,7 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     if (!found)
       webhook_reads.push_back(name);
   }
+  std::vector<std::string> unread_records;  // slots of records neither overlay nor read has
   for (const auto& [root, key] : read.idempotency) {
     std::string slot = ledger::idempotency_slot(root, key);
     const bool found = overlay([&](const Flight& earlier) {
@@ -1260,15 +1261,17 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     if (!found) {
       idempotency_roots.add_text(root);
       idempotency_keys.add_text(key);
+      unread_records.push_back(std::move(slot));
     }
   }
   // What neither a batch in flight nor the cache has: one round trip, no locks, while the batch
-  // in flight commits (budget rows first). Idempotency records are always read: a replay is
-  // answered from the stored record on every path. (Left to the INSERT's 23505, a replay that
-  // now decides to an answer that writes nothing, say an admin PUT that meets its own earlier
-  // change, would be answered afresh instead of from the record.)
-  if (!budget_reads.empty() || !hold_reads.empty() || !key_reads.empty() ||
-      !webhook_reads.empty() || !idempotency_keys.empty()) {
+  // in flight commits (budget rows first). Idempotency records are read only along with
+  // something else: a replay decided afresh records its key again, and that INSERT fails
+  // (23505), so the batch is recomputed on the locked path and answered from the record. A
+  // command whose fresh answer records nothing is caught after deciding (below).
+  const bool reads_rows =
+      !budget_reads.empty() || !hold_reads.empty() || !key_reads.empty() || !webhook_reads.empty();
+  if (reads_rows) {
     const Query reads[] = {
         {&select_budgets, {text_array(budget_reads)}},
         {&select_holds, {text_array(hold_reads)}},
@@ -1292,6 +1295,18 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
   apply(state);
   if (overwritten_hold(state, existing) != nullptr)
     return nullptr;  // The locked path refuses it.
+  if (!reads_rows && !unread_records.empty()) {
+    // A command with an Idempotency-Key whose answer, decided without reading its record,
+    // records nothing (an error, or an admin command meeting its own earlier change) could be
+    // a replay that no INSERT would catch: the locked path reads the record and answers it.
+    std::unordered_set<std::string> recorded;
+    for (const IdempotencyRecord& record : state.new_idempotency)
+      recorded.insert(ledger::idempotency_slot(record.root, record.key));
+    for (const std::string& slot : unread_records) {
+      if (!recorded.contains(slot))
+        return nullptr;
+    }
+  }
 
   auto flight = std::make_unique<Flight>();
   flight->read = &read;
