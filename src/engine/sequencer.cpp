@@ -114,12 +114,28 @@ void Sequencer::set_healthy() {
   degraded_.store(false, std::memory_order_release);
 }
 
+namespace {
+int64_t steady_micros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 Health Sequencer::health() const {
   std::lock_guard lock(mutex_);
   if (failed_.load(std::memory_order_relaxed))
     return Health{HealthState::failed, failure_reason_, incident_};
   if (degraded_.load(std::memory_order_relaxed))
     return Health{HealthState::degraded, degraded_reason_, incident_};
+  const int64_t since = waiting_since_micros_.load(std::memory_order_acquire);
+  const auto waited = std::chrono::microseconds(since == 0 ? 0 : steady_micros() - since);
+  if (since != 0 && waited > options_.commit_wait_degraded) {
+    return Health{HealthState::degraded,
+                  "A commit has been waiting on the database for " +
+                      std::to_string(waited.count() / 1'000'000) + " s.",
+                  ""};
+  }
   return Health{};
 }
 
@@ -382,7 +398,13 @@ std::unique_ptr<Sequencer::Flight> Sequencer::send(std::vector<Pending> batch,
     if (events_ != nullptr && events_->subscriber_count() > 0)
       *f.entries = std::move(state.new_entries);
   };
-  f.sent = store_.send_batch(f.read, f.apply, f.committed);
+  // A store of depth one commits inside send_batch: that wait counts for health() too.
+  const auto send_to_store = [&] {
+    waiting_since_micros_.store(steady_micros(), std::memory_order_release);
+    f.sent = store_.send_batch(f.read, f.apply, f.committed);
+    waiting_since_micros_.store(0, std::memory_order_release);
+  };
+  send_to_store();
   if (!f.sent) {
     // It depends on what the batches in flight leave behind: let them land first.
     std::vector<Pending> refused;
@@ -392,7 +414,7 @@ std::unique_ptr<Sequencer::Flight> Sequencer::send(std::vector<Pending> batch,
       std::move(more.begin(), more.end(), std::back_inserter(refused));
     }
     commit_alone(std::move(refused));
-    f.sent = store_.send_batch(f.read, f.apply, f.committed);
+    send_to_store();
     assert(f.sent);
   }
   return flight;
@@ -412,7 +434,9 @@ void Sequencer::commit_alone(std::vector<Pending> batch) {
 
 std::vector<Sequencer::Pending> Sequencer::finish(Flight& flight) {
   std::vector<Pending>& batch = flight.batch;
+  waiting_since_micros_.store(steady_micros(), std::memory_order_release);
   const Status status = store_.finish_batch(*flight.sent);
+  waiting_since_micros_.store(0, std::memory_order_release);
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
                            std::chrono::steady_clock::now() - flight.started)
                            .count();

@@ -62,6 +62,9 @@ struct SequencerOptions {
   size_t queue_bytes_max = 256 * 1024 * 1024;
   // While degraded and idle, how often the store is probed.
   std::chrono::milliseconds probe_interval{500};
+  // A commit waiting on the store longer than this makes health() say degraded meanwhile (a
+  // database that stopped answering shows before the store gives the batch up).
+  std::chrono::milliseconds commit_wait_degraded{5'000};
   size_t batch_size_max = 1'024;                    // commands per transaction
   std::function<void(const BatchStats&)> on_batch;  // metrics hook, runs on the committer
 };
@@ -146,6 +149,8 @@ class Sequencer {
   std::string degraded_reason_;  // GUARDED_BY(mutex_); empty when not degraded
   std::string incident_;         // GUARDED_BY(mutex_)
   std::atomic<bool> degraded_{false};
+  // When the commit being waited for started (steady clock, microseconds), 0 when none is.
+  std::atomic<int64_t> waiting_since_micros_{0};
   size_t batches_taken_ = 0;  // committer thread only
   size_t parts_ = 1;          // committer thread only
   std::atomic<bool> failed_{false};

@@ -142,12 +142,15 @@ void Connection::sever() {
   ::shutdown(PQsocket(conn_), SHUT_RDWR);
 }
 
-ResultPtr Connection::next_result() {
-  const auto deadline =
+void Connection::start_deadline() {
+  deadline_ =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(result_deadline_milliseconds_);
+}
+
+ResultPtr Connection::next_result() {
   while (PQisBusy(conn_) == 1) {
     const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               deadline - std::chrono::steady_clock::now())
+                               deadline_ - std::chrono::steady_clock::now())
                                .count();
     if (remaining <= 0) {
       // No answer in time on a connection that looks alive: treat it as lost. Severed, it can
@@ -240,6 +243,7 @@ std::optional<DbError> Connection::prepare(const Sql& sql) {
     return std::nullopt;
   observe(sql);
   ResultPtr result;
+  start_deadline();
   if (PQsendPrepare(conn_, sql.name, sql.text, 0, nullptr) == 1)
     result = finish_sent();
   if (result == nullptr || PQresultStatus(result.get()) != PGRES_COMMAND_OK)
@@ -251,6 +255,7 @@ std::optional<DbError> Connection::prepare(const Sql& sql) {
 Result<ResultPtr> Connection::exec(const Sql& sql) {
   observe(sql);
   ResultPtr result;
+  start_deadline();
   if (PQsendQuery(conn_, sql.text) == 1)
     result = finish_sent();
   const ExecStatusType status =
@@ -292,6 +297,7 @@ Result<ResultPtr> Connection::run(const Query& query) {
   }
   const ParamArrays params(query.params);
   ResultPtr result;
+  start_deadline();
   if (PQsendQueryPrepared(conn_, query.sql->name, params.count(), params.values.data(), nullptr,
                           nullptr, 0) == 1) {
     result = finish_sent();
@@ -328,6 +334,7 @@ std::optional<DbError> Connection::send_pipeline(std::span<const Query> queries,
   }
   if (PQenterPipelineMode(conn_) != 1)
     return classify(conn_, nullptr);
+  start_deadline();
   bool sent = true;
   for (size_t i = 0; i < queries.size() && sent; ++i) {
     const Query& query = queries[i];

@@ -8,6 +8,7 @@
 #include <libpq-fe.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -153,6 +154,9 @@ class Connection {
   std::optional<DbError> prepare(const Sql& sql);
   // The session settings every (re)connection starts with.
   std::optional<DbError> set_up_session();
+  // Starts the result deadline of what is sent next: everything sent in one go (a pipeline's
+  // statements included) must be answered within it, however the caller collects it.
+  void start_deadline();
   // The next result, waiting at most until the result deadline; nullptr when the results of
   // the current query are done, or (with the connection severed) when the deadline passed.
   ResultPtr next_result();
@@ -165,6 +169,7 @@ class Connection {
   PGconn* conn_;
   Role role_;
   int result_deadline_milliseconds_ = result_deadline_milliseconds;
+  std::chrono::steady_clock::time_point deadline_;
   std::unordered_set<std::string_view> prepared_;
 };
 
