@@ -14,7 +14,7 @@
 // SERIALIZABLE: a 40001). Conflicts (40001, 40P01, 23505) recompute the whole batch against
 // fresh state after a jittered, bounded backoff. A connection lost while the COMMIT may have
 // run is resolved through the batch's commit marker before anything is recomputed. The SQL is
-// the subset described in docs/postgres.md; tests/store/pg_sql_subset_test.cpp enforces it.
+// the subset described in docs/postgres.md; tests/store/pg_store_test.cpp enforces it.
 //
 // Under READ COMMITTED the store also pipelines (pipeline_depth 2, the speculative path): a
 // batch is decided against rows read WITHOUT locks, overlaid with what the batch still in
