@@ -28,7 +28,7 @@ struct ResultDeleter {
 using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
 
 // A statement the store issues. Every one is a constant listed in pg_statements.hpp's
-// `all_statements`, which the forbidden-SQL scan test reads.
+// `every_statement`, which the forbidden-SQL scan test reads.
 struct Sql {
   const char* name;
   const char* text;
