@@ -240,6 +240,11 @@ void raise_threshold_alerts(WorkingSet& state, const Command& command,
 
 Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
   assert(command.amount && command.amount->is_positive());
+  // A hold's id is fixed at the edge; one that already exists is never overwritten (a batch
+  // recomputed after a lost answer would otherwise reserve twice for one hold).
+  if (command.kind == CommandKind::hold && state.holds.contains(command.hold_id)) {
+    return conflict("hold_id_exists", "Hold " + command.hold_id + " already exists.");
+  }
   std::vector<BudgetNode*> path = lineage_of(state, command.budget);
   if (path.empty())
     return not_found("budget_not_found", "No budget " + command.budget + ".");

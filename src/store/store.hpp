@@ -181,13 +181,6 @@ class Store {
   };
   virtual std::vector<EventCount> event_counts() const { return {}; }
 
-  // Deletes up to `limit` idempotency records created before `created_before`; returns how many.
-  virtual Result<size_t> prune_idempotency(ledger::Micros created_before, size_t limit) {
-    (void)created_before;
-    (void)limit;
-    return size_t{0};
-  }
-
   // Whether the store can take writes now, found out with a round trip where that means
   // anything (PostgreSQL reconnects a lost writer and settles a commit left unknown). The
   // sequencer asks while degraded, with no batch in flight, so writes resume without a caller.
