@@ -109,7 +109,7 @@ std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::
 
 Result<Principal> Authenticator::check(
     std::string_view header, ledger::Micros now,
-    const std::function<std::optional<ledger::ApiKey>(const std::string&)>& lookup) {
+    const std::function<Result<std::optional<ledger::ApiKey>>(const std::string&)>& lookup) {
   constexpr std::string_view bearer = "Bearer ";
   if (header.empty())
     return unauthorized("Missing Authorization: Bearer <token>.");
