@@ -32,7 +32,9 @@ Status PgStore::commit_locked(size_t index, const ledger::ReadSet& read, const A
   // outage answers 503 store_unavailable and the store keeps reconnecting on later batches.
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + std::chrono::seconds(20);
-  std::optional<std::chrono::steady_clock::time_point> unreachable_since;
+  // The first failure of the current run of failures (time_point::max(): none). A plain value,
+  // not an optional: GCC 12 reports a false -Wmaybe-uninitialized on the optional's payload.
+  auto unreachable_since = std::chrono::steady_clock::time_point::max();
   for (int attempt = 0;; ++attempt) {
     Status failure = Status::success();
     AttemptResult result = AttemptResult::retry;
@@ -52,12 +54,12 @@ Status PgStore::commit_locked(size_t index, const ledger::ReadSet& read, const A
     const auto now = std::chrono::steady_clock::now();
     if (!failure.ok()) {
       // Only a failure after which nothing of the batch is committed comes back as a retry.
-      if (!unreachable_since)
+      if (unreachable_since == std::chrono::steady_clock::time_point::max())
         unreachable_since = now;
-      if (now - *unreachable_since >= unreachable_wait)
+      if (now - unreachable_since >= unreachable_wait)
         return store_unavailable(failure.error().message);
     } else {
-      unreachable_since.reset();
+      unreachable_since = std::chrono::steady_clock::time_point::max();
     }
     if (now >= deadline) {
       if (!failure.ok())
