@@ -203,19 +203,7 @@ const std::vector<RouteMatcher>& route_matchers() {
   return matchers;
 }
 
-Command Handler::base_command(CommandKind kind, const BudgetPath& path,
-                              std::string_view route_key) {
-  Command command;
-  command.kind = kind;
-  command.root = path.root();
-  command.budget = path.str();
-  command.actor = principal_.actor();
-  command.idempotency_key = request_.idempotency_key;
-  command.request_hash = request_hash(request_, body_, route_key);
-  return command;
-}
-
-Command Handler::money_command(CommandKind kind, const BudgetPath& path) {
+Command Handler::new_command(CommandKind kind, const BudgetPath& path) {
   Command command;
   command.kind = kind;
   command.root = path.root();
@@ -223,6 +211,13 @@ Command Handler::money_command(CommandKind kind, const BudgetPath& path) {
   command.actor = principal_.actor();
   command.idempotency_key = request_.idempotency_key;
   // request_hash: the caller sets money_fingerprint() once the command is complete.
+  return command;
+}
+
+Command Handler::base_command(CommandKind kind, const BudgetPath& path,
+                              std::string_view route_key) {
+  Command command = new_command(kind, path);
+  command.request_hash = request_hash(request_, body_, route_key);
   return command;
 }
 
