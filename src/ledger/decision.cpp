@@ -113,8 +113,7 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
       deny(DenialCode::approval_required, *node,
            "Amount " + amount_text + " is above the approval threshold " + threshold->to_string() +
                " of " + node->path + ".");
-      decision.hint =
-          "Reserve it with a hold instead: a hold waits for an admin's approval.";
+      decision.hint = "Reserve it with a hold instead: a hold waits for an admin's approval.";
       return decision;
     }
     decision.needs_approval = true;
