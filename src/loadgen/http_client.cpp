@@ -1,11 +1,11 @@
-#include "cli/http_client.hpp"
+#include "loadgen/http_client.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
-namespace stub::cli {
+namespace stub::loadgen {
 
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
@@ -177,4 +177,4 @@ Status HttpClient::stream_events(std::string_view target,
   return Status::success();
 }
 
-}  // namespace stub::cli
+}  // namespace stub::loadgen

@@ -1,8 +1,8 @@
 #pragma once
 
-// A small blocking HTTP/1.1 client over Boost.Beast for the CLI commands: one keep-alive
-// connection, explicit timeouts, reconnect on a closed connection. Not thread-safe: one per
-// thread.
+// A small blocking HTTP/1.1 client over Boost.Beast for the CLI commands and the runaway replay:
+// one keep-alive connection, explicit timeouts, reconnect on a closed connection. Not thread-safe:
+// one per thread.
 
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -14,7 +14,7 @@
 
 #include "ledger/result.hpp"
 
-namespace stub::cli {
+namespace stub::loadgen {
 
 struct Endpoint {
   std::string host = "127.0.0.1";
@@ -55,4 +55,4 @@ class HttpClient {
   std::optional<boost::beast::tcp_stream> stream_;
 };
 
-}  // namespace stub::cli
+}  // namespace stub::loadgen
