@@ -14,7 +14,9 @@
 #include "cli/serve_options.hpp"
 #include "http/credentials.hpp"
 #include "http/service.hpp"
+#include "http/web_assets.hpp"
 #include "loadgen/runaway.hpp"
+#include "loadgen/server_replays.hpp"
 
 namespace stub::cli {
 
@@ -136,6 +138,7 @@ int run_demo(const DemoArgs& args) {
   http::ServiceOptions options;
   options.db = "sqlite:" + (directory / "stub.db").string();
   options.server = *listen;
+  options.replays = [] { return std::make_unique<loadgen::ServerReplays>(); };
   auto service = http::Service::start(std::move(options));
   if (!service.ok()) {
     std::cerr << "stub demo: " << service.error().message << "\n";
@@ -145,7 +148,11 @@ int run_demo(const DemoArgs& args) {
   std::cout << "Stub demo\n"
             << "  server      " << url << "\n"
             << "  database    " << (directory / "stub.db").string() << "\n"
-            << "  admin token " << (*service)->admin_token() << "\n\n";
+            << "  admin token " << (*service)->admin_token() << "\n"
+            << "  dashboard   " << url << "/"
+            << (http::web_dashboard_built() ? " (sign in with the admin token)"
+                                            : " (placeholder: bash scripts/build-web.sh)")
+            << "\n\n";
 
   const Endpoint endpoint{listen->address, std::to_string((*service)->port())};
   HttpClient admin(endpoint, (*service)->admin_token());
@@ -189,7 +196,9 @@ int run_demo(const DemoArgs& args) {
   const bool good = summary.good();
   if (args.exit_after)
     return good ? 0 : 1;
-  std::cout << "\nStub is running at " << url << " with the demo data. Try:\n"
+  std::cout << "\nStub is running at " << url << " with the demo data.\n"
+            << "  Dashboard: open " << url << "/ and sign in with the admin token above\n"
+            << "  (the Replay tab runs this runaway fleet again, live). Or try:\n"
             << "  export STUB_URL=" << url << " STUB_TOKEN=" << (*service)->admin_token() << "\n"
             << "  stub budget tree acme\n  stub ledger tail --root acme\n"
             << "Ctrl-C stops the server.\n"

@@ -9,7 +9,9 @@
 #include "cli/commands.hpp"
 #include "cli/serve_options.hpp"
 #include "http/service.hpp"
+#include "http/web_assets.hpp"
 #include "ledger/time_point.hpp"
+#include "loadgen/server_replays.hpp"
 #include "store/store.hpp"
 
 namespace stub::cli {
@@ -47,6 +49,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     size_t batch_size_max = 1'024;
     std::string isolation = "read-committed";
     std::string idempotency_retention = "7d";
+    std::string session_lifetime = "12h";
+    std::string session_idle_timeout = "1h";
   };
   auto settings = std::make_shared<Settings>();
   CLI::App* command = app.add_subcommand("serve", "Run the Stub server");
@@ -71,6 +75,14 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                    "How long a replayed Idempotency-Key returns its original answer (1h..90d); "
                    "older records are pruned")
       ->capture_default_str();
+  command
+      ->add_option("--session-lifetime", settings->session_lifetime,
+                   "How long a dashboard sign-in lasts at most (1s..30d)")
+      ->capture_default_str();
+  command
+      ->add_option("--session-idle-timeout", settings->session_idle_timeout,
+                   "A dashboard session unused this long ends (1s..30d)")
+      ->capture_default_str();
   command->footer(
       "The admin token comes from STUB_ADMIN_TOKEN; without it one is generated and "
       "printed once.");
@@ -91,7 +103,26 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       exit_code = 1;
       return;
     }
+    auto session_duration = [](const std::string& text) -> std::optional<std::chrono::seconds> {
+      const auto parsed = ledger::parse_duration(text);
+      if (!parsed || *parsed < ledger::micros_per_second ||
+          *parsed > 30 * 86'400 * ledger::micros_per_second) {
+        return std::nullopt;
+      }
+      return std::chrono::seconds(*parsed / ledger::micros_per_second);
+    };
+    const auto session_lifetime = session_duration(settings->session_lifetime);
+    const auto session_idle = session_duration(settings->session_idle_timeout);
+    if (!session_lifetime || !session_idle) {
+      std::cerr << "stub serve: --session-lifetime and --session-idle-timeout must be durations "
+                   "from 1s to 30d, such as 12h.\n";
+      exit_code = 1;
+      return;
+    }
     http::ServiceOptions options;
+    options.sessions.lifetime = *session_lifetime;
+    options.sessions.idle_timeout = *session_idle;
+    options.replays = [] { return std::make_unique<loadgen::ServerReplays>(); };
     options.retention.retention =
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::microseconds(*retention));
     options.db = settings->db;
@@ -110,7 +141,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       return;
     }
     std::cout << "stub: serving on http://" << listen->address << ":" << (*service)->port()
-              << " (db: " << store::redact_database_url(settings->db) << ")\n";
+              << " (db: " << store::redact_database_url(settings->db) << ")\n"
+              << "stub: dashboard at http://" << listen->address << ":" << (*service)->port() << "/"
+              << (http::web_dashboard_built() ? "" : " (placeholder: bash scripts/build-web.sh)")
+              << "\n";
     if ((*service)->admin_token_generated()) {
       std::cout << "stub: admin token (shown once; set STUB_ADMIN_TOKEN to choose it): "
                 << (*service)->admin_token() << "\n";

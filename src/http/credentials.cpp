@@ -107,6 +107,32 @@ std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::
   return result;
 }
 
+namespace {
+
+Result<Principal> key_principal(const std::optional<ledger::ApiKey>& key, ledger::Micros now) {
+  if (!key)
+    return unauthorized("The session's key no longer exists.");
+  if (!key->usable_at(now)) {
+    return Error{ErrorCode::unauthorized, "key_not_usable", "The key is revoked or expired."};
+  }
+  return Principal{false, *key};
+}
+
+}  // namespace
+
+Result<Principal> Authenticator::authenticate_key_id(const std::string& key_id,
+                                                     ledger::Micros now) {
+  return key_principal(find_key(key_id), now);
+}
+
+std::optional<Result<Principal>> Authenticator::authenticate_key_id_without_store(
+    const std::string& key_id, ledger::Micros now) {
+  auto key = cached_key(key_id);
+  if (!key)
+    return std::nullopt;
+  return key_principal(key, now);
+}
+
 Result<Principal> Authenticator::check(
     std::string_view header, ledger::Micros now,
     const std::function<Result<std::optional<ledger::ApiKey>>(const std::string&)>& lookup) {

@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "http/async_bridge.hpp"
+#include "http/request_auth.hpp"
 #include "http/request_fields.hpp"
 #include "http/text_checks.hpp"
 #include "ledger/budget_path.hpp"
@@ -147,25 +148,21 @@ Status check_path_id(const std::string& id) {
 awaitable<ApiReply> Handler::route() {
   if (auto open = co_await route_ops())
     co_return std::move(*open);
+  if (auto asset = co_await route_assets())
+    co_return std::move(*asset);
   const auto& s = target_.segments;
   if (s.empty() || s[0] != "v1")
     co_return error_reply(not_found("No such route."));
 
-  // The admin token and cached keys are checked right here; only a key the cache does not hold
-  // needs a store read, which goes to the read pool.
-  std::optional<Result<Principal>> cached =
-      context_.authenticator.authenticate_without_store(request_.authorization, context_.clock());
-  if (!cached) {
-    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
-    auto authenticated_work = [this] {
-      return context_.authenticator.authenticate(request_.authorization, context_.clock());
-    };
-    cached = co_await run_blocking(context_.read_pool, std::move(authenticated_work));
-  }
-  Result<Principal>& authenticated = *cached;
+  if (auto session = co_await route_sessions())
+    co_return std::move(*session);
+  // A bearer token, or else the dashboard's session cookie with its CSRF and Origin checks
+  // (request_auth.hpp).
+  auto authenticated = co_await authenticate_request(context_, request_);
   if (!authenticated.ok())
     co_return error_reply(authenticated.error());
-  principal_ = std::move(authenticated).value();
+  principal_ = std::move(authenticated->principal);
+  session_id_ = std::move(authenticated->session_id);
 
   if (request_.method != "GET" && request_.method != "DELETE") {
     if (request_.idempotency_key.size() > idempotency_key_length_max) {
@@ -199,6 +196,7 @@ const std::vector<RouteMatcher>& route_matchers() {
   static const std::vector<RouteMatcher> matchers = {
       &Handler::route_budgets,   &Handler::route_keys,     &Handler::route_holds,
       &Handler::route_approvals, &Handler::route_webhooks, &Handler::route_entries,
+      &Handler::route_replays,
   };
   return matchers;
 }

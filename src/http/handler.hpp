@@ -70,6 +70,11 @@ class Handler {
   // The matchers, one per route file: each answers the requests it owns, nullopt otherwise.
   // route_ops runs before authentication (its routes are open); the others after it.
   awaitable<std::optional<ApiReply>> route_ops();
+  // The dashboard: its embedded files and browser sign-in run before authentication too;
+  // replays after it.
+  awaitable<std::optional<ApiReply>> route_assets();
+  awaitable<std::optional<ApiReply>> route_sessions();
+  awaitable<std::optional<ApiReply>> route_replays();
   awaitable<std::optional<ApiReply>> route_budgets();
   awaitable<std::optional<ApiReply>> route_keys();
   awaitable<std::optional<ApiReply>> route_holds();
@@ -133,6 +138,9 @@ class Handler {
   awaitable<ApiReply> delete_webhook(const std::string& name);
   awaitable<ApiReply> list_deliveries(const std::string& name);
 
+  // ---- sessions (routes_sessions.cpp) --------------------------------------------------------
+  awaitable<ApiReply> sign_in();
+
   // ---- entries -----------------------------------------------------------------------------
   awaitable<ApiReply> list_entries();
   awaitable<ApiReply> verify();
@@ -143,6 +151,7 @@ class Handler {
   ApiRequest& request_;
   Target& target_;
   Principal principal_;
+  std::string session_id_;  // the browser session that authenticated the request, if any
   RequestBody body_;
 };
 

@@ -125,6 +125,12 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
       api_request.authorization = std::string(request[bhttp::field::authorization]);
       api_request.idempotency_key = std::string(request["Idempotency-Key"]);
       api_request.body = std::move(request.body());
+      api_request.cookie = std::string(request[bhttp::field::cookie]);
+      api_request.origin = std::string(request[bhttp::field::origin]);
+      api_request.host = std::string(request[bhttp::field::host]);
+      api_request.csrf_token = std::string(request["X-Stub-CSRF"]);
+      api_request.if_none_match = std::string(request[bhttp::field::if_none_match]);
+      api_request.accept_encoding = std::string(request[bhttp::field::accept_encoding]);
 
       if (api_request.method == "GET" &&
           (api_request.target == "/v1/events" || api_request.target.starts_with("/v1/events?"))) {
@@ -145,7 +151,10 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
       bhttp::response<bhttp::string_body> response{static_cast<bhttp::status>(reply.status),
                                                    request.version()};
       response.set(bhttp::field::server, "stub");
-      response.set(bhttp::field::content_type, reply.content_type);
+      if (reply.status != 304)
+        response.set(bhttp::field::content_type, reply.content_type);
+      for (const auto& [name, value] : reply.headers)
+        response.insert(name, value);
       const bool keep_alive = request.keep_alive() && !server_.stopping_.load();
       response.keep_alive(keep_alive);
       response.body() = std::move(reply.body);
@@ -248,9 +257,21 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
 
     asio::steady_timer heartbeat(co_await asio::this_coro::executor);
     auto key_checked = Clock::now();
+    auto session_checked = Clock::now();
     while (!server_.stopping_.load() && !overflowed->load()) {
       // An agent key revoked or expired while it streams is cut off within a second: the
-      // stream says why in a last event, then closes.
+      // stream says why in a last event, then closes. So is a browser session that ended.
+      if (!filter->session_id.empty() && Clock::now() - session_checked >= key_recheck_interval &&
+          !context.sessions.find(filter->session_id, context.clock())) {
+        co_await send_text(
+            "event: error\ndata: " +
+            error_reply(Error{ErrorCode::unauthorized, "session_expired", "The session has ended."})
+                .body +
+            "\n\n");
+        co_return;
+      }
+      if (Clock::now() - session_checked >= key_recheck_interval)
+        session_checked = Clock::now();
       if (!filter->key_id.empty() && Clock::now() - key_checked >= key_recheck_interval) {
         key_checked = Clock::now();
         const Status usable = co_await server_.api_.key_still_usable(filter->key_id);

@@ -42,20 +42,34 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
   service->read_pool_ = std::make_unique<boost::asio::thread_pool>(options.read_threads);
   service->authenticator_ =
       std::make_unique<Authenticator>(service->admin_token_, *service->store_);
+  service->sessions_ = std::make_unique<SessionStore>(options.sessions);
+  if (options.replays)
+    service->replays_ = options.replays();
   service->api_ = std::make_unique<Api>(
       ApiContext{*service->store_, *service->sequencer_, service->events_, *service->authenticator_,
-                 service->metrics_, *service->read_pool_, options.clock});
+                 service->metrics_, *service->read_pool_, options.clock, *service->sessions_,
+                 service->replays_.get()});
   if (options.listen) {
     service->server_ = std::make_unique<Server>(*service->api_, options.server);
     auto port = service->server_->start();
     if (!port.ok())
       return port.error();
     service->port_ = *port;
+    if (service->replays_) {
+      // Replays reach this server over loopback when it listens on every address.
+      const std::string host = options.server.address == "0.0.0.0" ? "127.0.0.1"
+                               : options.server.address == "::"    ? "::1"
+                                                                   : options.server.address;
+      service->replays_->bind(ReplayTarget{host, service->port_, service->admin_token_});
+    }
   }
   return service;
 }
 
 void Service::stop() {
+  // Replays are clients of this server: they finish (cancelled) before it stops.
+  if (replays_)
+    replays_->stop();
   if (server_)
     server_->stop();
   sweeper_.reset();

@@ -4,6 +4,7 @@
 // and stopped in reverse. `stub serve`, `stub demo`, the benchmarks and the tests all use it.
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,7 +15,9 @@
 #include "http/api.hpp"
 #include "http/credentials.hpp"
 #include "http/metrics.hpp"
+#include "http/replays.hpp"
 #include "http/server.hpp"
+#include "http/sessions.hpp"
 #include "store/store.hpp"
 #include "webhooks/dispatcher.hpp"
 
@@ -31,7 +34,10 @@ struct ServiceOptions {
   engine::PrunerOptions retention;       // idempotency records: kept 7 days by default
   webhooks::DispatcherOptions webhooks;  // poll_interval 0: no delivery thread
   engine::Clock clock = engine::system_clock_micros;
-  bool listen = true;  // false: no HTTP server (in-process benchmarks)
+  bool listen = true;       // false: no HTTP server (in-process benchmarks)
+  SessionOptions sessions;  // the dashboard's browser sessions
+  // Runs the dashboard's runaway replays (src/loadgen plugs it in); null: none.
+  std::function<std::unique_ptr<ReplayRunner>()> replays;
 };
 
 class Service {
@@ -64,6 +70,8 @@ class Service {
   std::unique_ptr<webhooks::Dispatcher> dispatcher_;
   std::unique_ptr<boost::asio::thread_pool> read_pool_;
   std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<SessionStore> sessions_;
+  std::unique_ptr<ReplayRunner> replays_;
   std::unique_ptr<Api> api_;
   std::unique_ptr<Server> server_;
 };

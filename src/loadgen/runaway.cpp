@@ -63,6 +63,16 @@ struct Totals {
   RunawaySummary summary;  // GUARDED_BY(mutex): the counts only
 };
 
+// Waits `duration` in short slices, returning early when cancelled.
+void pause_for(std::chrono::milliseconds duration, const std::atomic<bool>* cancel) {
+  constexpr auto slice = std::chrono::milliseconds(50);
+  const auto until = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < until && !(cancel != nullptr && cancel->load())) {
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        slice, until - std::chrono::steady_clock::now()));
+  }
+}
+
 void run_worker(const Endpoint& endpoint, const std::string& token, size_t worker,
                 const RunawayOptions& options, const std::string& run_id, Totals& totals,
                 const std::function<void(const RunawayEvent&)>& on_event,
@@ -74,11 +84,17 @@ void run_worker(const Endpoint& endpoint, const std::string& token, size_t worke
       {"intent", "retry loop: re-summarize the whole ticket backlog"},
       {"tags", {{"job", "nightly-backlog"}, {"worker", std::to_string(worker)}}}});
   int consecutive_refusals = 0;
+  if (options.pause.count() > 0) {
+    pause_for(options.pause * static_cast<int64_t>(worker) / static_cast<int64_t>(options.workers),
+              cancel);
+  }
   for (int attempt = 0;
        attempt < options.attempts_per_worker_max && consecutive_refusals < options.refusals_to_stop;
        ++attempt) {
     if (cancel != nullptr && cancel->load())
       return;
+    if (attempt > 0 && options.pause.count() > 0)
+      pause_for(options.pause, cancel);
     auto response = client.request(
         "POST", "/v1/spends", body,
         "runaway-" + run_id + "-" + std::to_string(worker) + "-" + std::to_string(attempt));

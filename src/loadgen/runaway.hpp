@@ -7,6 +7,7 @@
 // server: what the org spent, the worst overspend over the tree, and the chain's verification.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -24,6 +25,9 @@ struct RunawayOptions {
   ledger::Money amount = ledger::Money::from_micros(350'000);  // 0.35 per call
   int attempts_per_worker_max = 60;
   int refusals_to_stop = 3;  // a worker stops after this many refusals in a row
+  // Each worker waits this long between its calls (starts staggered over it), so a replay a
+  // person watches lasts seconds instead of a blink; 0 for full speed (`stub demo`).
+  std::chrono::milliseconds pause{0};
 };
 
 // The batch-runner agents: their budget nodes and bearer tokens.

@@ -18,6 +18,12 @@ ledger::Micros wall_clock_micros() {
 
 }  // namespace
 
+RunawayOptions ServerReplays::watchable_options() {
+  RunawayOptions options;
+  options.pause = std::chrono::milliseconds(800);
+  return options;
+}
+
 ServerReplays::ServerReplays(RunawayOptions options) : options_(options) {
   assert(options_.workers > 0);
 }

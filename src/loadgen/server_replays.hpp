@@ -17,7 +17,11 @@ namespace stub::loadgen {
 
 class ServerReplays final : public http::ReplayRunner {
  public:
-  explicit ServerReplays(RunawayOptions options = {});
+  // The dashboard's pace: 50 workers, each pausing 800 ms between calls (about 60 calls a
+  // second for five seconds or so).
+  static RunawayOptions watchable_options();
+
+  explicit ServerReplays(RunawayOptions options = watchable_options());
   ~ServerReplays() override;
 
   void bind(http::ReplayTarget target) override;
