@@ -10,6 +10,7 @@ packages=(
   libcli11-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   libgtest-dev librapidcheck-dev libbenchmark-dev
   curl python3
+  chromium  # the dashboard's browser tests (playwright-core drives it; no browser download)
 )
 
 missing=()

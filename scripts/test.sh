@@ -28,6 +28,9 @@ echo "$STUB_TEST_POSTGRES_URL"
 # against a sanitized `stub` binary. STUB_SANITIZERS=0 skips them for a quicker local run.
 sanitizers=${STUB_SANITIZERS:-1}
 
+echo "== dashboard build (web/dist, embedded by the C++ build)"
+bash scripts/build-web.sh
+
 echo "== release build"
 cmake --preset release >/dev/null
 cmake --build --preset release
@@ -46,6 +49,9 @@ STUB_BIN="$PWD/build/release/src/stub" bash sdk/python/test.sh
 
 echo "== TypeScript SDK (sdk/typescript, against the release server)"
 STUB_BIN="$PWD/build/release/src/stub" bash sdk/typescript/test.sh
+
+echo "== Dashboard in a real browser (web/, chromium against the release server)"
+STUB_BIN="$PWD/build/release/src/stub" bash web/test.sh
 
 # Debian's default compiler must build it too, warnings on (no tests: the presets above are
 # the ones the suites run on). STUB_GCC_BUILD=0 skips it locally.

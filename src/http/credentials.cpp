@@ -93,6 +93,16 @@ Result<Principal> Authenticator::authenticate(std::string_view header, ledger::M
   return check(header, now, [this](const std::string& id) { return find_key(id); });
 }
 
+Result<Principal> Authenticator::authenticate_uncached(std::string_view header,
+                                                       ledger::Micros now) {
+  return check(header, now, [this](const std::string& id) -> std::optional<ledger::ApiKey> {
+    auto key = store_.get_key(id);
+    if (!key.ok() || !key.value())
+      return std::nullopt;
+    return *key.value();
+  });
+}
+
 std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::string_view header,
                                                                            ledger::Micros now) {
   bool missed = false;

@@ -53,6 +53,10 @@ class Authenticator {
   // malformed header), nullopt when the key must be looked up with authenticate().
   std::optional<Result<Principal>> authenticate_without_store(std::string_view authorization_header,
                                                               ledger::Micros now);
+  // As authenticate(), but a key is always read from the store, never from the cache: signing
+  // in to the dashboard with a key revoked a moment ago must fail.
+  Result<Principal> authenticate_uncached(std::string_view authorization_header,
+                                          ledger::Micros now);
   // The principal of agent key `key_id` (a browser session acting as it), re-checked like a
   // token: unknown, revoked or expired keys are a 401. Blocking; the _without_store variant
   // answers from the cache only (nullopt: look it up).

@@ -57,6 +57,11 @@ constexpr const char* reason_schema = R"json({
   "properties": {"reason": {"type": "string", "maxLength": 256}}
 })json";
 
+constexpr const char* session_schema = R"json({
+  "type": "object", "additionalProperties": false, "required": ["token"],
+  "properties": {"token": {"type": "string", "maxLength": 512}}
+})json";
+
 constexpr const char* webhook_schema = R"json({
   "type": "object", "additionalProperties": false,
   "properties": {
@@ -115,6 +120,20 @@ constexpr Operation operations[] = {
     {"get", "/v1/webhooks/{name}/deliveries",
      "The delivery log of a webhook, newest first (?limit=N)", "200", true, false},
     {"delete", "/v1/webhooks/{name}", "Delete a webhook", "200", true, false},
+    {"post", "/v1/sessions",
+     "Dashboard sign-in with the admin token or an agent key (body {token}): sets an HttpOnly "
+     "session cookie, answers the session's CSRF token",
+     "201", false, false, nullptr, session_schema},
+    {"get", "/v1/session", "The browser session of the cookie (and its CSRF token)", "200", false,
+     false},
+    {"delete", "/v1/session", "Sign out: ends the cookie's session", "200", false, false},
+    {"post", "/v1/replays",
+     "Run the runaway-agent replay against a fresh demo org, server-side (202, one at a time)",
+     "202", true, false},
+    {"get", "/v1/replays/{id}", "A replay's progress and, once finished, its summary", "200", true,
+     false},
+    {"get", "/", "The mission-control dashboard (embedded in the binary)", "200", false, false},
+    {"get", "/assets/{name}", "The dashboard's scripts and styles", "200", false, false},
     {"get", "/healthz", "Liveness and store health", "200", false, false},
     {"get", "/metrics", "Prometheus metrics", "200", false, false},
     {"get", "/openapi.json", "This document", "200", false, false},
@@ -163,7 +182,8 @@ std::string openapi_document() {
           {"content",
            {{"application/json", {{"schema", boost::json::parse(operation.request_schema)}}}}}};
     }
-    const bool open = path == "/healthz" || path == "/metrics" || path == "/openapi.json";
+    const bool open = path == "/healthz" || path == "/metrics" || path == "/openapi.json" ||
+                      path == "/" || path.starts_with("/assets/") || path == "/v1/sessions";
     if (!open)
       details["security"] =
           boost::json::array{boost::json::object{{"bearer", boost::json::array{}}}};

@@ -62,7 +62,7 @@ awaitable<ApiReply> Handler::sign_in() {
   // A key is read from the store, not the edge cache: one revoked a moment ago cannot sign in.
   // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
   auto work = [this, header = "Bearer " + *token] {
-    return context_.authenticator.authenticate(header, context_.clock());
+    return context_.authenticator.authenticate_uncached(header, context_.clock());
   };
   Result<Principal> principal = co_await run_blocking(context_.read_pool, std::move(work));
   if (!principal.ok())

@@ -42,6 +42,7 @@ def ctx(server, admin):
     assert agent.post(f"/v1/holds/{voided.json['id']}/void", idem=new_key()).status == 200
     return {
         "keys": keys,
+        "revoked_token": revoked["key"],
         "held": held.json["id"],
         "voided": voided.json["id"],
         "expired_at": parse_ts(expiring["expires_at"]),
@@ -348,6 +349,20 @@ CASES = [
                                          "breaker": {"duration": "1m", "max_count": -1}},
            "invalid_breaker"),
       ]],
+    # --- dashboard sessions and replays (no bearer token: sign-in needs none) -----------------
+    ("session_token_missing", "POST", "/v1/sessions", None, {}, 400, "missing_field"),
+    ("session_token_not_string", "POST", "/v1/sessions", None, {"token": 5}, 400, "invalid_field"),
+    ("session_token_control", "POST", "/v1/sessions", None, {"token": "a\u0001b"}, 400, "invalid_text"),
+    ("session_token_too_long", "POST", "/v1/sessions", None, {"token": "x" * 600}, 400, "field_too_long"),
+    ("session_unknown_field", "POST", "/v1/sessions", None, {"token": "x", "remember": True}, 400,
+     "unknown_field"),
+    ("session_malformed_json", "POST", "/v1/sessions", None, '{"token":', 400, "malformed_json"),
+    ("session_bad_token", "POST", "/v1/sessions", None, {"token": "not-a-token"}, 401, "invalid_token"),
+    ("session_revoked_key", "POST", "/v1/sessions", None, {"token": "{revoked_token}"}, 401,
+     "key_not_usable"),
+    ("session_without_cookie", "GET", "/v1/session", None, None, 401, "no_session"),
+    ("replay_unknown", "GET", "/v1/replays/replay_nope", "admin", None, 404, "replay_not_found"),
+    ("replay_by_agent", "POST", "/v1/replays", "agent", {}, 403, "admin_only"),
 ]
 
 
