@@ -9,15 +9,15 @@ export interface SeriesSpec {
   bars?: boolean;
 }
 
-export function timeChart(container: HTMLElement, series: SeriesSpec[], data: uPlot.AlignedData, height = 220): uPlot {
+export function timeChart(container: HTMLElement, series: SeriesSpec[], data: uPlot.AlignedData, height = 220, time = true): uPlot {
   const dark = matchMedia('(prefers-color-scheme: dark)').matches;
   const axis = { stroke: dark ? '#c9d1d9' : '#333', grid: { stroke: dark ? '#30363d' : '#e5e5e5' }, ticks: { stroke: dark ? '#30363d' : '#ccc' } };
   const width = Math.max(280, container.clientWidth || 600);
   const options: uPlot.Options = {
     width,
     height,
-    axes: [axis, axis],
-    scales: { x: { time: true } },
+    axes: [time ? axis : { ...axis, label: 'second of the replay' }, axis],
+    scales: { x: { time } },
     series: [
       {},
       ...series.map((spec) => ({

@@ -71,6 +71,7 @@ export function replayView(): { node: HTMLElement; update: (changed: Set<string>
         ],
         [seconds.map((second) => second.second), seconds.map((second) => second.attempted), seconds.map((second) => second.committed), seconds.map((second) => second.refused)],
         200,
+        false,
       );
     }
     if (status.state === 'finished') {

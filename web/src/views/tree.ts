@@ -29,7 +29,8 @@ export function burnRate(budget: Budget, now = Date.now()): string {
   if (room <= 0n) return 'limit reached';
   const perMilli = Number(spent) / elapsed;
   const runsOut = now + Number(room) / perMilli;
-  const perDay = BigInt(Math.round(perMilli * 86_400_000));
+  // Rounded to the cent: a forecast, not a figure from the books.
+  const perDay = BigInt(Math.round((perMilli * 86_400_000) / 10_000)) * 10_000n;
   const end = periodEnd(budget);
   const when = new Date(runsOut).toLocaleDateString('en-US', { month: 'short', day: 'numeric' });
   const name = budget.path.split('/').pop();
