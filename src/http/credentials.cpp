@@ -95,11 +95,15 @@ Result<Principal> Authenticator::authenticate(std::string_view header, ledger::M
 
 Result<Principal> Authenticator::authenticate_uncached(std::string_view header,
                                                        ledger::Micros now) {
-  return check(header, now, [this](const std::string& id) -> std::optional<ledger::ApiKey> {
+  return check(header, now, [this](const std::string& id) -> Result<std::optional<ledger::ApiKey>> {
     auto key = store_.get_key(id);
-    if (!key.ok() || !key.value())
-      return std::nullopt;
-    return *key.value();
+    if (!key.ok()) {
+      return Error{ErrorCode::unavailable, "store_unavailable",
+                   "The ledger's database cannot be reached to check the key; "
+                   "retry shortly."};
+    }
+    return key.value() ? std::optional<ledger::ApiKey>{*key.value()}
+                       : std::optional<ledger::ApiKey>{};
   });
 }
 
@@ -132,7 +136,10 @@ Result<Principal> key_principal(const std::optional<ledger::ApiKey>& key, ledger
 
 Result<Principal> Authenticator::authenticate_key_id(const std::string& key_id,
                                                      ledger::Micros now) {
-  return key_principal(find_key(key_id), now);
+  auto key = find_key(key_id);
+  if (!key.ok())
+    return key.error();
+  return key_principal(key.value(), now);
 }
 
 std::optional<Result<Principal>> Authenticator::authenticate_key_id_without_store(

@@ -73,7 +73,9 @@ boost::asio::awaitable<Result<RequestPrincipal>> authenticate_request(ApiContext
     key = co_await run_blocking(context.read_pool, std::move(work));
   }
   if (!key->ok()) {
-    context.sessions.remove(session_id);  // The key was revoked or expired: so is the session.
+    // A key revoked or expired ends its session; a store that cannot answer (503) does not.
+    if (key->error().code == ErrorCode::unauthorized)
+      context.sessions.remove(session_id);
     co_return key->error();
   }
   Principal principal = std::move(*key).value();
