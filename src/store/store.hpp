@@ -18,6 +18,7 @@
 #include "ledger/chain.hpp"
 #include "ledger/model.hpp"
 #include "ledger/result.hpp"
+#include "query/compiled_query.hpp"
 
 namespace stub::store {
 
@@ -160,6 +161,14 @@ class Store {
   // The delivery log of a webhook, newest first.
   virtual Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
                                                                size_t limit) = 0;
+
+  // ---- Constrained queries (src/query). ------------------------------------------------------
+  // The SQL dialect the query compiler writes for this store.
+  virtual query::Dialect query_dialect() const = 0;
+  // Runs a compiled aggregate on a read connection: its leading `key_columns` columns are group
+  // keys, then the sum of amounts and the count. More than `rows_max` rows is an error
+  // (invalid_input "query_too_broad") rather than an unbounded read.
+  virtual Result<std::vector<query::AggregateRow>> run_query(const query::CompiledQuery& query) = 0;
 
   // ---- Retention. ---------------------------------------------------------------------------
   // Deletes up to `limit` idempotency records created before `created_before`; returns how many.

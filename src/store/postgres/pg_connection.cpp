@@ -295,4 +295,20 @@ Param ArrayBuilder::finish() {
   return std::move(text_);
 }
 
+Result<ResultPtr> Connection::run_unprepared(const std::string& sql,
+                                            const std::vector<Param>& params) {
+  observe(Sql{"constrained_query", sql.c_str()});
+  const ParamArrays values(params);
+  ResultPtr result(PQexecParams(conn_, sql.c_str(), values.count(), nullptr, values.values.data(),
+                                nullptr, nullptr, 0));
+  const ExecStatusType status = PQresultStatus(result.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    const DbError error = classify(conn_, result.get());
+    Error out = to_error(error, "constrained query");
+    out.subcode = error.sqlstate.empty() ? "db_error" : error.sqlstate;
+    return out;
+  }
+  return result;
+}
+
 }  // namespace stub::store::postgres

@@ -1088,4 +1088,51 @@ Result<Store::EntryBounds> SqliteStore::entry_bounds(const std::string& root) {
   return bounds->value_or(EntryBounds{});
 }
 
+// A constrained query's SQL is assembled per query (src/query/compiler.cpp), so it is prepared
+// for this one run instead of joining the connection's statement cache, which would grow with
+// every shape of query ever asked.
+Result<std::vector<query::AggregateRow>> SqliteStore::run_query(const query::CompiledQuery& query) {
+  assert(!query.sql.empty() && query.rows_max > 0);
+  Reader reader = checkout_reader();
+  sqlite3_stmt* raw = nullptr;
+  const int prepared = sqlite3_prepare_v2(reader->handle(), query.sql.c_str(),
+                                          static_cast<int>(query.sql.size()), &raw, nullptr);
+  if (prepared != SQLITE_OK)
+    return sqlite_error(reader->handle(), prepared, "prepare query");
+  Statement statement(reader->handle(), raw);
+  for (size_t i = 0; i < query.parameters.size(); ++i) {
+    const int index = static_cast<int>(i + 1);
+    if (const auto* number = std::get_if<int64_t>(&query.parameters[i]))
+      statement.bind(index, *number);
+    else
+      statement.bind(index, std::get<std::string>(query.parameters[i]));
+  }
+  std::vector<query::AggregateRow> rows;
+  const int keys = static_cast<int>(query.key_columns);
+  while (true) {
+    auto row = statement.step();
+    if (!row.ok())
+      return row.error();
+    if (!row.value())
+      break;
+    if (rows.size() >= query.rows_max) {
+      return Error::invalid("query_too_broad",
+                            "The query has too many groups; narrow its range or its groups.");
+    }
+    query::AggregateRow out;
+    out.keys.reserve(query.key_columns);
+    for (int column = 0; column < keys; ++column) {
+      if (statement.column_is_null(column))
+        out.keys.emplace_back(std::nullopt);
+      else
+        out.keys.emplace_back(statement.column_text(column));
+    }
+    out.amount_micros = statement.column_int(keys);
+    out.count = statement.column_int(keys + 1);
+    rows.push_back(std::move(out));
+  }
+  assert(rows.size() <= query.rows_max);
+  return rows;
+}
+
 }  // namespace stub::store::sqlite

@@ -40,6 +40,8 @@ class SqliteStore final : public Store {
   Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,
                                                                    const std::string& key) override;
   Result<EntryBounds> entry_bounds(const std::string& root) override;
+  query::Dialect query_dialect() const override { return query::Dialect::sqlite; }
+  Result<std::vector<query::AggregateRow>> run_query(const query::CompiledQuery& query) override;
   Result<std::vector<ledger::Webhook>> list_webhooks() override;
   Result<std::optional<ledger::Webhook>> get_webhook(const std::string& name) override;
   Result<std::optional<int64_t>> claim_webhook(const ledger::Webhook& webhook,
