@@ -177,4 +177,51 @@ Status HttpClient::stream_events(std::string_view target,
   return Status::success();
 }
 
+Status HttpClient::download(std::string_view target,
+                            const std::function<bool(std::string_view chunk)>& on_chunk,
+                            int& status, std::string& error_body) {
+  if (Status connected = connect(); !connected.ok())
+    return connected;
+  bhttp::request<bhttp::empty_body> request{bhttp::verb::get, target, 11};
+  request.set(bhttp::field::host, endpoint_.host);
+  request.set(bhttp::field::user_agent, "stub-cli");
+  if (!token_.empty())
+    request.set(bhttp::field::authorization, "Bearer " + token_);
+  beast::error_code error;
+  stream_->expires_after(timeout_);
+  bhttp::write(*stream_, request, error);
+  if (error)
+    return transport_error(endpoint_, error);
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  parser.body_limit(boost::none);
+  bhttp::read_header(*stream_, buffer, parser, error);
+  if (error)
+    return transport_error(endpoint_, error);
+  status = static_cast<int>(parser.get().result_int());
+  char chunk[65536];
+  while (!parser.is_done()) {
+    // Each read has its own deadline: a large export may take long, a stalled one may not.
+    stream_->expires_after(timeout_);
+    parser.get().body().data = chunk;
+    parser.get().body().size = sizeof chunk;
+    bhttp::read_some(*stream_, buffer, parser, error);
+    if (error == bhttp::error::need_buffer)
+      error = {};
+    if (error)
+      break;
+    const std::string_view data(chunk, sizeof chunk - parser.get().body().size);
+    if (status != 200) {
+      if (error_body.size() < 65536)
+        error_body.append(data);
+    } else if (!data.empty() && !on_chunk(data)) {
+      break;
+    }
+  }
+  stream_.reset();
+  if (error && error != bhttp::error::end_of_stream)
+    return transport_error(endpoint_, error);
+  return Status::success();
+}
+
 }  // namespace stub::cli

@@ -45,6 +45,12 @@ class HttpClient {
   Status stream_events(std::string_view target,
                        const std::function<bool(std::string_view data)>& on_event);
 
+  // GETs `target` and hands the body to `on_chunk` as it arrives (a streamed export), with no
+  // bound on its size; `status` is the HTTP status. A non-200 body is returned in `error_body`.
+  Status download(std::string_view target,
+                  const std::function<bool(std::string_view chunk)>& on_chunk, int& status,
+                  std::string& error_body);
+
  private:
   Status connect();
 

@@ -79,14 +79,15 @@ template <typename Stream>
 awaitable<PostResult> exchange(Stream& stream, bhttp::request<bhttp::string_body>& request) {
   auto [write_error, written] = co_await bhttp::async_write(stream, request, as_tuple_awaitable);
   if (write_error)
-    co_return PostResult{0, "sending: " + write_error.message()};
+    co_return PostResult{0, "sending: " + write_error.message(), {}};
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(response_bytes_max);
   auto [read_error, read] = co_await bhttp::async_read(stream, buffer, parser, as_tuple_awaitable);
   if (read_error)
-    co_return PostResult{0, "reading the answer: " + read_error.message()};
-  co_return PostResult{static_cast<int>(parser.get().result_int()), ""};
+    co_return PostResult{0, "reading the answer: " + read_error.message(), {}};
+  co_return PostResult{static_cast<int>(parser.get().result_int()), "",
+                       std::move(parser.get().body())};
 }
 
 awaitable<PostResult> send(Target target, bhttp::request<bhttp::string_body> request,
@@ -96,28 +97,28 @@ awaitable<PostResult> send(Target target, bhttp::request<bhttp::string_body> req
   auto [resolve_error, endpoints] =
       co_await resolver.async_resolve(target.host, target.port, as_tuple_awaitable);
   if (resolve_error)
-    co_return PostResult{0, "resolving " + target.host + ": " + resolve_error.message()};
+    co_return PostResult{0, "resolving " + target.host + ": " + resolve_error.message(), {}};
   if (!target.tls) {
     beast::tcp_stream stream(executor);
     stream.expires_after(deadline);
     auto [connect_error, endpoint] = co_await stream.async_connect(endpoints, as_tuple_awaitable);
     if (connect_error)
-      co_return PostResult{0, "connecting: " + connect_error.message()};
+      co_return PostResult{0, "connecting: " + connect_error.message(), {}};
     co_return co_await exchange(stream, request);
   }
   beast::ssl_stream<beast::tcp_stream> stream(executor, tls);
   beast::get_lowest_layer(stream).expires_after(deadline);
   if (!SSL_set_tlsext_host_name(stream.native_handle(), target.host.c_str()))
-    co_return PostResult{0, "setting the TLS server name failed"};
+    co_return PostResult{0, "setting the TLS server name failed", {}};
   stream.set_verify_callback(asio::ssl::host_name_verification(target.host));
   auto [connect_error, endpoint] =
       co_await beast::get_lowest_layer(stream).async_connect(endpoints, as_tuple_awaitable);
   if (connect_error)
-    co_return PostResult{0, "connecting: " + connect_error.message()};
+    co_return PostResult{0, "connecting: " + connect_error.message(), {}};
   auto [handshake_error] =
       co_await stream.async_handshake(asio::ssl::stream_base::client, as_tuple_awaitable);
   if (handshake_error)
-    co_return PostResult{0, "TLS handshake: " + handshake_error.message()};
+    co_return PostResult{0, "TLS handshake: " + handshake_error.message(), {}};
   co_return co_await exchange(stream, request);
 }
 
@@ -132,18 +133,18 @@ PostResult post(const std::string& url,
                 const std::string& body, std::chrono::milliseconds deadline) {
   const auto target = parse_url(url);
   if (!target)
-    return PostResult{0, "not an http or https URL"};
+    return PostResult{0, "not an http or https URL", {}};
   // The TLS context outlives the io_context, whose destruction frees any stream still open.
   asio::ssl::context tls(asio::ssl::context::tls_client);
   tls.set_default_verify_paths();
   tls.set_verify_mode(asio::ssl::verify_peer);
   asio::io_context io;
-  PostResult result{0, "timed out"};
+  PostResult result{0, "timed out", {}};
   // Named, not a temporary in co_spawn: clang 14 mishandles coroutine lambdas' temporaries.
   auto exchange_work = send(*target, make_request(*target, headers, body), tls, deadline);
   asio::co_spawn(io, std::move(exchange_work),
                  [&result](std::exception_ptr failure, PostResult outcome) {
-                   result = failure ? PostResult{0, "failed"} : std::move(outcome);
+                   result = failure ? PostResult{0, "failed", {}} : std::move(outcome);
                  });
   // The stream's own deadline bounds connect, write and read; this bounds name resolution.
   io.run_for(deadline + std::chrono::milliseconds(500));

@@ -14,6 +14,7 @@ namespace stub::webhooks {
 struct PostResult {
   int status = 0;     // the receiver's HTTP status; 0 when there was none
   std::string error;  // why there was none (or empty)
+  std::string body;   // the receiver's answer, up to response_bytes_max
   bool ok() const { return status >= 200 && status < 300; }
 };
 
