@@ -53,8 +53,9 @@ const boost::json::array& rows_of(const boost::json::object& answer) {
 }
 
 std::string csv_cell(std::string text) {
-  if (!text.empty() && (text[0] == '=' || text[0] == '+' || text[0] == '@' ||
-                        (text[0] == '-' && text.find_first_not_of("-0123456789.") != std::string::npos)))
+  if (!text.empty() &&
+      (text[0] == '=' || text[0] == '+' || text[0] == '@' ||
+       (text[0] == '-' && text.find_first_not_of("-0123456789.") != std::string::npos)))
     text.insert(text.begin(), '\'');
   if (text.find_first_of(",\"\r\n") == std::string::npos)
     return text;
@@ -165,8 +166,10 @@ int print_answer(const boost::json::object& answer, const std::string& format) {
     print_csv(answer, std::cout);
   } else {
     if (const auto* sentence = answer.if_contains("answer"); sentence && sentence->is_string())
-      std::cout << sentence->get_string() << "\n";
-    print_table(answer, std::cout);
+      std::cout << std::string(sentence->get_string()) << "\n";
+    const auto* answered = answer.if_contains("answered");
+    if (answered == nullptr || !answered->is_bool() || answered->get_bool())
+      print_table(answer, std::cout);
   }
   return 0;
 }
@@ -215,7 +218,8 @@ void print_csv(const boost::json::object& answer, std::ostream& out) {
   for (const auto& row : rows_of(answer)) {
     for (size_t i = 0; i < columns.size(); ++i) {
       const auto* value = row.as_object().if_contains(columns[i]);
-      out << (i == 0 ? "" : ",") << csv_cell(value == nullptr || value->is_null() ? "" : cell(value));
+      out << (i == 0 ? "" : ",")
+          << csv_cell(value == nullptr || value->is_null() ? "" : cell(value));
     }
     out << "\n";
   }
@@ -254,12 +258,12 @@ std::string answer_html(const boost::json::object& answer, const std::string& ti
   html << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << chart_width << "\" height=\""
        << std::max<size_t>(1, bars.size()) * bar_height + 4 << "\" role=\"img\">\n";
   for (size_t i = 0; i < bars.size(); ++i) {
-    const double width = largest > 0 ? bars[i].second / largest * (chart_width - label_width - 90)
-                                     : 0;
+    const double width =
+        largest > 0 ? bars[i].second / largest * (chart_width - label_width - 90) : 0;
     const size_t y = i * bar_height;
     html << "<text x=\"0\" y=\"" << y + 15 << "\">" << html_escape(bars[i].first.substr(0, 40))
-         << "</text><rect x=\"" << label_width << "\" y=\"" << y + 3 << "\" width=\""
-         << std::fixed << std::setprecision(1) << width << "\" height=\"" << bar_height - 6
+         << "</text><rect x=\"" << label_width << "\" y=\"" << y + 3 << "\" width=\"" << std::fixed
+         << std::setprecision(1) << width << "\" height=\"" << bar_height - 6
          << "\" fill=\"#3b82f6\"/><text x=\"" << label_width + width + 6 << "\" y=\"" << y + 15
          << "\">" << html_escape(cell(rows[i].as_object().if_contains("value"))) << "</text>\n";
   }

@@ -24,8 +24,9 @@ void add_ask_command(CLI::App& app, int& exit_code) {
   command->add_option("--format", args->format, "table, csv or json")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();
-  command->footer("Exit status: 0 answered, 4 cannot answer (what was understood is printed), "
-                  "1 error.");
+  command->footer(
+      "Exit status: 0 answered, 4 cannot answer (what was understood is printed), "
+      "1 error.");
   add_answer_source_options(*command, *source);
   command->callback([args, source, &exit_code] {
     boost::json::object body{{"question", args->question}};

@@ -45,7 +45,8 @@ void add_export_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   command->add_option("--subtree,--root", args->subtree, "The budget subtree to export")
       ->required();
-  command->add_option("--period", args->period, "2026-11, last month, this year, ... (or --from/--to)");
+  command->add_option("--period", args->period,
+                      "2026-11, last month, this year, ... (or --from/--to)");
   command->add_option("--from", args->from, "RFC 3339 start (inclusive)");
   command->add_option("--to", args->to, "RFC 3339 end (exclusive)");
   command->add_option("--output,-o", args->output, "Write to this file instead of stdout");
@@ -111,8 +112,8 @@ void add_export_command(CLI::App& app, int& exit_code) {
         return;
       }
       const bool quiet = args->quiet;
-      auto summary = journal::export_journal(
-          **opened, options, write, [quiet](int64_t seq, int64_t last) {
+      auto summary =
+          journal::export_journal(**opened, options, write, [quiet](int64_t seq, int64_t last) {
             if (!quiet)
               std::cerr << "\rexporting: seq " << seq << " of " << last << std::flush;
           });
@@ -137,8 +138,8 @@ void add_export_command(CLI::App& app, int& exit_code) {
       exit_code = 1;
       return;
     }
-    std::string target = "/v1/export?format=" + encoded(args->format) +
-                         "&subtree=" + encoded(args->subtree);
+    std::string target =
+        "/v1/export?format=" + encoded(args->format) + "&subtree=" + encoded(args->subtree);
     if (!args->period.empty())
       target += "&period=" + encoded(args->period);
     if (!args->from.empty())

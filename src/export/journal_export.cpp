@@ -332,9 +332,8 @@ Result<ExportSummary> export_journal(store::Store& store, const ExportOptions& o
   }
   int64_t after = range->first - 1;
   while (after < range->last) {
-    const size_t limit =
-        static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(options.page_size),
-                                              range->last - after));
+    const size_t limit = static_cast<size_t>(
+        std::min<int64_t>(static_cast<int64_t>(options.page_size), range->last - after));
     auto page = store.list_entries(root, after, limit);
     if (!page.ok())
       return page.error();

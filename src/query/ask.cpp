@@ -72,8 +72,9 @@ std::optional<LlmSettings> LlmSettings::from_environment() {
 }
 
 ledger::Money llm_cost(const LlmSettings& settings, const LlmUsage& usage) {
-  const int64_t micros = token_cost_micros(usage.prompt_tokens, settings.input_price_per_million) +
-                         token_cost_micros(usage.completion_tokens, settings.output_price_per_million);
+  const int64_t micros =
+      token_cost_micros(usage.prompt_tokens, settings.input_price_per_million) +
+      token_cost_micros(usage.completion_tokens, settings.output_price_per_million);
   assert(micros >= 0);
   return ledger::Money::from_micros(std::min(micros, ledger::Money::micros_max));
 }
@@ -109,8 +110,9 @@ std::string llm_request_body(const LlmSettings& settings, std::string_view quest
                           boost::json::object{{"role", "user"}, {"content", question}}}},
       {"tools", boost::json::array{boost::json::object{{"type", "function"},
                                                        {"function", std::move(function)}}}},
-      {"tool_choice", boost::json::object{{"type", "function"},
-                                          {"function", boost::json::object{{"name", "run_query"}}}}},
+      {"tool_choice",
+       boost::json::object{{"type", "function"},
+                           {"function", boost::json::object{{"name", "run_query"}}}}},
       {"max_completion_tokens", settings.max_completion_tokens},
       {"temperature", 0}};
   return boost::json::serialize(body);
@@ -226,8 +228,8 @@ Result<boost::json::object> ask(store::Store& store, const AskOptions& options) 
   if (options.llm != nullptr && options.question.size() <= question_length_max &&
       http::is_clean_text(options.question)) {
     boost::json::object llm{{"used", false}};
-    const std::string prompt = llm_request_body(*options.llm, options.question, *vocabulary,
-                                                options.now);
+    const std::string prompt =
+        llm_request_body(*options.llm, options.question, *vocabulary, options.now);
     const LlmUsage worst{static_cast<int64_t>(prompt.size()) / characters_per_token_min + 1,
                          options.llm->max_completion_tokens};
     auto hold = options.meter->hold(llm_cost(*options.llm, worst));
@@ -236,7 +238,8 @@ Result<boost::json::object> ask(store::Store& store, const AskOptions& options) 
     } else {
       LlmCall call = call_llm(*options.llm, options.question, *vocabulary, options.now);
       // What the endpoint reports is what it charges; never more than was reserved.
-      ledger::Money cost = call.reached ? llm_cost(*options.llm, call.usage) : ledger::Money::zero();
+      ledger::Money cost =
+          call.reached ? llm_cost(*options.llm, call.usage) : ledger::Money::zero();
       cost = std::min(cost, llm_cost(*options.llm, worst));
       options.meter->settle(*hold, cost);
       llm["cost"] = cost.to_string();

@@ -101,7 +101,9 @@ void group_expression(SqlBuilder& sql, const GroupBy& group, std::string_view ti
     case GroupKind::day:
     case GroupKind::week:
     case GroupKind::month:
-      sql.text("(").text(time_column).text(postgres ? " / 86400000000::bigint)" : " / 86400000000)");
+      sql.text("(")
+          .text(time_column)
+          .text(postgres ? " / 86400000000::bigint)" : " / 86400000000)");
       return;
   }
   assert(false && "unknown group kind");
@@ -132,8 +134,7 @@ std::string root_of(const std::string& path) {
 }
 
 std::string format_day(Micros day_index) {
-  const std::chrono::year_month_day date{
-      std::chrono::sys_days{std::chrono::days{day_index}}};
+  const std::chrono::year_month_day date{std::chrono::sys_days{std::chrono::days{day_index}}};
   char buffer[16];
   std::snprintf(buffer, sizeof buffer, "%04d-%02u-%02u", static_cast<int>(date.year()),
                 static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()));
@@ -352,7 +353,8 @@ Result<Answer> run_query(store::Store& store, const Query& query) {
 
 boost::json::object answer_to_json(const Answer& answer) {
   const bool money = answer.query.metric == Metric::spend ||
-                     answer.query.metric == Metric::holds_open || answer.query.metric == Metric::avg;
+                     answer.query.metric == Metric::holds_open ||
+                     answer.query.metric == Metric::avg;
   boost::json::array rows;
   for (const AnswerRow& row : answer.rows) {
     boost::json::object out;
@@ -376,10 +378,9 @@ boost::json::object answer_to_json(const Answer& answer) {
       {"query", query_to_json(answer.query)},
       {"rows", std::move(rows)},
       {"groups", static_cast<int64_t>(answer.groups)},
-      {"total",
-       boost::json::object{
-           {"amount", ledger::Money::from_micros(answer.total_amount_micros).to_string()},
-           {"count", answer.total_count}}}};
+      {"total", boost::json::object{
+                    {"amount", ledger::Money::from_micros(answer.total_amount_micros).to_string()},
+                    {"count", answer.total_count}}}};
 }
 
 }  // namespace stub::query

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cassert>
 #include <charconv>
-#include <limits>
 #include <chrono>
+#include <limits>
 
 #include "http/text_checks.hpp"
 #include "ledger/budget_path.hpp"
@@ -39,7 +39,8 @@ struct CivilDate {
 };
 
 CivilDate civil_of(Micros at) {
-  const Micros day_index = at >= 0 ? at / micros_per_day : (at - micros_per_day + 1) / micros_per_day;
+  const Micros day_index =
+      at >= 0 ? at / micros_per_day : (at - micros_per_day + 1) / micros_per_day;
   const std::chrono::year_month_day date{sys_days{days{day_index}}};
   return {static_cast<int>(date.year()), static_cast<unsigned>(date.month()),
           static_cast<unsigned>(date.day())};
@@ -211,9 +212,9 @@ std::optional<Micros> parse_timestamp(std::string_view text) {
   } else {
     return std::nullopt;
   }
-  const Micros local = day_start(*year, static_cast<unsigned>(*month), static_cast<unsigned>(*day)) +
-                       ((*hour * 60 + *minute) * 60 + *second) * ledger::micros_per_second +
-                       fraction;
+  const Micros local =
+      day_start(*year, static_cast<unsigned>(*month), static_cast<unsigned>(*day)) +
+      ((*hour * 60 + *minute) * 60 + *second) * ledger::micros_per_second + fraction;
   return local - offset;
 }
 
@@ -259,10 +260,17 @@ Result<TimeRange> resolve_time_range(std::string_view text, Micros now) {
   }
   if (auto calendar = calendar_range(text))
     return *calendar;
+  // "since 2026-11-01": from that day up to now.
+  if (text.starts_with("since ")) {
+    auto day = calendar_range(text.substr(6));
+    if (day && text.size() == 16 && day->from <= now)
+      return TimeRange{name, day->from, now + 1};
+  }
   return invalid("invalid_range",
                  "Unknown time range \"" + name.substr(0, 64) +
                      "\": use all, today, yesterday, this|last week|month|year, last 7d|24h|2w, "
-                     "2026, 2026-11, 2026-11-03, or from/to as RFC 3339 instants.");
+                     "2026, 2026-11, 2026-11-03, since 2026-11-01, or from/to as RFC 3339 "
+                     "instants.");
 }
 
 namespace {
@@ -317,8 +325,8 @@ bool valid_tag_key(std::string_view key) {
   if (key.empty() || key.size() > tag_key_length_max)
     return false;
   return std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
@@ -425,7 +433,8 @@ Result<Query> parse_query(const boost::json::value& json, Micros now) {
   Query query;
   const boost::json::value* metric = object.if_contains("metric");
   if (metric == nullptr)
-    return invalid("invalid_query", "\"metric\" is required: spend, count, denials, holds_open, avg.");
+    return invalid("invalid_query",
+                   "\"metric\" is required: spend, count, denials, holds_open, avg.");
   {
     auto name = text_member(*metric, "metric");
     if (!name.ok())
@@ -439,7 +448,8 @@ Result<Query> parse_query(const boost::json::value& json, Micros now) {
       }
     }
     if (!found)
-      return invalid("invalid_query", "Unknown metric: use spend, count, denials, holds_open, avg.");
+      return invalid("invalid_query",
+                     "Unknown metric: use spend, count, denials, holds_open, avg.");
   }
   std::optional<std::string> range_text, from_text, to_text;
   for (const auto& member : object) {
@@ -460,14 +470,15 @@ Result<Query> parse_query(const boost::json::value& json, Micros now) {
                              "\": use budget, budget:N, team, agent, vendor, category, intent, "
                              "tag:KEY, hour, day, week, month.");
         }
-        if (std::find(query.group_by.begin(), query.group_by.end(), *group) ==
-            query.group_by.end())
+        if (std::find(query.group_by.begin(), query.group_by.end(), *group) == query.group_by.end())
           query.group_by.push_back(std::move(*group));
       }
     } else if (key == "filters") {
       if (Status status = parse_filters(member.value(), query.filters); !status.ok())
         return status.error();
     } else if (key == "range" || key == "from" || key == "to") {
+      if (key == "to" && member.value().is_null())
+        continue;  // open-ended, as the answer echoes it
       auto text = text_member(member.value(), key);
       if (!text.ok())
         return text.error();
@@ -488,9 +499,10 @@ Result<Query> parse_query(const boost::json::value& json, Micros now) {
       const auto& value = member.value();
       if (!value.is_int64() && !value.is_uint64())
         return invalid("invalid_query", "\"limit\" must be an integer from 1 to 1000.");
-      const int64_t limit = value.is_int64() ? value.get_int64()
-                                             : static_cast<int64_t>(std::min<uint64_t>(
-                                                   value.get_uint64(), row_limit_max + 1));
+      const int64_t limit =
+          value.is_int64()
+              ? value.get_int64()
+              : static_cast<int64_t>(std::min<uint64_t>(value.get_uint64(), row_limit_max + 1));
       if (limit < 1 || limit > static_cast<int64_t>(row_limit_max))
         return invalid("invalid_query", "\"limit\" must be an integer from 1 to 1000.");
       query.limit = static_cast<size_t>(limit);
@@ -502,11 +514,12 @@ Result<Query> parse_query(const boost::json::value& json, Micros now) {
   }
   // Filters that fit the metric.
   for (const std::string& kind : query.filters.kinds) {
-    const bool money_metric =
-        query.metric == Metric::spend || query.metric == Metric::count || query.metric == Metric::avg;
+    const bool money_metric = query.metric == Metric::spend || query.metric == Metric::count ||
+                              query.metric == Metric::avg;
     if (!(money_metric && contains(money_kinds(), kind)) &&
         !(query.metric == Metric::denials && kind == "deny")) {
-      return invalid("invalid_query", "Filter kind \"" + kind.substr(0, 64) + "\" does not fit metric " +
+      return invalid("invalid_query", "Filter kind \"" + kind.substr(0, 64) +
+                                          "\" does not fit metric " +
                                           std::string(metric_name(query.metric)) +
                                           " (money metrics take spend, capture, expire).");
     }
@@ -518,8 +531,10 @@ Result<Query> parse_query(const boost::json::value& json, Micros now) {
       return invalid("invalid_query", "Unknown denial code \"" + code.substr(0, 64) + "\".");
   }
   // The time range: a named range, or from/to instants (either may be open).
-  if (range_text && (from_text || to_text))
-    return invalid("invalid_query", "Give either \"range\" or \"from\"/\"to\", not both.");
+  // With from/to, a range is only the label they were resolved from (as an answer echoes
+  // the query): the instants decide, so a query re-sent later means the same period.
+  if (range_text && !resolve_time_range(*range_text, now).ok())
+    return resolve_time_range(*range_text, now).error();
   if (from_text || to_text) {
     TimeRange range{"", 0, std::numeric_limits<Micros>::max()};
     if (from_text) {
@@ -536,8 +551,10 @@ Result<Query> parse_query(const boost::json::value& json, Micros now) {
     }
     if (range.to <= range.from)
       return invalid("invalid_range", "\"to\" must be after \"from\".");
-    range.text = "from " + ledger::format_timestamp(std::max<Micros>(range.from, 0)) + " to " +
-                 (to_text ? ledger::format_timestamp(range.to) : std::string("now"));
+    range.text =
+        range_text ? *range_text
+                   : "from " + ledger::format_timestamp(std::max<Micros>(range.from, 0)) + " to " +
+                         (to_text ? ledger::format_timestamp(range.to) : std::string("now"));
     query.range = std::move(range);
   } else {
     auto range = resolve_time_range(range_text.value_or("all"), now);
@@ -610,19 +627,18 @@ boost::json::object query_json_schema() {
            {"category", string_or_list()},
            {"kind", string_or_list()},
            {"code", string_or_list()},
-           {"tags", boost::json::object{{"type", "object"},
-                                        {"additionalProperties",
-                                         boost::json::object{{"type", "string"}}}}}}}};
+           {"tags", boost::json::object{
+                        {"type", "object"},
+                        {"additionalProperties", boost::json::object{{"type", "string"}}}}}}}};
   return boost::json::object{
       {"type", "object"},
       {"additionalProperties", false},
       {"required", boost::json::array{"metric"}},
       {"properties",
        boost::json::object{
-           {"metric",
-            boost::json::object{{"type", "string"},
-                                {"enum", boost::json::array{"spend", "count", "denials",
-                                                            "holds_open", "avg"}}}},
+           {"metric", boost::json::object{{"type", "string"},
+                                          {"enum", boost::json::array{"spend", "count", "denials",
+                                                                      "holds_open", "avg"}}}},
            {"group_by",
             boost::json::object{
                 {"type", "array"},
@@ -644,9 +660,8 @@ boost::json::object query_json_schema() {
            {"order", boost::json::object{{"type", "string"},
                                          {"enum", boost::json::array{"value_desc", "value_asc",
                                                                      "key_asc"}}}},
-           {"limit", boost::json::object{{"type", "integer"},
-                                         {"minimum", 1},
-                                         {"maximum", row_limit_max}}}}}};
+           {"limit", boost::json::object{
+                         {"type", "integer"}, {"minimum", 1}, {"maximum", row_limit_max}}}}}};
 }
 
 Status confine_to_scope(Query& query, std::string_view caller_node) {

@@ -23,23 +23,26 @@ constexpr size_t tokens_max = 96;
 // Words that carry no meaning for the query (and so never make a question unanswerable).
 const std::set<std::string_view>& filler_words() {
   static const std::set<std::string_view> words{
-      "a",        "all",      "am",      "an",      "and",     "are",     "as",      "at",
-      "be",       "been",     "breakdown", "broken",  "by",      "can",     "did",     "do",
-      "does",     "down",     "during",  "each",    "ever",    "for",     "from",    "give",
-      "go",       "going",    "got",     "had",     "has",     "have",    "how",     "i",
-      "in",       "is",       "it",      "its",     "list",    "me",      "my",      "of",
-      "on",       "our",      "out",     "over",    "overall", "per",     "please",  "show",
-      "so",       "tell",     "that",    "the",     "their",   "them",    "there",   "they",
-      "this",     "to",       "up",      "us",      "using",   "via",     "was",     "we",
-      "went",     "were",     "what",    "what's",  "whats",   "when",    "where",   "which",
-      "who",      "with",     "within",  "you",     "your",    "money",   "did",     "get",
-      "got",      "so",       "far",     "much",    "many",    "number",  "agents",  "agent's",
-      "usd",      "dollars",  "$",       "everything", "total", "totals",  "amount",  "entries",
-      "ledger",   "split",    "grouped", "group",   "across",  "under",   "inside",  "below",
-      "budget's", "team's",   "was",     "cost",    "costs",   "spending", "spend",  "spent",
-      "charges",  "charged",  "paid",    "pay",     "payments", "transactions", "transaction",
-      "times",    "attempts", "requests", "calls",  "call",    "made",    "make",    "happened",
-      "been",     "bill",     "bills",   "billed",  "used",    "use",     "expense", "expenses"};
+      "a",          "all",          "am",          "an",        "and",      "are",      "as",
+      "at",         "be",           "been",        "breakdown", "broken",   "by",       "can",
+      "did",        "do",           "does",        "down",      "during",   "each",     "ever",
+      "for",        "from",         "give",        "go",        "going",    "got",      "had",
+      "has",        "have",         "how",         "i",         "in",       "is",       "it",
+      "its",        "list",         "me",          "my",        "of",       "on",       "our",
+      "out",        "over",         "overall",     "per",       "please",   "show",     "so",
+      "tell",       "that",         "the",         "their",     "them",     "there",    "they",
+      "this",       "to",           "up",          "us",        "using",    "via",      "was",
+      "we",         "went",         "were",        "what",      "what's",   "whats",    "when",
+      "where",      "which",        "who",         "with",      "within",   "you",      "your",
+      "money",      "did",          "get",         "got",       "so",       "far",      "much",
+      "many",       "number",       "agents",      "agent's",   "usd",      "dollars",  "$",
+      "everything", "total",        "totals",      "amount",    "entries",  "ledger",   "split",
+      "grouped",    "group",        "across",      "under",     "inside",   "below",    "budget's",
+      "team's",     "was",          "cost",        "costs",     "spending", "spend",    "spent",
+      "charges",    "charged",      "spends",      "because",   "due",      "paid",     "pay",
+      "payments",   "transactions", "transaction", "times",     "attempts", "requests", "calls",
+      "call",       "made",         "make",        "happened",  "been",     "bill",     "bills",
+      "billed",     "used",         "use",         "expense",   "expenses"};
   return words;
 }
 
@@ -84,9 +87,9 @@ std::vector<std::string> tokenize(std::string_view question) {
 
 std::optional<int> small_number(std::string_view word) {
   static const std::pair<std::string_view, int> words[] = {
-      {"one", 1},   {"two", 2},    {"three", 3}, {"four", 4},  {"five", 5},   {"six", 6},
-      {"seven", 7}, {"eight", 8},  {"nine", 9},  {"ten", 10},  {"twenty", 20}, {"fifty", 50},
-      {"a", 1},     {"hundred", 100}};
+      {"one", 1},     {"two", 2},    {"three", 3}, {"four", 4},     {"five", 5},
+      {"six", 6},     {"seven", 7},  {"eight", 8}, {"nine", 9},     {"ten", 10},
+      {"twenty", 20}, {"fifty", 50}, {"a", 1},     {"hundred", 100}};
   for (const auto& [name, value] : words) {
     if (word == name)
       return value;
@@ -103,11 +106,11 @@ std::optional<int> small_number(std::string_view word) {
 }
 
 const std::pair<std::string_view, unsigned> month_names[] = {
-    {"january", 1}, {"february", 2}, {"march", 3},     {"april", 4},    {"may", 5},
-    {"june", 6},    {"july", 7},     {"august", 8},    {"september", 9}, {"october", 10},
-    {"november", 11}, {"december", 12}, {"jan", 1},    {"feb", 2},      {"mar", 3},
-    {"apr", 4},     {"jun", 6},      {"jul", 7},       {"aug", 8},      {"sep", 9},
-    {"sept", 9},    {"oct", 10},     {"nov", 11},      {"dec", 12}};
+    {"january", 1},   {"february", 2},  {"march", 3},  {"april", 4},     {"may", 5},
+    {"june", 6},      {"july", 7},      {"august", 8}, {"september", 9}, {"october", 10},
+    {"november", 11}, {"december", 12}, {"jan", 1},    {"feb", 2},       {"mar", 3},
+    {"apr", 4},       {"jun", 6},       {"jul", 7},    {"aug", 8},       {"sep", 9},
+    {"sept", 9},      {"oct", 10},      {"nov", 11},   {"dec", 12}};
 
 std::optional<unsigned> month_number(std::string_view word) {
   for (const auto& [name, number] : month_names) {
@@ -118,9 +121,9 @@ std::optional<unsigned> month_number(std::string_view word) {
 }
 
 bool is_year(std::string_view word) {
-  return word.size() == 4 && std::all_of(word.begin(), word.end(), [](char c) {
-           return c >= '0' && c <= '9';
-         }) && word >= "1970" && word <= "9999";
+  return word.size() == 4 &&
+         std::all_of(word.begin(), word.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+         word >= "1970" && word <= "9999";
 }
 
 std::string two_digits(unsigned value) {
@@ -154,8 +157,7 @@ class Parser {
       std::string words;
       for (const std::string& word : out.unknown)
         words += (words.empty() ? "\"" : ", \"") + word.substr(0, 64) + "\"";
-      out.cannot_answer = "Cannot answer: " + words +
-                          (out.unknown.size() == 1 ? " is" : " are") +
+      out.cannot_answer = "Cannot answer: " + words + (out.unknown.size() == 1 ? " is" : " are") +
                           " not a budget, vendor, category, tag value or query term I know.";
       return out;
     }
@@ -255,20 +257,19 @@ class Parser {
       const int year = std::stoi(text.substr(0, 4));
       const int month = std::stoi(text.substr(5, 2));
       const int index = year * 12 + month - 2;
-      auto previous =
-          resolve_time_range(std::to_string(index / 12) + "-" +
-                                 two_digits(static_cast<unsigned>(index % 12 + 1)),
-                             now_);
+      auto previous = resolve_time_range(
+          std::to_string(index / 12) + "-" + two_digits(static_cast<unsigned>(index % 12 + 1)),
+          now_);
       if (previous.ok())
         return previous.value();
     }
     if (text == "last month") {
       // The month before last.
       const TimeRange last = resolved("last month");
-      return resolve_time_range(ledger::format_timestamp(last.from - 1).substr(0, 7), now_)
-          .value();
+      return resolve_time_range(ledger::format_timestamp(last.from - 1).substr(0, 7), now_).value();
     }
-    const Micros length = range.to == std::numeric_limits<Micros>::max() ? 0 : range.to - range.from;
+    const Micros length =
+        range.to == std::numeric_limits<Micros>::max() ? 0 : range.to - range.from;
     return TimeRange{"the period before " + text, std::max<Micros>(0, range.from - length),
                      range.from};
   }
@@ -285,19 +286,19 @@ class Parser {
       take(i, length);
       compare_ = true;
       // What follows names the previous period ("last month", "the previous month").
-      for (auto words : {std::vector<std::string_view>{"the", "previous", "month"},
-                         std::vector<std::string_view>{"previous", "month"},
-                         std::vector<std::string_view>{"the", "month", "before"},
-                         std::vector<std::string_view>{"the", "previous", "week"},
-                         std::vector<std::string_view>{"previous", "week"},
-                         std::vector<std::string_view>{"the", "previous", "period"},
-                         std::vector<std::string_view>{"previous", "period"},
-                         std::vector<std::string_view>{"the", "week", "before"},
-                         std::vector<std::string_view>{"last", "month"},
-                         std::vector<std::string_view>{"last", "week"},
-                         std::vector<std::string_view>{"last", "year"},
-                         std::vector<std::string_view>{"yesterday"},
-                         std::vector<std::string_view>{"before"}}) {
+      for (auto words :
+           {std::vector<std::string_view>{"the", "previous", "month"},
+            std::vector<std::string_view>{"previous", "month"},
+            std::vector<std::string_view>{"the", "month", "before"},
+            std::vector<std::string_view>{"the", "previous", "week"},
+            std::vector<std::string_view>{"previous", "week"},
+            std::vector<std::string_view>{"the", "previous", "period"},
+            std::vector<std::string_view>{"previous", "period"},
+            std::vector<std::string_view>{"the", "week", "before"},
+            std::vector<std::string_view>{"last", "month"},
+            std::vector<std::string_view>{"last", "week"},
+            std::vector<std::string_view>{"last", "year"},
+            std::vector<std::string_view>{"yesterday"}, std::vector<std::string_view>{"before"}}) {
         const size_t start = i + length;
         bool match = start + words.size() <= tokens_.size();
         for (size_t k = 0; match && k < words.size(); ++k)
@@ -350,15 +351,21 @@ class Parser {
       std::vector<std::string_view> words;
       std::string_view range;
     };
-    static const Named named[] = {
-        {{"this", "month"}, "this month"},   {{"last", "month"}, "last month"},
-        {{"previous", "month"}, "last month"}, {{"past", "month"}, "last 30d"},
-        {{"this", "week"}, "this week"},     {{"last", "week"}, "last week"},
-        {{"past", "week"}, "last 7d"},       {{"this", "year"}, "this year"},
-        {{"last", "year"}, "last year"},     {{"month", "to", "date"}, "this month"},
-        {{"so", "far", "this", "month"}, "this month"},
-        {{"today"}, "today"},                {{"yesterday"}, "yesterday"},
-        {{"ever"}, "all"},                   {{"all", "time"}, "all"}};
+    static const Named named[] = {{{"this", "month"}, "this month"},
+                                  {{"last", "month"}, "last month"},
+                                  {{"previous", "month"}, "last month"},
+                                  {{"past", "month"}, "last 30d"},
+                                  {{"this", "week"}, "this week"},
+                                  {{"last", "week"}, "last week"},
+                                  {{"past", "week"}, "last 7d"},
+                                  {{"this", "year"}, "this year"},
+                                  {{"last", "year"}, "last year"},
+                                  {{"month", "to", "date"}, "this month"},
+                                  {{"so", "far", "this", "month"}, "this month"},
+                                  {{"today"}, "today"},
+                                  {{"yesterday"}, "yesterday"},
+                                  {{"ever"}, "all"},
+                                  {{"all", "time"}, "all"}};
     for (const Named& entry : named) {
       for (size_t i = 0; i < tokens_.size(); ++i) {
         bool match = i + entry.words.size() <= tokens_.size();
@@ -380,9 +387,7 @@ class Parser {
         auto day = resolve_time_range(tokens_[i + 1], now_);
         if (day.ok() && day->from <= now_) {
           take(i, 2);
-          query_.range = TimeRange{"since " + tokens_[i + 1], day->from, now_ + 1};
-          range_given_ = true;
-          understood_.push_back("time: " + query_.range.text);
+          set_range("since " + tokens_[i + 1], "since " + tokens_[i + 1]);
           return;
         }
       }
@@ -401,7 +406,8 @@ class Parser {
       // "november", "november 2026", "nov 2026"
       if (auto month = month_number(word)) {
         // "may" alone is too often a verb: it counts only next to a year or after "in".
-        const bool year_follows = i + 1 < tokens_.size() && !used_[i + 1] && is_year(tokens_[i + 1]);
+        const bool year_follows =
+            i + 1 < tokens_.size() && !used_[i + 1] && is_year(tokens_[i + 1]);
         if (word == "may" && !year_follows && !(i > 0 && tokens_[i - 1] == "in"))
           continue;
         const std::string this_year = ledger::format_timestamp(now_).substr(0, 4);
@@ -412,8 +418,8 @@ class Parser {
         } else {
           take(i, 1);
           // A month later than the current one means last year's.
-          const unsigned current = static_cast<unsigned>(
-              std::stoi(ledger::format_timestamp(now_).substr(5, 2)));
+          const unsigned current =
+              static_cast<unsigned>(std::stoi(ledger::format_timestamp(now_).substr(5, 2)));
           if (*month > current)
             --year;
         }
@@ -424,8 +430,8 @@ class Parser {
   }
 
   void find_metric() {
-    const bool denial_words = any_word({"denied", "denials", "denial", "refused", "refusals",
-                                        "rejected", "declined", "blocked"});
+    const bool denial_words = any_word(
+        {"denied", "denials", "denial", "refused", "refusals", "rejected", "declined", "blocked"});
     if (denial_words) {
       query_.metric = Metric::denials;
       metric_given_ = true;
@@ -433,8 +439,14 @@ class Parser {
       understood_.push_back("metric: denials");
       return;
     }
-    if (phrase({"open", "holds"}) || phrase({"holds", "open"}) || phrase({"outstanding", "holds"}) ||
-        phrase({"pending", "holds"}) || any_word({"holds", "reserved", "reservations", "outstanding"})) {
+    bool holds = false;
+    for (auto words : {std::initializer_list<std::string_view>{"open", "holds"},
+                       std::initializer_list<std::string_view>{"holds", "open"},
+                       std::initializer_list<std::string_view>{"outstanding", "holds"},
+                       std::initializer_list<std::string_view>{"pending", "holds"}})
+      holds = phrase(words) || holds;
+    holds = any_word({"holds", "hold", "reserved", "reservations", "outstanding"}) || holds;
+    if (holds) {
       query_.metric = Metric::holds_open;
       metric_given_ = true;
       understood_.push_back("metric: holds_open");
@@ -504,11 +516,12 @@ class Parser {
       if (used_[i])
         continue;
       const std::string& word = tokens_[i];
-      const bool lead = i > 0 && (tokens_[i - 1] == "by" || tokens_[i - 1] == "per" ||
-                                  tokens_[i - 1] == "each" || tokens_[i - 1] == "every" ||
-                                  tokens_[i - 1] == "which" || tokens_[i - 1] == "what" ||
-                                  tokens_[i - 1] == "top" || tokens_[i - 1] == "biggest" ||
-                                  tokens_[i - 1] == "most" || tokens_[i - 1] == "largest");
+      const bool lead =
+          i > 0 &&
+          (tokens_[i - 1] == "by" || tokens_[i - 1] == "per" || tokens_[i - 1] == "each" ||
+           tokens_[i - 1] == "every" || tokens_[i - 1] == "which" || tokens_[i - 1] == "what" ||
+           tokens_[i - 1] == "top" || tokens_[i - 1] == "biggest" || tokens_[i - 1] == "most" ||
+           tokens_[i - 1] == "largest" || (tokens_[i - 1] == "and" && !query_.group_by.empty()));
       const bool counted = i > 1 && tokens_[i - 2] == "top";
       for (const Dimension& dimension : dimensions) {
         const bool plural = word == dimension.words[1] || word == "hourly" || word == "daily" ||
@@ -556,8 +569,8 @@ class Parser {
       if (word == "most" || word == "biggest" || word == "largest" || word == "highest" ||
           word == "least" || word == "smallest" || word == "lowest" || word == "cheapest") {
         used_[i] = true;
-        const bool ascending = word == "least" || word == "smallest" || word == "lowest" ||
-                               word == "cheapest";
+        const bool ascending =
+            word == "least" || word == "smallest" || word == "lowest" || word == "cheapest";
         query_.order = ascending ? Order::value_asc : Order::value_desc;
         // "which team spent the most": one row.
         const bool which = std::find(tokens_.begin(), tokens_.end(), "which") != tokens_.end() ||
@@ -576,15 +589,21 @@ class Parser {
       std::vector<std::string_view> words;
       std::string_view code;
     };
-    static const Code codes[] = {
-        {{"budget", "exceeded"}, "budget_exceeded"},   {{"over", "budget"}, "budget_exceeded"},
-        {{"budget_exceeded"}, "budget_exceeded"},      {{"frozen"}, "frozen"},
-        {{"vendor_blocked"}, "vendor_blocked"},        {{"breaker"}, "breaker_tripped"},
-        {{"breaker_tripped"}, "breaker_tripped"},      {{"window", "exceeded"}, "window_exceeded"},
-        {{"window_exceeded"}, "window_exceeded"},      {{"per", "transaction"}, "per_txn_exceeded"},
-        {{"per_txn_exceeded"}, "per_txn_exceeded"},    {{"approval"}, "approval_required"},
-        {{"approval_required"}, "approval_required"},  {{"vendor", "limit"}, "vendor_limit_exceeded"},
-        {{"vendor_limit_exceeded"}, "vendor_limit_exceeded"}};
+    static const Code codes[] = {{{"budget", "exceeded"}, "budget_exceeded"},
+                                 {{"over", "budget"}, "budget_exceeded"},
+                                 {{"budget_exceeded"}, "budget_exceeded"},
+                                 {{"frozen"}, "frozen"},
+                                 {{"vendor_blocked"}, "vendor_blocked"},
+                                 {{"breaker"}, "breaker_tripped"},
+                                 {{"breaker_tripped"}, "breaker_tripped"},
+                                 {{"window", "exceeded"}, "window_exceeded"},
+                                 {{"window_exceeded"}, "window_exceeded"},
+                                 {{"per", "transaction"}, "per_txn_exceeded"},
+                                 {{"per_txn_exceeded"}, "per_txn_exceeded"},
+                                 {{"approval"}, "approval_required"},
+                                 {{"approval_required"}, "approval_required"},
+                                 {{"vendor", "limit"}, "vendor_limit_exceeded"},
+                                 {{"vendor_limit_exceeded"}, "vendor_limit_exceeded"}};
     for (const Code& code : codes) {
       for (size_t i = 0; i < tokens_.size(); ++i) {
         bool match = i + code.words.size() <= tokens_.size();
@@ -603,9 +622,11 @@ class Parser {
   }
 
   void find_kinds() {
-    static const std::pair<std::string_view, std::string_view> kinds[] = {
-        {"captures", "capture"}, {"captured", "capture"}, {"expired", "expire"},
-        {"expiries", "expire"},  {"one-shot", "spend"}};
+    static const std::pair<std::string_view, std::string_view> kinds[] = {{"captures", "capture"},
+                                                                          {"captured", "capture"},
+                                                                          {"expired", "expire"},
+                                                                          {"expiries", "expire"},
+                                                                          {"one-shot", "spend"}};
     for (const auto& [word, kind] : kinds) {
       for (size_t i = 0; i < tokens_.size(); ++i) {
         if (used_[i] || tokens_[i] != word)
@@ -637,8 +658,9 @@ class Parser {
     std::vector<std::string> found;
     for (const std::string& path : vocabulary_.budgets) {
       const size_t slash = path.rfind('/');
-      const std::string_view last =
-          slash == std::string::npos ? std::string_view(path) : std::string_view(path).substr(slash + 1);
+      const std::string_view last = slash == std::string::npos
+                                        ? std::string_view(path)
+                                        : std::string_view(path).substr(slash + 1);
       if (path == word || last == word)
         found.push_back(path);
     }
@@ -682,8 +704,8 @@ class Parser {
       while (start <= lower.size()) {
         const size_t end = std::min(lower.find('.', start), lower.size());
         const std::string label = lower.substr(start, end - start);
-        if (label == word && label != "api" && label != "www" && label != "com" &&
-            label != "io" && label != "ai" && label != "net" && label != "org")
+        if (label == word && label != "api" && label != "www" && label != "com" && label != "io" &&
+            label != "ai" && label != "net" && label != "org")
           found.push_back(vendor);
         start = end + 1;
       }
@@ -713,8 +735,8 @@ class Parser {
         used_[i + 1] = true;
       if (i > 0 && tokens_[i - 1] == "category")
         used_[i - 1] = true;
-      if (std::find(query_.filters.categories.begin(), query_.filters.categories.end(),
-                    category) == query_.filters.categories.end()) {
+      if (std::find(query_.filters.categories.begin(), query_.filters.categories.end(), category) ==
+          query_.filters.categories.end()) {
         query_.filters.categories.push_back(category);
         understood_.push_back("category: " + category);
       }
@@ -777,12 +799,13 @@ class Parser {
 QuestionParse parse_question(std::string_view question, const Vocabulary& vocabulary, Micros now) {
   QuestionParse out;
   if (question.size() > question_length_max) {
-    out.cannot_answer = "Cannot answer: a question is at most " +
-                        std::to_string(question_length_max) + " bytes.";
+    out.cannot_answer =
+        "Cannot answer: a question is at most " + std::to_string(question_length_max) + " bytes.";
     return out;
   }
   if (!http::is_clean_text(question)) {
-    out.cannot_answer = "Cannot answer: the question must be valid UTF-8 without control characters.";
+    out.cannot_answer =
+        "Cannot answer: the question must be valid UTF-8 without control characters.";
     return out;
   }
   std::vector<std::string> tokens = tokenize(question);
@@ -791,8 +814,8 @@ QuestionParse parse_question(std::string_view question, const Vocabulary& vocabu
     return out;
   }
   if (tokens.size() > tokens_max) {
-    out.cannot_answer = "Cannot answer: a question is at most " + std::to_string(tokens_max) +
-                        " words.";
+    out.cannot_answer =
+        "Cannot answer: a question is at most " + std::to_string(tokens_max) + " words.";
     return out;
   }
   out = Parser(std::move(tokens), vocabulary, now).run();
@@ -818,7 +841,8 @@ Result<Vocabulary> read_vocabulary(store::Store& store, const std::string& subtr
     return bounds.error();
   std::set<std::string> vendors, categories;
   std::map<std::string, std::set<std::string>> tags;
-  int64_t after = std::max<int64_t>(0, bounds->max_seq - static_cast<int64_t>(vocabulary_entries_max));
+  int64_t after =
+      std::max<int64_t>(0, bounds->max_seq - static_cast<int64_t>(vocabulary_entries_max));
   while (true) {
     auto page = store.list_entries(root, after, 2'000);
     if (!page.ok())
@@ -888,11 +912,12 @@ std::string answer_sentence(const Answer& answer, const std::optional<Answer>& c
       filters += (filters.empty() ? "" : ", ") + key + " " + value;
     sentence += " (" + filters + ")";
   }
-  sentence += " for " + query.range.text + ": ";
+  sentence +=
+      " for " + (query.range.text == "all" ? std::string("all time") : query.range.text) + ": ";
   AnswerRow total{{}, answer.total_amount_micros, answer.total_count};
   const int64_t total_value = row_value(query.metric, total);
-  sentence += is_money || query.metric == Metric::avg ? money(total_value)
-                                                      : std::to_string(total_value);
+  sentence +=
+      is_money || query.metric == Metric::avg ? money(total_value) : std::to_string(total_value);
   if (query.metric == Metric::holds_open)
     sentence += " in " + std::to_string(answer.total_count) + " holds";
   if (!query.group_by.empty()) {
@@ -916,9 +941,9 @@ std::string answer_sentence(const Answer& answer, const std::optional<Answer>& c
   if (comparison) {
     AnswerRow before{{}, comparison->total_amount_micros, comparison->total_count};
     const int64_t previous = row_value(query.metric, before);
-    sentence += "; " + comparison->query.range.text + ": " +
-                (is_money || query.metric == Metric::avg ? money(previous)
-                                                         : std::to_string(previous));
+    sentence +=
+        "; " + comparison->query.range.text + ": " +
+        (is_money || query.metric == Metric::avg ? money(previous) : std::to_string(previous));
     if (previous != 0) {
       const long double change =
           (static_cast<long double>(total_value) - static_cast<long double>(previous)) * 100.0L /

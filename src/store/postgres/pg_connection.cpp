@@ -296,7 +296,7 @@ Param ArrayBuilder::finish() {
 }
 
 Result<ResultPtr> Connection::run_unprepared(const std::string& sql,
-                                            const std::vector<Param>& params) {
+                                             const std::vector<Param>& params) {
   observe(Sql{"constrained_query", sql.c_str()});
   const ParamArrays values(params);
   ResultPtr result(PQexecParams(conn_, sql.c_str(), values.count(), nullptr, values.values.data(),
