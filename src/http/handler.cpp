@@ -191,6 +191,7 @@ const std::vector<RouteMatcher>& route_matchers() {
   static const std::vector<RouteMatcher> matchers = {
       &Handler::route_budgets,   &Handler::route_keys,     &Handler::route_holds,
       &Handler::route_approvals, &Handler::route_webhooks, &Handler::route_entries,
+      &Handler::route_query,
   };
   return matchers;
 }

@@ -76,6 +76,7 @@ class Handler {
   awaitable<std::optional<ApiReply>> route_approvals();
   awaitable<std::optional<ApiReply>> route_webhooks();
   awaitable<std::optional<ApiReply>> route_entries();
+  awaitable<std::optional<ApiReply>> route_query();
 
  private:
   // ---- handler -----------------------------------------------------------------------------
@@ -134,6 +135,11 @@ class Handler {
   // ---- entries -----------------------------------------------------------------------------
   awaitable<ApiReply> list_entries();
   awaitable<ApiReply> verify();
+
+  // ---- query (routes_query.cpp) --------------------------------------------------------------
+  awaitable<ApiReply> post_query();
+  awaitable<ApiReply> post_ask();
+  awaitable<ApiReply> get_export();
 
   Api& api_;
   ApiContext& context_;

@@ -115,6 +115,17 @@ constexpr Operation operations[] = {
     {"get", "/v1/webhooks/{name}/deliveries",
      "The delivery log of a webhook, newest first (?limit=N)", "200", true, false},
     {"delete", "/v1/webhooks/{name}", "Delete a webhook", "200", true, false},
+    {"post", "/v1/query",
+     "Constrained query: metric, group_by (<= 3), filters, range or from/to, order, limit; an "
+     "agent key is confined to its subtree",
+     "200", false, false},
+    {"post", "/v1/ask",
+     "A plain-English question: the constrained query it became, its rows and a sentence (or "
+     "a clear cannot-answer)",
+     "200", false, false},
+    {"get", "/v1/export",
+     "Settled money as csv, hledger or beancount (?subtree=&format=&period= or from/to)", "200",
+     false, false},
     {"get", "/healthz", "Liveness and store health", "200", false, false},
     {"get", "/metrics", "Prometheus metrics", "200", false, false},
     {"get", "/openapi.json", "This document", "200", false, false},

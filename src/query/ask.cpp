@@ -253,6 +253,14 @@ Result<boost::json::object> ask(store::Store& store, const AskOptions& options) 
           if (Status status = confine_to_scope(*query, options.caller_node); !status.ok())
             query = status.error();
         }
+        // The LLM may narrow the subtree asked about, never leave it.
+        if (query.ok()) {
+          const auto asked = ledger::BudgetPath::parse(subtree);
+          const auto chosen = ledger::BudgetPath::parse(query->filters.subtree);
+          if (!asked || !chosen || !chosen->within(*asked))
+            query = Error::invalid("outside_subtree",
+                                   "The query leaves the subtree asked about (" + subtree + ").");
+        }
         if (!query.ok()) {
           llm["fallback_reason"] = "the LLM's query is invalid: " + query.error().message;
         } else {

@@ -22,6 +22,7 @@ REQUIRED = {
     ("post", "/v1/holds/{id}/approve"), ("post", "/v1/holds/{id}/reject"), ("get", "/v1/approvals"),
     ("put", "/v1/webhooks/{name}"), ("get", "/v1/webhooks/{name}"), ("delete", "/v1/webhooks/{name}"),
     ("get", "/v1/webhooks"), ("get", "/v1/webhooks/{name}/deliveries"),
+    ("post", "/v1/query"), ("post", "/v1/ask"), ("get", "/v1/export"),
 }
 
 
@@ -111,6 +112,9 @@ def test_every_documented_operation_answers(server, admin, document):
         ("get", "/v1/budget"): ("/v1/budget", None, key["key"]),
         ("get", "/v1/entries"): (f"/v1/entries?root={ROOT}", None, None),
         ("get", "/v1/audit/verify"): (f"/v1/audit/verify?root={ROOT}", None, None),
+        ("post", "/v1/query"): ("/v1/query", {"metric": "spend", "filters": {"subtree": ROOT}}, None),
+        ("post", "/v1/ask"): ("/v1/ask", {"question": "how much did we spend", "subtree": ROOT}, None),
+        ("get", "/v1/export"): (f"/v1/export?subtree={ROOT}&format=hledger", None, None),
         ("get", "/healthz"): ("/healthz", None, None),
         ("get", "/metrics"): ("/metrics", None, None),
         ("get", "/openapi.json"): ("/openapi.json", None, None),

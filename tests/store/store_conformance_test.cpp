@@ -28,8 +28,11 @@
 #include "engine/event_bus.hpp"
 #include "engine/hold_sweeper.hpp"
 #include "engine/sequencer.hpp"
+#include "export/journal_export.hpp"
 #include "ledger/batch.hpp"
 #include "postgres_fixture.hpp"
+#include "query/compiler.hpp"
+#include "query/query.hpp"
 #include "store/store.hpp"
 
 namespace stub::store::conformance {
@@ -2133,6 +2136,273 @@ INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceWithTree, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceRace, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceClocks, all_stores, store_name);
+
+// ---- Constrained queries and exports (src/query, src/export) --------------------------------
+
+// Spends, captures, voids and expiries across teams, vendors, categories and tags over several
+// days: every query's rows must equal sums computed here from the stored entries.
+class StoreConformanceQuery : public StoreConformance {
+ protected:
+  void SetUp() override {
+    StoreConformance::SetUp();
+    expect_status(set_budget("acme", units(100'000), ledger::Period::none), 201);
+    for (const char* team : {"acme/research", "acme/sales"}) {
+      expect_status(set_budget(team, std::nullopt), 201);
+      for (const char* agent : {"/a", "/b_2"})
+        expect_status(set_budget(std::string(team) + agent, std::nullopt), 201);
+    }
+    const std::vector<std::string> agents{"acme/research/a", "acme/research/b_2", "acme/sales/a",
+                                          "acme/sales/b_2", "acme"};
+    const char* vendors[] = {"openai", "serp.api", "stripe"};
+    const char* customers[] = {"globex", "initech", "o'reilly"};
+    int64_t state = 7;
+    auto next = [&state](int64_t bound) {
+      state = (state * 1'103'515'245 + 12'345) % 2'147'483'648;
+      return state % bound;
+    };
+    for (int i = 0; i < 90; ++i) {
+      const std::string& budget = agents[static_cast<size_t>(next(5))];
+      Command command = spend(budget, Money::from_micros(1 + next(9'999'999)),
+                              "hold_q" + std::to_string(i), vendors[next(3)]);
+      command.tags_json = std::string(R"({"category":")") + (next(2) == 0 ? "llm" : "data-api") +
+                          R"(","customer":")" + customers[next(3)] + "\"}";
+      if (i % 3 == 1) {
+        command.kind = CommandKind::hold;
+        command.ttl = 60 * second;
+        command.receipt_json = "null";
+        run(command);
+        if (i % 6 == 1)
+          run(capture(budget, command.hold_id,
+                      Money::from_micros(command.amount->micros() * next(101) / 100)));
+        else if (i % 12 == 4)
+          run(void_hold(budget, command.hold_id));
+      } else {
+        run(command);
+      }
+      if (i % 15 == 14)
+        advance(86'400 * second);  // a new day
+    }
+    // Let some holds expire (captured at their held amount) through the engine.
+    advance(120 * second);
+    auto expired = store_->list_expired_holds(now(), 100);
+    ASSERT_TRUE(expired.ok());
+    for (const Hold& hold : *expired)
+      run(expire(hold));
+    entries_ = all_entries("acme");
+  }
+
+  static std::string key_of(const Entry& entry, const query::GroupBy& group) {
+    auto prefix = [&entry](size_t depth) {
+      size_t at = 0;
+      for (size_t k = 0; k < depth; ++k) {
+        at = entry.budget.find('/', at + (k == 0 ? 0 : 1));
+        if (at == std::string::npos)
+          return entry.budget;
+      }
+      return entry.budget.substr(0, at);
+    };
+    auto tag = [&entry](const std::string& key) {
+      auto tags = boost::json::parse(entry.tags_json).as_object();
+      const auto* value = tags.if_contains(key);
+      return value ? std::string(value->as_string()) : std::string("(null)");
+    };
+    switch (group.kind) {
+      case query::GroupKind::team:
+        return prefix(2);
+      case query::GroupKind::agent:
+        return prefix(3);
+      case query::GroupKind::budget:
+        return entry.budget;
+      case query::GroupKind::vendor:
+        return entry.vendor;
+      case query::GroupKind::category:
+        return tag("category");
+      case query::GroupKind::tag:
+        return tag(group.tag_key);
+      case query::GroupKind::day:
+        return ledger::format_timestamp(entry.ts).substr(0, 10);
+      case query::GroupKind::month:
+        return ledger::format_timestamp(entry.ts).substr(0, 7);
+      default:
+        ADD_FAILURE() << "no reference for this group";
+        return "";
+    }
+  }
+
+  using Sums = std::map<std::vector<std::string>, std::pair<int64_t, int64_t>>;
+
+  Sums expected(const query::Query& query) {
+    Sums sums;
+    for (const Entry& entry : entries_) {
+      const bool money =
+          (entry.kind == "spend" || entry.kind == "capture" || entry.kind == "expire") &&
+          entry.amount && entry.amount->is_positive();
+      if (!money || entry.ts < query.range.from || entry.ts >= query.range.to)
+        continue;
+      if (!(entry.budget == query.filters.subtree ||
+            entry.budget.starts_with(query.filters.subtree + "/")))
+        continue;
+      if (!query.filters.vendors.empty() &&
+          std::find(query.filters.vendors.begin(), query.filters.vendors.end(), entry.vendor) ==
+              query.filters.vendors.end())
+        continue;
+      if (!query.filters.kinds.empty() &&
+          std::find(query.filters.kinds.begin(), query.filters.kinds.end(), entry.kind) ==
+              query.filters.kinds.end())
+        continue;
+      bool tags_match = true;
+      for (const auto& [key, value] : query.filters.tags)
+        tags_match = tags_match && key_of(entry, {query::GroupKind::tag, 0, key}) == value;
+      if (!query.filters.categories.empty() &&
+          key_of(entry, {query::GroupKind::category, 0, ""}) != query.filters.categories.front())
+        tags_match = false;
+      if (!tags_match)
+        continue;
+      std::vector<std::string> key;
+      for (const query::GroupBy& group : query.group_by)
+        key.push_back(key_of(entry, group));
+      sums[key].first += entry.amount->micros();
+      sums[key].second += 1;
+    }
+    return sums;
+  }
+
+  Sums answered(const query::Query& query) {
+    auto answer = query::run_query(*store_, query);
+    EXPECT_TRUE(answer.ok()) << (answer.ok() ? "" : answer.error().message);
+    Sums sums;
+    if (!answer.ok())
+      return sums;
+    for (const query::AnswerRow& row : answer->rows) {
+      std::vector<std::string> key;
+      for (const auto& part : row.keys)
+        key.push_back(part.value_or("(null)"));
+      sums[key] = {row.amount_micros, row.count};
+    }
+    return sums;
+  }
+
+  query::Query parse(const std::string& json) {
+    auto query = query::parse_query(boost::json::parse(json), now());
+    EXPECT_TRUE(query.ok()) << json;
+    return query.ok() ? *query : query::Query{};
+  }
+
+  std::vector<Entry> entries_;
+};
+
+TEST_P(StoreConformanceQuery, EveryGroupAndFilterEqualsIndependentSums) {
+  const std::vector<std::string> groups{"[]",
+                                        R"(["team"])",
+                                        R"(["agent"])",
+                                        R"(["budget"])",
+                                        R"(["vendor"])",
+                                        R"(["category"])",
+                                        R"(["tag:customer"])",
+                                        R"(["day"])",
+                                        R"(["month"])",
+                                        R"(["team","vendor","day"])",
+                                        R"(["tag:customer","category"])"};
+  const std::vector<std::string> filters{
+      R"({"subtree":"acme"})",
+      R"({"subtree":"acme/research"})",
+      R"({"subtree":"acme/sales/b_2"})",
+      R"({"subtree":"acme","vendor":["serp.api","stripe"]})",
+      R"({"subtree":"acme","category":"llm"})",
+      R"({"subtree":"acme","kind":["capture","expire"]})",
+      R"({"subtree":"acme","tags":{"customer":"o'reilly"}})",
+      R"({"subtree":"acme/research","vendor":"openai","tags":{"customer":"globex"}})"};
+  size_t nonempty = 0;
+  for (const std::string& group : groups) {
+    for (const std::string& filter : filters) {
+      for (const char* range :
+           {R"("range":"all")", R"("from":"2024-03-01T00:00:00Z","to":"2024-03-03T00:00:00Z")"}) {
+        const std::string json = R"({"metric":"spend","limit":1000,"group_by":)" + group +
+                                 R"(,"filters":)" + filter + "," + range + "}";
+        SCOPED_TRACE(json);
+        const query::Query query = parse(json);
+        Sums want = expected(query);
+        if (query.group_by.empty() && want.empty())
+          want[{}] = {0, 0};
+        EXPECT_EQ(answered(query), want);
+        nonempty += want.size() > 1 ? 1 : 0;
+      }
+    }
+  }
+  EXPECT_GT(nonempty, 40u);
+}
+
+TEST_P(StoreConformanceQuery, DenialsAndOpenHoldsAreCounted) {
+  for (int i = 0; i < 3; ++i)
+    run(spend("acme/research/a", units(200'000), "hold_deny" + std::to_string(i)));
+  run(hold("acme/sales/a", units(2), "hold_open_1", 3'600 * second));
+  auto denials = query::run_query(
+      *store_, parse(R"({"metric":"denials","group_by":["agent"],"filters":{"subtree":"acme",
+                        "code":"budget_exceeded"}})"));
+  ASSERT_TRUE(denials.ok());
+  ASSERT_EQ(denials->rows.size(), 1u);
+  EXPECT_EQ(denials->rows[0].keys[0], "acme/research/a");
+  EXPECT_EQ(denials->rows[0].count, 3);
+  auto open = query::run_query(
+      *store_,
+      parse(R"({"metric":"holds_open","group_by":["team"],"filters":{"subtree":"acme"}})"));
+  ASSERT_TRUE(open.ok());
+  ASSERT_EQ(open->rows.size(), 1u);
+  EXPECT_EQ(open->rows[0].keys[0], "acme/sales");
+  EXPECT_EQ(open->rows[0].amount_micros, units(2).micros());
+}
+
+TEST_P(StoreConformanceQuery, ExportStreamsEverySettledEntryInPagesWithTheTotals) {
+  journal::ExportOptions options;
+  options.format = journal::Format::hledger;
+  options.subtree = "acme/research";
+  options.page_size = 7;  // many pages
+  std::string text;
+  size_t chunks = 0;
+  int64_t last_progress = 0;
+  auto summary = journal::export_journal(
+      *store_, options,
+      [&](std::string_view chunk) {
+        text.append(chunk);
+        ++chunks;
+        return true;
+      },
+      [&](int64_t seq, int64_t last) {
+        EXPECT_GT(seq, last_progress);
+        EXPECT_LE(seq, last);
+        last_progress = seq;
+      });
+  ASSERT_TRUE(summary.ok()) << summary.error().message;
+  int64_t want = 0;
+  int64_t transactions = 0;
+  for (const Entry& entry : entries_) {
+    if ((entry.kind == "spend" || entry.kind == "capture" || entry.kind == "expire") &&
+        entry.amount && entry.amount->is_positive() && entry.budget.starts_with("acme/research/")) {
+      want += entry.amount->micros();
+      ++transactions;
+      EXPECT_NE(text.find("; hash:" + entry.hash + "\n"), std::string::npos) << entry.seq;
+    }
+  }
+  EXPECT_EQ(summary->amount_micros, want);
+  EXPECT_EQ(summary->transactions, transactions);
+  EXPECT_GT(transactions, 10);
+  EXPECT_EQ(summary->currency, "USD");
+  int64_t balance = 0;
+  for (const auto& [account, total] : summary->account_totals)
+    balance += total;
+  EXPECT_EQ(balance, 0);  // double entry
+  EXPECT_NE(text.find("account Expenses:Agents:Acme:Research:B-2-"), std::string::npos);
+  // A sink that stops ends the export at once.
+  auto stopped = journal::export_journal(
+      *store_, options, [](std::string_view) { return false; }, nullptr);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_TRUE(stopped->stopped);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceQuery, ::testing::ValuesIn(all_store_kinds()),
+                         [](const ::testing::TestParamInfo<StoreKind>& info) {
+                           return info.param.name;
+                         });
 
 }  // namespace
 }  // namespace stub::store::conformance
