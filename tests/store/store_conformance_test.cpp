@@ -2143,6 +2143,12 @@ INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceClocks, all_stores, store_name)
 // days: every query's rows must equal sums computed here from the stored entries.
 class StoreConformanceQuery : public StoreConformance {
  protected:
+  // Runs a command that must be decided (accepted or denied), not fail.
+  void must(const ledger::Command& command) {
+    const Outcome outcome = run(command);
+    EXPECT_TRUE(outcome.ok()) << (outcome.ok() ? "" : outcome.error().message);
+  }
+
   void SetUp() override {
     StoreConformance::SetUp();
     expect_status(set_budget("acme", units(100'000), ledger::Period::none), 201);
@@ -2170,14 +2176,14 @@ class StoreConformanceQuery : public StoreConformance {
         command.kind = CommandKind::hold;
         command.ttl = 60 * second;
         command.receipt_json = "null";
-        run(command);
+        must(command);
         if (i % 6 == 1)
-          run(capture(budget, command.hold_id,
+          must(capture(budget, command.hold_id,
                       Money::from_micros(command.amount->micros() * next(101) / 100)));
         else if (i % 12 == 4)
-          run(void_hold(budget, command.hold_id));
+          must(void_hold(budget, command.hold_id));
       } else {
-        run(command);
+        must(command);
       }
       if (i % 15 == 14)
         advance(86'400 * second);  // a new day
@@ -2187,7 +2193,7 @@ class StoreConformanceQuery : public StoreConformance {
     auto expired = store_->list_expired_holds(now(), 100);
     ASSERT_TRUE(expired.ok());
     for (const Hold& hold : *expired)
-      run(expire(hold));
+      must(expire(hold));
     entries_ = all_entries("acme");
   }
 
@@ -2334,8 +2340,8 @@ TEST_P(StoreConformanceQuery, EveryGroupAndFilterEqualsIndependentSums) {
 
 TEST_P(StoreConformanceQuery, DenialsAndOpenHoldsAreCounted) {
   for (int i = 0; i < 3; ++i)
-    run(spend("acme/research/a", units(200'000), "hold_deny" + std::to_string(i)));
-  run(hold("acme/sales/a", units(2), "hold_open_1", 3'600 * second));
+    must(spend("acme/research/a", units(200'000), "hold_deny" + std::to_string(i)));
+  must(hold("acme/sales/a", units(2), "hold_open_1", 3'600 * second));
   auto denials = query::run_query(
       *store_, parse(R"({"metric":"denials","group_by":["agent"],"filters":{"subtree":"acme",
                         "code":"budget_exceeded"}})"));
