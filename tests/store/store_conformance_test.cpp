@@ -2179,7 +2179,7 @@ class StoreConformanceQuery : public StoreConformance {
         must(command);
         if (i % 6 == 1)
           must(capture(budget, command.hold_id,
-                      Money::from_micros(command.amount->micros() * next(101) / 100)));
+                       Money::from_micros(command.amount->micros() * next(101) / 100)));
         else if (i % 12 == 4)
           must(void_hold(budget, command.hold_id));
       } else {
