@@ -38,8 +38,8 @@ awaitable<std::optional<ApiReply>> Handler::route_holds() {
 awaitable<ApiReply> Handler::spend_or_hold(bool hold) {
   if (Status known = hold ? reject_unknown_fields(body_, {"amount", "vendor", "intent", "tags",
                                                           "category", "ttl", "on_expiry", "budget"})
-                          : reject_unknown_fields(
-                                body_, {"amount", "vendor", "intent", "tags", "category", "receipt", "budget"});
+                          : reject_unknown_fields(body_, {"amount", "vendor", "intent", "tags",
+                                                          "category", "receipt", "budget"});
       !known.ok()) {
     co_return error_reply(known.error());
   }
