@@ -679,7 +679,7 @@ Status confine_to_scope(Query& query, std::string_view caller_node) {
   auto asked = ledger::BudgetPath::parse(query.filters.subtree);
   assert(asked.has_value());  // parse_query checked it
   if (!asked->within(*node)) {
-    return Error{ErrorCode::forbidden, "outside_scope",
+    return Error{ErrorCode::forbidden, "outside_key_subtree",
                  "This key may only ask about " + std::string(caller_node) + " and below."};
   }
   return Status::success();

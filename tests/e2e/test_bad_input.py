@@ -348,6 +348,25 @@ CASES = [
                                          "breaker": {"duration": "1m", "max_count": -1}},
            "invalid_breaker"),
       ]],
+    # --- queries, questions, exports, categories --------------------------------------------
+    ("query_metric_unknown", "POST", "/v1/query", "admin", {"metric": "sum", "filters": {"subtree": ROOT}},
+     400, "invalid_query"),
+    ("query_sql_in_group", "POST", "/v1/query", "admin",
+     {"metric": "spend", "group_by": ["vendor) OR 1=1 --"], "filters": {"subtree": ROOT}}, 400, "invalid_query"),
+    ("query_outside_scope", "POST", "/v1/query", "agent", {"metric": "spend", "filters": {"subtree": f"{ROOT}/b"}},
+     403, "outside_key_subtree"),
+    ("query_not_object", "POST", "/v1/query", "admin", '["spend"]', 400, "malformed_json"),
+    ("ask_question_missing", "POST", "/v1/ask", "admin", {"subtree": ROOT}, 400, "invalid_question"),
+    ("ask_unknown_field", "POST", "/v1/ask", "admin", {"question": "how much", "sql": "1"}, 400, "unknown_field"),
+    ("ask_control_text", "POST", "/v1/ask", "admin", {"question": "how much\u0007"}, 400, "invalid_text"),
+    ("ask_outside_scope", "POST", "/v1/ask", "agent", {"question": "how much", "subtree": f"{ROOT}/b"}, 403,
+     "outside_key_subtree"),
+    ("export_bad_format", "GET", f"/v1/export?subtree={ROOT}&format=xlsx", "admin", None, 400, "invalid_format"),
+    ("export_bad_period", "GET", f"/v1/export?subtree={ROOT}&period=someday", "admin", None, 400, "invalid_range"),
+    ("spend_category_invalid", "POST", "/v1/spends", "agent", {"amount": "1.00", "category": "LLM!"}, 400,
+     "invalid_category"),
+    ("hold_category_not_text", "POST", "/v1/holds", "agent", {"amount": "1.00", "category": 3}, 400,
+     "invalid_category"),
 ]
 
 
