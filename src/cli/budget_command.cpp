@@ -76,6 +76,33 @@ Status add_policy_fields(boost::json::object& body, const Args& args) {
     boost::json::array block(args.block.begin(), args.block.end());
     body["vendors"] = boost::json::object{{"allow", std::move(allow)}, {"block", std::move(block)}};
   }
+  if (!args.vendor_limits.empty()) {
+    // PATTERN[,PATTERN...]=LIMIT/PERIOD-OR-WINDOW, e.g. api.twilio.com=2000/month or
+    // *.openai.com=50/1h: a calendar period word, anything else a rolling window duration.
+    boost::json::array rules;
+    if (args.vendor_limits != std::vector<std::string>{"none"}) {
+      for (const std::string& text : args.vendor_limits) {
+        const size_t equals = text.rfind('=');
+        const size_t slash =
+            equals == std::string::npos ? std::string::npos : text.find('/', equals);
+        if (equals == std::string::npos || equals == 0 || slash == std::string::npos ||
+            slash == equals + 1 || slash + 1 == text.size()) {
+          return Error::invalid("invalid_vendor_limits",
+                                "--vendor-limit takes VENDORS=LIMIT/PERIOD, e.g. "
+                                "api.twilio.com=2000/month or *.openai.com=50/1h, got " +
+                                    text + ".");
+        }
+        const std::vector<std::string> patterns = split(text.substr(0, equals), ',');
+        boost::json::object rule{{"vendors", boost::json::array(patterns.begin(), patterns.end())},
+                                 {"limit", text.substr(equals + 1, slash - equals - 1)}};
+        const std::string per = text.substr(slash + 1);
+        const bool calendar = per == "none" || per == "day" || per == "week" || per == "month";
+        rule[calendar ? "period" : "window"] = per;
+        rules.push_back(std::move(rule));
+      }
+    }
+    body["vendor_limits"] = std::move(rules);
+  }
   set_money(body, "approval_above", args.approval_above);
   if (args.breaker == "none") {
     body["breaker"] = nullptr;
@@ -128,7 +155,7 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
 
   struct SetArgs {
     std::string path, limit, period, per_txn_max, currency, idempotency_key;
-    std::vector<std::string> windows, allow, block;
+    std::vector<std::string> windows, allow, block, vendor_limits;
     std::string approval_above, breaker, thresholds;
   };
   auto set_args = std::make_shared<SetArgs>();
@@ -147,6 +174,10 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
                   "Vendor allowed, exact or *.example.com (repeat; with --block, replaces the "
                   "node's vendor rules)");
   set->add_option("--block", set_args->block, "Vendor blocked (repeat)");
+  set->add_option("--vendor-limit", set_args->vendor_limits,
+                  "Cap across the subtree per vendor, VENDORS=LIMIT/PERIOD or /WINDOW, e.g. "
+                  "api.twilio.com=2000/month or '*.openai.com=50/1h' (repeat; replaces the node's "
+                  "vendor limits; 'none' clears them)");
   set->add_option("--approval-above", set_args->approval_above,
                   "Holds above this wait for an admin's approval ('none' clears)");
   set->add_option("--breaker", set_args->breaker,

@@ -1,9 +1,14 @@
 #include "engine/sequencer.hpp"
 
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <cstring>
 #include <future>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +20,123 @@ ledger::Micros system_clock_micros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+std::string_view health_state_name(HealthState state) {
+  switch (state) {
+    case HealthState::ok:
+      return "ok";
+    case HealthState::degraded:
+      return "degraded";
+    case HealthState::failed:
+      return "failed";
+  }
+  return "failed";
+}
+
+size_t command_bytes(const ledger::Command& command) {
+  // The text a command carries (what a caller controls the size of); the fixed part is counted
+  // once as sizeof.
+  size_t bytes = sizeof(ledger::Command);
+  for (const std::string* text :
+       {&command.root, &command.actor, &command.idempotency_key, &command.request_hash,
+        &command.budget, &command.vendor, &command.intent, &command.tags_json,
+        &command.receipt_json, &command.hold_id, &command.reason, &command.key.id,
+        &command.key.budget, &command.key.name, &command.key.secret_hash, &command.webhook.name}) {
+    bytes += text->size();
+  }
+  bytes += command.webhook.url.value_or("").size() + command.webhook.secret.value_or("").size();
+  if (command.webhook.events) {
+    for (const std::string& event : *command.webhook.events)
+      bytes += event.size() + sizeof(std::string);
+  }
+  return bytes;
+}
+
+namespace {
+
+// The answers a caller gets for a failed commit: fixed sentences (no driver text), with the
+// incident id the store's text was logged under.
+Error unavailable_answer(const std::string& subcode, const std::string& incident) {
+  if (subcode == "outcome_unknown") {
+    return Error{ErrorCode::unavailable, "outcome_unknown",
+                 "The connection to the database was lost while the commit was in flight and "
+                 "its outcome is not known yet; retry with the same Idempotency-Key (incident " +
+                     incident + ")."};
+  }
+  return Error{ErrorCode::unavailable, "store_unavailable",
+               "The database is unreachable and nothing was recorded; retry with the same "
+               "Idempotency-Key (incident " +
+                   incident + ")."};
+}
+
+bool refused_data(const Error& error) {
+  return error.subcode == "invalid_data" || error.subcode == "hold_id_exists";
+}
+
+bool unavailable_for_now(const Error& error) {
+  return error.code == ErrorCode::unavailable &&
+         (error.subcode == "store_unavailable" || error.subcode == "outcome_unknown");
+}
+
+}  // namespace
+
+std::string Sequencer::log_incident(const Error& error) {
+  unsigned char bytes[6];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    std::memcpy(bytes, &now, sizeof bytes);
+  }
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string incident = "inc_";
+  for (unsigned char byte : bytes) {
+    incident += hex[byte >> 4];
+    incident += hex[byte & 15];
+  }
+  spdlog::error("store incident {}: {} ({})", incident, error.message, error.subcode);
+  return incident;
+}
+
+void Sequencer::set_degraded(std::string reason, std::string incident) {
+  std::lock_guard lock(mutex_);
+  degraded_reason_ = std::move(reason);
+  incident_ = std::move(incident);
+  degraded_.store(true, std::memory_order_release);
+}
+
+void Sequencer::set_healthy() {
+  if (!degraded_.load(std::memory_order_acquire))
+    return;
+  std::lock_guard lock(mutex_);
+  spdlog::info("store recovered: writes resume (after incident {})", incident_);
+  degraded_reason_.clear();
+  incident_.clear();
+  degraded_.store(false, std::memory_order_release);
+}
+
+namespace {
+int64_t steady_micros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+Health Sequencer::health() const {
+  std::lock_guard lock(mutex_);
+  if (failed_.load(std::memory_order_relaxed))
+    return Health{HealthState::failed, failure_reason_, incident_};
+  if (degraded_.load(std::memory_order_relaxed))
+    return Health{HealthState::degraded, degraded_reason_, incident_};
+  const int64_t since = waiting_since_micros_.load(std::memory_order_acquire);
+  const auto waited = std::chrono::microseconds(since == 0 ? 0 : steady_micros() - since);
+  if (since != 0 && waited > options_.commit_wait_degraded) {
+    return Health{HealthState::degraded,
+                  "A commit has been waiting on the database for " +
+                      std::to_string(waited.count() / 1'000'000) + " s.",
+                  ""};
+  }
+  return Health{};
 }
 
 Sequencer::Sequencer(store::Store& store, Clock clock, SequencerOptions options, EventBus* events)
@@ -49,9 +171,15 @@ size_t Sequencer::queue_depth() const {
   return queue_.size();
 }
 
+size_t Sequencer::queue_bytes() const {
+  std::lock_guard lock(mutex_);
+  return queue_bytes_;
+}
+
 void Sequencer::submit(ledger::Command command, Callback done) {
   assert(done);
   std::optional<Error> refusal;
+  const size_t bytes = command_bytes(command);
   {
     std::lock_guard lock(mutex_);
     if (failed_.load(std::memory_order_relaxed)) {
@@ -59,13 +187,16 @@ void Sequencer::submit(ledger::Command command, Callback done) {
                       "The ledger stopped accepting writes: " + failure_reason_};
     } else if (stopping_) {
       refusal = Error{ErrorCode::unavailable, "shutting_down", "The server is shutting down."};
-    } else if (queue_.size() >= options_.queue_capacity) {
+    } else if (queue_.size() >= options_.queue_capacity ||
+               queue_bytes_ + bytes > options_.queue_bytes_max) {
       refusal = Error{ErrorCode::overloaded, "overloaded",
                       "Too many requests are waiting to commit; retry with the same "
                       "Idempotency-Key."};
     } else {
-      queue_.push_back(Pending{std::move(command), std::move(done)});
+      queue_bytes_ += bytes;
+      queue_.push_back(Pending{std::move(command), std::move(done), bytes});
     }
+    assert(queue_bytes_ <= options_.queue_bytes_max);
   }
   if (refusal) {
     done(*refusal);
@@ -102,8 +233,18 @@ void Sequencer::run() {
   parts_ = depth;
   std::deque<std::unique_ptr<Flight>> flights;  // in the order they were sent
   const auto finish_oldest = [&] {
-    finish(*flights.front());
+    std::vector<Pending> refused = finish(*flights.front());
     flights.pop_front();
+    if (refused.empty())
+      return;
+    // Committed again one at a time, after every batch in flight (they may rest on this one's
+    // writes, and the store recomputes them): only the offending command fails.
+    while (!flights.empty()) {
+      std::vector<Pending> more = finish(*flights.front());
+      flights.pop_front();
+      std::move(more.begin(), more.end(), std::back_inserter(refused));
+    }
+    commit_alone(std::move(refused));
   };
   while (true) {
     if (flights.size() >= depth) {
@@ -114,8 +255,22 @@ void Sequencer::run() {
     batch.reserve(options_.batch_size_max);
     {
       std::unique_lock lock(mutex_);
-      if (flights.empty())
+      if (flights.empty()) {
+        // While degraded, an idle committer probes the store now and then, so that health
+        // turns ok (and an unknown commit is settled) without waiting for a caller.
+        while (!stopping_ && queue_.empty() && degraded_.load(std::memory_order_acquire)) {
+          if (work_available_.wait_for(lock, options_.probe_interval,
+                                       [&] { return stopping_ || !queue_.empty(); })) {
+            break;
+          }
+          lock.unlock();
+          const Status probed = store_.probe();
+          if (probed.ok())
+            set_healthy();
+          lock.lock();
+        }
         work_available_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      }
       if (queue_.empty()) {
         if (flights.empty())
           return;  // Stopping, and everything queued has been committed.
@@ -170,9 +325,14 @@ void Sequencer::take_batch(std::vector<Pending>& batch, size_t limit,
     rows += added;
     return true;
   };
+  const auto take = [&](Pending& pending) {
+    assert(queue_bytes_ >= pending.bytes);
+    queue_bytes_ -= pending.bytes;
+    batch.push_back(std::move(pending));
+  };
   if (!prefer || queue_.size() <= limit) {
     while (!queue_.empty() && batch.size() < limit && fits(queue_.front().command)) {
-      batch.push_back(std::move(queue_.front()));
+      take(queue_.front());
       queue_.pop_front();
     }
     return;
@@ -188,7 +348,7 @@ void Sequencer::take_batch(std::vector<Pending>& batch, size_t limit,
       if (!full && (preferred || !preferred_pass)) {
         full = batch.size() >= limit || !fits(pending.command);
         if (!full) {
-          batch.push_back(std::move(pending));
+          take(pending);
           continue;
         }
       }
@@ -238,51 +398,113 @@ std::unique_ptr<Sequencer::Flight> Sequencer::send(std::vector<Pending> batch,
     if (events_ != nullptr && events_->subscriber_count() > 0)
       *f.entries = std::move(state.new_entries);
   };
-  f.sent = store_.send_batch(f.read, f.apply, f.committed);
+  // A store of depth one commits inside send_batch: that wait counts for health() too.
+  const auto send_to_store = [&] {
+    waiting_since_micros_.store(steady_micros(), std::memory_order_release);
+    f.sent = store_.send_batch(f.read, f.apply, f.committed);
+    waiting_since_micros_.store(0, std::memory_order_release);
+  };
+  send_to_store();
   if (!f.sent) {
     // It depends on what the batches in flight leave behind: let them land first.
+    std::vector<Pending> refused;
     while (!flights.empty()) {
-      finish(*flights.front());
+      std::vector<Pending> more = finish(*flights.front());
       flights.pop_front();
+      std::move(more.begin(), more.end(), std::back_inserter(refused));
     }
-    f.sent = store_.send_batch(f.read, f.apply, f.committed);
+    commit_alone(std::move(refused));
+    send_to_store();
     assert(f.sent);
   }
   return flight;
 }
 
-void Sequencer::finish(Flight& flight) {
+void Sequencer::commit_alone(std::vector<Pending> batch) {
+  std::deque<std::unique_ptr<Flight>> none;
+  for (Pending& pending : batch) {
+    std::vector<Pending> one;
+    one.push_back(std::move(pending));
+    if (auto flight = send(std::move(one), none)) {
+      std::vector<Pending> refused = finish(*flight);
+      assert(refused.empty());  // A batch of one is answered, never split again.
+    }
+  }
+}
+
+std::vector<Sequencer::Pending> Sequencer::finish(Flight& flight) {
   std::vector<Pending>& batch = flight.batch;
+  waiting_since_micros_.store(steady_micros(), std::memory_order_release);
   const Status status = store_.finish_batch(*flight.sent);
+  waiting_since_micros_.store(0, std::memory_order_release);
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
                            std::chrono::steady_clock::now() - flight.started)
                            .count();
+  const auto report_failed = [&] {
+    if (options_.on_batch)
+      options_.on_batch(BatchStats{batch.size(), 0, elapsed, false});
+  };
 
   if (!status.ok() && status.error().code == ErrorCode::overloaded) {
     // Nothing committed and the store is healthy (it gave up retrying write conflicts): the
     // callers may retry with the same Idempotency-Key.
     for (Pending& pending : batch)
       pending.done(status.error());
-    if (options_.on_batch)
-      options_.on_batch(BatchStats{batch.size(), 0, elapsed, false});
-    return;
+    report_failed();
+    return {};
+  }
+  if (!status.ok() && refused_data(status.error())) {
+    // One command's data (a NUL byte, invalid UTF-8, an id that exists) made the database
+    // refuse the whole batch, and nothing committed. Which one, only a batch of one tells.
+    if (batch.size() > 1) {
+      assert(flight.commands.size() == batch.size());
+      for (size_t i = 0; i < batch.size(); ++i)
+        batch[i].command = std::move(flight.commands[i]);
+      report_failed();
+      return std::move(batch);
+    }
+    Error answer = status.error();
+    if (answer.subcode == "invalid_data") {
+      const std::string incident = log_incident(status.error());
+      answer.message = "The database refused this request's data (incident " + incident + ").";
+    }
+    batch.front().done(std::move(answer));
+    report_failed();
+    set_healthy();  // The database answered: it is reachable.
+    return {};
+  }
+  if (!status.ok() && unavailable_for_now(status.error())) {
+    // The database is unreachable (nothing recorded) or the commit's outcome is unknown: the
+    // store keeps reconnecting, and callers retry with their Idempotency-Keys.
+    const std::string incident = log_incident(status.error());
+    set_degraded(status.error().subcode == "outcome_unknown"
+                     ? "A commit's outcome is unknown: the database connection was lost."
+                     : "The database is unreachable; writes resume when it is back.",
+                 incident);
+    for (Pending& pending : batch)
+      pending.done(unavailable_answer(status.error().subcode, incident));
+    report_failed();
+    return {};
   }
   if (!status.ok()) {
     // Never acknowledge what did not commit, and never carry on after a failed commit: the
     // store's state is unknown until an operator looks (LevelDB's background-error mode).
+    const std::string incident = log_incident(status.error());
     {
       std::lock_guard lock(mutex_);
-      failure_reason_ = status.error().message;
+      failure_reason_ = "A commit failed (incident " + incident + "); see the server log.";
+      incident_ = incident;
       failed_.store(true, std::memory_order_release);
     }
     for (Pending& pending : batch) {
       pending.done(Error{ErrorCode::unavailable, "store_failed",
-                         "The commit failed and nothing was recorded: " + status.error().message});
+                         "The commit failed and the ledger stopped accepting writes (incident " +
+                             incident + ")."});
     }
-    if (options_.on_batch)
-      options_.on_batch(BatchStats{batch.size(), 0, elapsed, false});
-    return;
+    report_failed();
+    return {};
   }
+  set_healthy();
   assert(flight.outcomes.size() == batch.size());
   for (size_t i = 0; i < batch.size(); ++i)
     batch[i].done(std::move(flight.outcomes[i]));
@@ -290,6 +512,7 @@ void Sequencer::finish(Flight& flight) {
     options_.on_batch(BatchStats{batch.size(), flight.entry_count, elapsed, true});
   if (!flight.entries->empty())
     events_->publish(flight.entries);
+  return {};
 }
 
 }  // namespace stub::engine

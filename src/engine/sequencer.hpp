@@ -13,8 +13,21 @@
 // A store with a pipeline depth above one (PostgreSQL) lets the committer send the next batch
 // while the previous one is still committing; batches are still answered in order, and only
 // once committed.
+//
+// What a failed commit means depends on how it failed (health() says which state it left):
+// - the batch's data was refused (invalid_data, hold_id_exists): the batch is committed again
+//   one command at a time, so only the offending command fails; the store is fine;
+// - the database is unreachable and nothing was recorded (store_unavailable), or the outcome
+//   is unknown (outcome_unknown): the callers get a 503 to retry with the same
+//   Idempotency-Key, and the sequencer is `degraded`: it probes the store while idle and is
+//   `ok` again after the next commit or probe that works;
+// - anything else (a local I/O error, a bug): the sequencer `failed` and takes no more writes
+//   (LevelDB's background-error mode).
+// Driver text never reaches a caller or health(): it is logged with an incident id, and the
+// answer carries the id.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -43,9 +56,31 @@ struct BatchStats {
 
 struct SequencerOptions {
   size_t queue_capacity = 65'536;  // commands waiting; beyond this submit answers "overloaded"
-  size_t batch_size_max = 1'024;   // commands per transaction
+  // The bytes of the commands waiting (their text: tags, receipts, intents...); beyond this
+  // submit answers "overloaded" too, so that large bodies cannot exhaust memory within the
+  // count.
+  size_t queue_bytes_max = 256 * 1024 * 1024;
+  // While degraded and idle, how often the store is probed.
+  std::chrono::milliseconds probe_interval{500};
+  // A commit waiting on the store longer than this makes health() say degraded meanwhile (a
+  // database that stopped answering shows before the store gives the batch up).
+  std::chrono::milliseconds commit_wait_degraded{5'000};
+  size_t batch_size_max = 1'024;                    // commands per transaction
   std::function<void(const BatchStats&)> on_batch;  // metrics hook, runs on the committer
 };
+
+enum class HealthState { ok, degraded, failed };
+
+struct Health {
+  HealthState state = HealthState::ok;
+  std::string reason;    // a fixed sentence, never driver text; empty when ok
+  std::string incident;  // the id under which the driver's text was logged, if any
+};
+
+std::string_view health_state_name(HealthState state);
+
+// The bytes a queued command holds, for the queue's byte bound.
+size_t command_bytes(const ledger::Command& command);
 
 class Sequencer {
  public:
@@ -67,12 +102,15 @@ class Sequencer {
   void stop();
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   std::string failure_reason() const;
+  Health health() const;
   size_t queue_depth() const;
+  size_t queue_bytes() const;
 
  private:
   struct Pending {
     ledger::Command command;
     Callback done;
+    size_t bytes = 0;
   };
 
   // One batch from the queue to its answers: what its callers asked, what the store decided,
@@ -87,8 +125,15 @@ class Sequencer {
   static size_t budget_part(const std::string& budget, size_t parts);
   // Hands a batch to the store (deciding it); nullptr if it was answered at once.
   std::unique_ptr<Flight> send(std::vector<Pending> batch, std::deque<std::unique_ptr<Flight>>&);
-  // Waits for a batch's commit and answers its callers.
-  void finish(Flight& flight);
+  // Waits for a batch's commit and answers its callers; a batch whose data the store refused
+  // comes back (its commands restored), to be committed again one command at a time.
+  std::vector<Pending> finish(Flight& flight);
+  // Commits each of `batch` on its own, with nothing else in flight.
+  void commit_alone(std::vector<Pending> batch);
+  // Logs a store error's text under a new incident id and returns the id.
+  static std::string log_incident(const Error& error);
+  void set_degraded(std::string reason, std::string incident);
+  void set_healthy();
 
   store::Store& store_;
   Clock clock_;
@@ -97,11 +142,17 @@ class Sequencer {
 
   mutable std::mutex mutex_;
   std::condition_variable work_available_;
-  std::deque<Pending> queue_;   // GUARDED_BY(mutex_)
-  bool stopping_ = false;       // GUARDED_BY(mutex_)
-  std::string failure_reason_;  // GUARDED_BY(mutex_)
-  size_t batches_taken_ = 0;    // committer thread only
-  size_t parts_ = 1;            // committer thread only
+  std::deque<Pending> queue_;    // GUARDED_BY(mutex_)
+  size_t queue_bytes_ = 0;       // GUARDED_BY(mutex_)
+  bool stopping_ = false;        // GUARDED_BY(mutex_)
+  std::string failure_reason_;   // GUARDED_BY(mutex_)
+  std::string degraded_reason_;  // GUARDED_BY(mutex_); empty when not degraded
+  std::string incident_;         // GUARDED_BY(mutex_)
+  std::atomic<bool> degraded_{false};
+  // When the commit being waited for started (steady clock, microseconds), 0 when none is.
+  std::atomic<int64_t> waiting_since_micros_{0};
+  size_t batches_taken_ = 0;  // committer thread only
+  size_t parts_ = 1;          // committer thread only
   std::atomic<bool> failed_{false};
   std::thread committer_;
 };

@@ -71,17 +71,22 @@ std::optional<ledger::ApiKey> Authenticator::cached_key(const std::string& id) {
   return std::nullopt;
 }
 
-std::optional<ledger::ApiKey> Authenticator::find_key(const std::string& id) {
+Result<std::optional<ledger::ApiKey>> Authenticator::find_key(const std::string& id) {
   if (auto cached = cached_key(id))
     return cached;
   auto key = store_.get_key(id);
-  if (!key.ok() || !key.value())
-    return std::nullopt;
+  if (!key.ok()) {
+    // The key may well exist: a store that cannot answer is a 503, never "unknown token".
+    return Error{ErrorCode::unavailable, "store_unavailable",
+                 "The ledger's database cannot be reached to check the key; retry shortly."};
+  }
+  if (!key.value())
+    return std::optional<ledger::ApiKey>{};
   std::lock_guard lock(mutex_);
   if (cache_.size() >= cache_entries_max)
     cache_.clear();
   cache_[id] = Cached{*key.value(), std::chrono::steady_clock::now()};
-  return *key.value();
+  return std::optional<ledger::ApiKey>{*key.value()};
 }
 
 Result<Principal> Authenticator::authenticate(std::string_view header, ledger::Micros now) {
@@ -91,11 +96,12 @@ Result<Principal> Authenticator::authenticate(std::string_view header, ledger::M
 std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::string_view header,
                                                                            ledger::Micros now) {
   bool missed = false;
-  Result<Principal> result = check(header, now, [this, &missed](const std::string& id) {
-    auto key = cached_key(id);
-    missed = !key.has_value();
-    return key;
-  });
+  Result<Principal> result = check(
+      header, now, [this, &missed](const std::string& id) -> Result<std::optional<ledger::ApiKey>> {
+        auto key = cached_key(id);
+        missed = !key.has_value();
+        return key;
+      });
   if (missed)
     return std::nullopt;
   return result;
@@ -103,7 +109,7 @@ std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::
 
 Result<Principal> Authenticator::check(
     std::string_view header, ledger::Micros now,
-    const std::function<std::optional<ledger::ApiKey>(const std::string&)>& lookup) {
+    const std::function<Result<std::optional<ledger::ApiKey>>(const std::string&)>& lookup) {
   constexpr std::string_view bearer = "Bearer ";
   if (header.empty())
     return unauthorized("Missing Authorization: Bearer <token>.");
@@ -121,7 +127,10 @@ Result<Principal> Authenticator::check(
     return unauthorized("Malformed key token.");
   const std::string id(token.substr(3, dot - 3));
   const std::string_view secret = token.substr(dot + 1);
-  const std::optional<ledger::ApiKey> key = lookup(id);
+  auto found = lookup(id);
+  if (!found.ok())
+    return found.error();
+  const std::optional<ledger::ApiKey>& key = found.value();
   if (!key || !constant_time_equal(ledger::sha256_hex(secret), key->secret_hash)) {
     return unauthorized("Unknown token.");
   }

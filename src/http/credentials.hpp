@@ -54,11 +54,12 @@ class Authenticator {
                                                               ledger::Micros now);
 
  private:
-  std::optional<ledger::ApiKey> find_key(const std::string& id);
+  // The key, nullopt when there is none, or the store's failure to say.
+  Result<std::optional<ledger::ApiKey>> find_key(const std::string& id);
   std::optional<ledger::ApiKey> cached_key(const std::string& id);
   Result<Principal> check(
       std::string_view header, ledger::Micros now,
-      const std::function<std::optional<ledger::ApiKey>(const std::string&)>& lookup);
+      const std::function<Result<std::optional<ledger::ApiKey>>(const std::string&)>& lookup);
 
   std::string admin_token_hash_;
   store::Store& store_;

@@ -99,23 +99,31 @@ std::string request_hash(const ApiRequest& request, const RequestBody& body,
 // The fingerprint of a money command: what was validated (exact amounts in micro-units, the
 // canonical tags and receipt), never the body as re-read through doubles.
 std::string money_fingerprint(const Command& command, std::string_view route_key) {
-  boost::json::object fields{
-      {"route", route_key},
-      {"kind", ledger::command_kind_name(command.kind)},
-      {"budget", command.budget},
-      {"amount",
-       command.amount ? boost::json::value(command.amount->micros()) : boost::json::value(nullptr)},
-      {"vendor", command.vendor},
-      {"intent", command.intent},
-      {"tags", command.tags_json},
-      {"receipt", command.receipt_json},
-      {"ttl", command.ttl},
-      {"on_expiry", command.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture"},
-      {"reason", command.reason}};
+  // Each field length-prefixed, so no two different commands can give the same text. Built as
+  // plain text: it is on the path of every spend.
+  std::string text;
+  text.reserve(192 + command.tags_json.size() + command.receipt_json.size());
+  const auto field = [&text](std::string_view value) {
+    text += std::to_string(value.size());
+    text += ':';
+    text += value;
+    text += ';';
+  };
+  field(route_key);
+  field(ledger::command_kind_name(command.kind));
+  field(command.budget);
+  field(command.amount ? std::to_string(command.amount->micros()) : std::string("-"));
+  field(command.vendor);
+  field(command.intent);
+  field(command.tags_json);
+  field(command.receipt_json);
+  field(std::to_string(command.ttl));
+  field(command.on_expiry == ledger::OnExpiry::void_hold ? "void" : "capture");
+  field(command.reason);
   // A new spend or hold gets a fresh id on every try; a settlement names the hold it acts on.
-  if (command.kind != CommandKind::spend && command.kind != CommandKind::hold)
-    fields["hold"] = command.hold_id;
-  return ledger::sha256_hex(ledger::canonical_json(fields));
+  field(command.kind != CommandKind::spend && command.kind != CommandKind::hold ? command.hold_id
+                                                                                : "");
+  return ledger::sha256_hex(text);
 }
 
 // A budget row whose policies or usage could not be read is never shown as "no policy".
@@ -196,14 +204,20 @@ const std::vector<RouteMatcher>& route_matchers() {
   return matchers;
 }
 
-Command Handler::base_command(CommandKind kind, const BudgetPath& path,
-                              std::string_view route_key) {
+Command Handler::new_command(CommandKind kind, const BudgetPath& path) {
   Command command;
   command.kind = kind;
   command.root = path.root();
   command.budget = path.str();
   command.actor = principal_.actor();
   command.idempotency_key = request_.idempotency_key;
+  // request_hash: the caller sets money_fingerprint() once the command is complete.
+  return command;
+}
+
+Command Handler::base_command(CommandKind kind, const BudgetPath& path,
+                              std::string_view route_key) {
+  Command command = new_command(kind, path);
   command.request_hash = request_hash(request_, body_, route_key);
   return command;
 }

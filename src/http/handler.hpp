@@ -81,6 +81,9 @@ class Handler {
  private:
   // ---- handler -----------------------------------------------------------------------------
   Command base_command(CommandKind kind, const BudgetPath& path, std::string_view route_key);
+  // A command acting on `path` with no fingerprint yet: a money route sets money_fingerprint()
+  // once the command is complete; base_command() fingerprints the body at once.
+  Command new_command(CommandKind kind, const BudgetPath& path);
   // Every call that moves or reserves money carries an Idempotency-Key (SPEC guarantee 3), so
   // that a retry after a lost answer can never apply it twice.
   Status require_idempotency_key() const;

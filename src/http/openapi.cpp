@@ -34,6 +34,13 @@ constexpr const char* budget_schema = R"json({
     "vendors": {"type": ["object", "null"], "additionalProperties": false, "properties": {
       "allow": {"type": "array", "maxItems": 64, "items": {"type": "string"}},
       "block": {"type": "array", "maxItems": 64, "items": {"type": "string"}}}},
+    "vendor_limits": {"type": ["array", "null"], "maxItems": 16, "items": {
+      "type": "object", "additionalProperties": false, "required": ["vendors", "limit"],
+      "properties": {"vendors": {"type": "array", "minItems": 1, "maxItems": 16,
+                                 "items": {"type": "string"}},
+                     "limit": {"type": ["string", "integer"]},
+                     "period": {"enum": ["none", "day", "week", "month"]},
+                     "window": {"type": ["string", "integer"]}}}},
     "approval_above": {"type": ["string", "number", "null"]},
     "breaker": {"type": ["object", "null"], "additionalProperties": false,
       "required": ["duration"], "properties": {

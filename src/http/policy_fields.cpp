@@ -169,6 +169,87 @@ Result<ledger::VendorRules> read_vendors(const boost::json::value& value) {
   return rules;
 }
 
+// vendor_limits: [{"vendors": [...], "limit": "2000.00", "period": "month" | "window": "1h"}].
+Result<std::vector<ledger::VendorLimit>> read_vendor_limits(const boost::json::value& value) {
+  std::vector<ledger::VendorLimit> rules;
+  if (value.is_null())
+    return rules;
+  const std::string shape =
+      " must be a list of {\"vendors\": [...], \"limit\", \"period\" or \"window\"} objects.";
+  if (!value.is_array())
+    return invalid("invalid_vendor_limits", "Field \"vendor_limits\"" + shape);
+  if (value.get_array().size() > ledger::vendor_limits_per_node_max) {
+    return invalid("invalid_vendor_limits", "At most " +
+                                                std::to_string(ledger::vendor_limits_per_node_max) +
+                                                " vendor limits are allowed per budget.");
+  }
+  std::set<std::string> keys;
+  for (size_t i = 0; i < value.get_array().size(); ++i) {
+    const std::string name = "vendor_limits[" + std::to_string(i) + "]";
+    const boost::json::value& item = value.get_array()[i];
+    if (!item.is_object())
+      return invalid("invalid_vendor_limits", "Field \"" + name + "\"" + shape);
+    const auto& object = item.get_object();
+    if (Status known = only_members(object, name, {"vendors", "limit", "period", "window"});
+        !known.ok()) {
+      return known.error();
+    }
+    ledger::VendorLimit rule;
+    const boost::json::value* vendors = object.if_contains("vendors");
+    if (vendors == nullptr || vendors->is_null())
+      return invalid("missing_field", "Field \"" + name + ".vendors\" is required.");
+    if (!vendors->is_array() || vendors->get_array().empty() ||
+        vendors->get_array().size() > ledger::vendor_limit_patterns_max) {
+      return invalid("invalid_vendor_limits",
+                     "Field \"" + name + ".vendors\" must be a list of 1 to " +
+                         std::to_string(ledger::vendor_limit_patterns_max) + " vendor patterns.");
+    }
+    auto patterns = read_patterns(vendors, name + ".vendors");
+    if (!patterns.ok())
+      return patterns.error();
+    rule.vendors = std::move(patterns).value();
+    const boost::json::value* limit = object.if_contains("limit");
+    if (limit == nullptr || limit->is_null())
+      return invalid("missing_field", "Field \"" + name + ".limit\" is required.");
+    auto money = nested_money(*limit, name + ".limit");
+    if (!money.ok())
+      return money.error();
+    rule.limit = *money;
+    const boost::json::value* period = object.if_contains("period");
+    const boost::json::value* window = object.if_contains("window");
+    const bool has_period = period != nullptr && !period->is_null();
+    const bool has_window = window != nullptr && !window->is_null();
+    if (has_period == has_window) {
+      return invalid("invalid_vendor_limits",
+                     "Field \"" + name +
+                         "\" needs exactly one of \"period\" (none, day, week, month) and "
+                         "\"window\" (a duration such as \"1h\").");
+    }
+    if (has_period) {
+      const auto parsed = period->is_string() ? ledger::parse_period(period->get_string())
+                                              : std::optional<ledger::Period>{};
+      if (!parsed) {
+        return invalid("invalid_vendor_limits",
+                       "Field \"" + name + ".period\" must be none, day, week or month.");
+      }
+      rule.period = *parsed;
+    } else {
+      auto duration = policy_duration(window, name + ".window");
+      if (!duration.ok())
+        return duration.error();
+      rule.window = *duration;
+    }
+    if (!keys.insert(rule.counter_key()).second) {
+      return invalid("invalid_vendor_limits",
+                     "Field \"" + name +
+                         "\" repeats the vendors and period (or window) of an earlier rule; "
+                         "give each one limit.");
+    }
+    rules.push_back(std::move(rule));
+  }
+  return rules;
+}
+
 Result<std::optional<ledger::BreakerSettings>> read_breaker(const boost::json::value& value) {
   if (value.is_null())
     return std::optional<ledger::BreakerSettings>{};
@@ -251,6 +332,12 @@ Status read_policy_fields(const RequestBody& body, ledger::BudgetSettings& setti
     if (!parsed.ok())
       return parsed.error();
     settings.vendors = std::move(parsed).value();
+  }
+  if (const auto* vendor_limits = body.object.if_contains("vendor_limits")) {
+    auto parsed = read_vendor_limits(*vendor_limits);
+    if (!parsed.ok())
+      return parsed.error();
+    settings.vendor_limits = std::move(parsed).value();
   }
   if (body.object.contains("approval_above")) {
     auto above = money_field(body, "approval_above");

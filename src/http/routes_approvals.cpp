@@ -34,9 +34,8 @@ awaitable<ApiReply> Handler::decide_approval(const std::string& id, bool approve
   auto hold = co_await load_hold(id);
   if (!hold.ok())
     co_return error_reply(hold.error());
-  Command command = base_command(approve ? CommandKind::approve : CommandKind::reject_hold,
-                                 *BudgetPath::parse(hold->budget),
-                                 "POST /v1/holds/" + id + (approve ? "/approve" : "/reject"));
+  Command command = new_command(approve ? CommandKind::approve : CommandKind::reject_hold,
+                                *BudgetPath::parse(hold->budget));
   command.hold_id = id;
   command.reason = *reason;
   command.request_hash = money_fingerprint(command, approve ? "approve" : "reject");

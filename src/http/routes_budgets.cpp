@@ -56,9 +56,9 @@ awaitable<ApiReply> Handler::put_budget(const std::string& text) {
   auto path = parse_path(text);
   if (!path.ok())
     co_return error_reply(path.error());
-  if (Status known =
-          reject_unknown_fields(body_, {"limit", "period", "per_txn_max", "currency", "windows",
-                                        "vendors", "approval_above", "breaker", "thresholds"});
+  if (Status known = reject_unknown_fields(
+          body_, {"limit", "period", "per_txn_max", "currency", "windows", "vendors",
+                  "vendor_limits", "approval_above", "breaker", "thresholds"});
       !known.ok()) {
     co_return error_reply(known.error());
   }

@@ -71,8 +71,7 @@ awaitable<ApiReply> Handler::spend_or_hold(bool hold) {
   if (!tags.ok())
     co_return error_reply(tags.error());
 
-  Command command = base_command(hold ? CommandKind::hold : CommandKind::spend, *path,
-                                 hold ? "POST /v1/holds" : "POST /v1/spends");
+  Command command = new_command(hold ? CommandKind::hold : CommandKind::spend, *path);
   command.amount = *amount;
   command.vendor = *vendor;
   command.intent = *intent;
@@ -222,9 +221,8 @@ awaitable<ApiReply> Handler::settle(const std::string& id, bool capture) {
   auto hold = co_await load_hold(id);
   if (!hold.ok())
     co_return error_reply(hold.error());
-  Command command = base_command(
-      capture ? CommandKind::capture : CommandKind::void_hold, *BudgetPath::parse(hold->budget),
-      request_.method + " /v1/holds/" + id + (capture ? "/capture" : "/void"));
+  Command command = new_command(capture ? CommandKind::capture : CommandKind::void_hold,
+                                *BudgetPath::parse(hold->budget));
   command.hold_id = id;
   command.amount = amount;
   command.receipt_json = receipt;

@@ -23,15 +23,16 @@ awaitable<std::optional<ApiReply>> Handler::route_ops() {
 }
 
 ApiReply Handler::healthz() {
-  if (context_.sequencer.failed()) {
-    return ApiReply{503,
-                    boost::json::serialize(boost::json::object{
-                        {"status", "failed"}, {"reason", context_.sequencer.failure_reason()}}),
-                    "application/json", "/healthz"};
+  // No driver text here: the reason is a fixed sentence, the incident id finds the log line.
+  const engine::Health health = context_.sequencer.health();
+  boost::json::object body{{"status", engine::health_state_name(health.state)},
+                           {"queue_depth", context_.sequencer.queue_depth()}};
+  if (health.state != engine::HealthState::ok) {
+    body["reason"] = health.reason;
+    if (!health.incident.empty())
+      body["incident"] = health.incident;
   }
-  return ApiReply{200,
-                  boost::json::serialize(boost::json::object{
-                      {"status", "ok"}, {"queue_depth", context_.sequencer.queue_depth()}}),
+  return ApiReply{health.state == engine::HealthState::ok ? 200 : 503, boost::json::serialize(body),
                   "application/json", "/healthz"};
 }
 

@@ -142,6 +142,15 @@ Outcome deny(WorkingSet& state, const Command& command, const Decision& decision
       {"level", decision.level},
       {"available", decision.available ? boost::json::value(decision.available->to_string())
                                        : boost::json::value(nullptr)}};
+  // A vendor cap names its rule, in the books and in the answer.
+  std::optional<boost::json::object> vendor_limit;
+  if (decision.vendor_rule) {
+    const BudgetNode& level = state.budgets.at(decision.level);
+    assert(*decision.vendor_rule < level.policies.vendor_limits.size());
+    vendor_limit = vendor_limit_to_json(level.policies.vendor_limits[*decision.vendor_rule]);
+    (*vendor_limit)["index"] = *decision.vendor_rule;
+    detail["vendor_limit"] = *vendor_limit;
+  }
   entry.detail_json = canonical_json(detail);
   append_entry(state, std::move(entry));
 
@@ -156,6 +165,8 @@ Outcome deny(WorkingSet& state, const Command& command, const Decision& decision
       {"seq", state.new_entries.back().seq}};
   if (!decision.hint.empty())
     error["hint"] = decision.hint;
+  if (vendor_limit)
+    error["vendor_limit"] = std::move(*vendor_limit);
   if (decision.code == DenialCode::breaker_tripped)
     trip_breaker(state, command, decision, now);
   return respond(state, command, 402, boost::json::object{{"error", std::move(error)}}, now);
@@ -175,25 +186,111 @@ void adjust_path(WorkingSet& state, const std::vector<BudgetNode*>& path, Money 
   }
 }
 
-// Counts an accepted spend or hold in the rolling windows and breaker of every node on its path.
-void count_usage(const std::vector<BudgetNode*>& path, Money amount, Micros now) {
+// The counter of a vendor rule on `node`, made on first use if the node's usage lacks it (a rule
+// always has one after a budget change; this only keeps a damaged row from under-counting).
+VendorCounter& counter_for(BudgetNode& node, const VendorLimit& rule, Micros now) {
+  const std::string key = rule.counter_key();
+  if (VendorCounter* found = node.usage.vendor_counter(key))
+    return *found;
+  VendorCounter counter;
+  counter.key = key;
+  counter.since = now;
+  if (!rule.by_window())
+    counter.period_start = period_start(*rule.period, now);
+  node.usage.vendor_counters.push_back(std::move(counter));
+  return node.usage.vendor_counters.back();
+}
+
+// Counts an accepted spend or hold in the rolling windows, the breaker and the vendor rules
+// that name its vendor, on every node of its path. Every such node is written by the batch.
+void count_usage(const std::vector<BudgetNode*>& path, Money amount, std::string_view vendor,
+                 bool captured, Micros now) {
   for (BudgetNode* node : path) {
     for (Ring& ring : node->usage.windows)
       ring.add(now, amount.micros(), 1, now);
     if (node->usage.breaker)
       node->usage.breaker->add(now, amount.micros(), 1, now);
+    for (const VendorLimit& rule : node->policies.vendor_limits) {
+      if (rule.matches(vendor))
+        counter_for(*node, rule, now).count(rule, amount.micros(), captured, now);
+    }
   }
 }
 
-// Takes back what a settled hold released (made at `made_at`) from the same rolling counters.
-void release_usage(const std::vector<BudgetNode*>& path, Money released, Micros made_at) {
-  if (released.is_zero())
-    return;
+// Settles a hold in the same counters: what it released (held minus captured) is taken back
+// from the rolling windows and breaker it was counted in; each vendor rule naming its vendor
+// moves it from reserved to captured (or releases it).
+void settle_usage(const std::vector<BudgetNode*>& path, const Hold& hold, Money captured,
+                  Micros now) {
+  const Money released = Money::from_micros(hold.amount.micros() - captured.micros());
+  assert(!released.is_negative());
   for (BudgetNode* node : path) {
-    for (Ring& ring : node->usage.windows)
-      ring.release(made_at, released.micros());
-    if (node->usage.breaker)
-      node->usage.breaker->release(made_at, released.micros());
+    if (!released.is_zero()) {
+      for (Ring& ring : node->usage.windows)
+        ring.release(hold.created_at, released.micros());
+      if (node->usage.breaker)
+        node->usage.breaker->release(hold.created_at, released.micros());
+    }
+    for (const VendorLimit& rule : node->policies.vendor_limits) {
+      if (!rule.matches(hold.vendor))
+        continue;
+      counter_for(*node, rule, now)
+          .settle(rule, hold.created_at, hold.amount.micros(), captured.micros(), now);
+    }
+  }
+}
+
+// Soft thresholds of vendor rules: after a spend or hold, each node on `path` raises at most one
+// alert for the first of its rules naming `vendor` whose used amount reached one of the node's
+// threshold percentages of the rule's limit not yet alerted (once per rule and period; for a
+// rolling window, once per window duration). Bounded to one per level so that the rows one
+// command writes stay bounded (rows_written_max); another rule that crossed alerts next time.
+void raise_vendor_alerts(WorkingSet& state, const Command& command,
+                         const std::vector<BudgetNode*>& path, std::string_view vendor,
+                         Micros now) {
+  for (BudgetNode* node : path) {
+    const std::vector<int> thresholds = node->policies.effective_thresholds();
+    if (thresholds.empty())
+      continue;
+    for (size_t index = 0; index < node->policies.vendor_limits.size(); ++index) {
+      const VendorLimit& rule = node->policies.vendor_limits[index];
+      if (!rule.matches(vendor) || !rule.limit.is_positive())
+        continue;
+      VendorCounter& counter = counter_for(*node, rule, now);
+      const Micros current =
+          rule.by_window() ? counter.alerted_start : counter.current_period_start(rule, now);
+      const bool armed = rule.by_window() ? now >= counter.alerted_start + rule.window
+                                          : counter.alerted_start != current;
+      const int alerted = armed ? 0 : counter.alerted_percent;
+      const int64_t used = counter.used_at(rule, now).micros();
+      int crossed = 0;
+      for (int percent : thresholds) {
+        if (percent > alerted && static_cast<__int128>(used) * 100 >=
+                                     static_cast<__int128>(rule.limit.micros()) * percent)
+          crossed = percent;
+      }
+      if (crossed == 0)
+        continue;
+      counter.alerted_start = rule.by_window() ? now : current;
+      counter.alerted_percent = crossed;
+      state.dirty_budgets.insert(node->path);
+      boost::json::object vendor_limit = vendor_limit_to_json(rule);
+      vendor_limit["index"] = index;
+      boost::json::object detail{{"event", "threshold_crossed"},
+                                 {"percent", crossed},
+                                 {"limit", rule.limit.to_string()},
+                                 {"used", Money::from_micros(used).to_string()},
+                                 {"vendor", vendor},
+                                 {"vendor_limit", std::move(vendor_limit)}};
+      if (!rule.by_window())
+        detail["period_start"] = format_timestamp(current);
+      Entry entry = make_entry(command, "alert", now);
+      entry.budget = node->path;
+      entry.actor = std::string(system_actor);
+      entry.detail_json = canonical_json(detail);
+      append_entry(state, std::move(entry));
+      break;
+    }
   }
 }
 
@@ -240,6 +337,11 @@ void raise_threshold_alerts(WorkingSet& state, const Command& command,
 
 Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
   assert(command.amount && command.amount->is_positive());
+  // A hold's id is fixed at the edge; one that already exists is never overwritten (a batch
+  // recomputed after a lost answer would otherwise reserve twice for one hold).
+  if (command.kind == CommandKind::hold && state.holds.contains(command.hold_id)) {
+    return conflict("hold_id_exists", "Hold " + command.hold_id + " already exists.");
+  }
   std::vector<BudgetNode*> path = lineage_of(state, command.budget);
   if (path.empty())
     return not_found("budget_not_found", "No budget " + command.budget + ".");
@@ -250,7 +352,7 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
     return deny(state, command, decision, now);
 
   const Money amount = *command.amount;
-  count_usage(path, amount, now);
+  count_usage(path, amount, command.vendor, command.kind == CommandKind::spend, now);
   const std::string budget_account = "budget:" + command.budget;
   if (command.kind == CommandKind::spend) {
     adjust_path(state, path, Money::zero(), amount, now);
@@ -265,6 +367,7 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
     append_entry(state, std::move(entry));
     const int64_t seq = state.new_entries.back().seq;
     raise_threshold_alerts(state, command, path, now);
+    raise_vendor_alerts(state, command, path, command.vendor, now);
     return respond(state, command, 201, spend_body(command, amount, seq, now), now);
   }
 
@@ -308,6 +411,7 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
   state.holds[hold.id] = std::move(hold);
   state.dirty_holds.insert(command.hold_id);
   raise_threshold_alerts(state, command, path, now);
+  raise_vendor_alerts(state, command, path, command.vendor, now);
   return respond(state, command, decision.needs_approval ? 202 : 201, body, now);
 }
 
@@ -322,8 +426,7 @@ void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStat
   std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
   assert(!path.empty());  // Nodes are never deleted, and the hold's node existed when it was made.
   adjust_path(state, path, hold.amount.negated(), captured, now);
-  release_usage(path, Money::from_micros(hold.amount.micros() - captured.micros()),
-                hold.created_at);
+  settle_usage(path, hold, captured, now);
   hold.status = status;
   hold.captured = captured;
   hold.settled_at = now;
@@ -498,6 +601,8 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
     node.policies.windows = *settings.windows;
   if (settings.vendors)
     node.policies.vendors = *settings.vendors;
+  if (settings.vendor_limits)
+    node.policies.vendor_limits = *settings.vendor_limits;
   if (settings.approval_above_given)
     node.policies.approval_above = settings.approval_above;
   if (settings.breaker_given)

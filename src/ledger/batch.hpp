@@ -50,7 +50,9 @@ std::string idempotency_slot(std::string_view root, std::string_view scoped_key)
 
 // The most rows one command writes besides budget rows: two entries (an expiry met on the way
 // then its own, or a denial and the freeze of a tripped breaker), an idempotency record, a hold
-// and a key; a spend or hold may also raise one threshold alert per level of its path.
+// and a key; a spend or hold may also raise, on each level of its path, one threshold alert for
+// the level's limit and one for its vendor rules (the first rule in order that crossed one; any
+// other rule that crossed alerts with its next spend or hold).
 inline size_t rows_written_max(const Command& command) {
   constexpr size_t base = 5;
   if ((command.kind == CommandKind::freeze && command.void_holds) ||
@@ -58,7 +60,7 @@ inline size_t rows_written_max(const Command& command) {
     return base + void_rows_per_command_max;
   }
   if (command.kind == CommandKind::spend || command.kind == CommandKind::hold)
-    return base + lineage_depth(command.budget);
+    return base + 2 * lineage_depth(command.budget);
   return base;
 }
 // "a/b/c" -> "a", "a/b", "a/b/c" (views into `path`); empty for an invalid path.

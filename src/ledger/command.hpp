@@ -51,6 +51,7 @@ struct BudgetSettings {
   // Policies: each one given replaces the node's (null or empty clears it); absent keeps it.
   std::optional<std::vector<WindowCap>> windows;
   std::optional<VendorRules> vendors;
+  std::optional<std::vector<VendorLimit>> vendor_limits;  // null or empty clears them
   bool approval_above_given = false;
   std::optional<Money> approval_above;
   bool breaker_given = false;
@@ -59,7 +60,8 @@ struct BudgetSettings {
   std::optional<std::vector<int>> thresholds;  // null: back to the default 50 / 80 / 100
 
   bool touches_policies() const {
-    return windows || vendors || approval_above_given || breaker_given || thresholds_given;
+    return windows || vendors || vendor_limits || approval_above_given || breaker_given ||
+           thresholds_given;
   }
 };
 

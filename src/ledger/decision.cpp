@@ -17,6 +17,8 @@ std::string_view denial_code_name(DenialCode code) {
       return "approval_required";
     case DenialCode::window_exceeded:
       return "window_exceeded";
+    case DenialCode::vendor_limit_exceeded:
+      return "vendor_limit_exceeded";
     case DenialCode::budget_exceeded:
       return "budget_exceeded";
     case DenialCode::breaker_tripped:
@@ -59,6 +61,7 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
     decision.message = std::move(message);
     decision.needs_approval = false;
     decision.approval_level.clear();
+    decision.vendor_rule.reset();
     return decision;
   };
   const std::string amount_text = request.amount.to_string();
@@ -110,8 +113,7 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
       deny(DenialCode::approval_required, *node,
            "Amount " + amount_text + " is above the approval threshold " + threshold->to_string() +
                " of " + node->path + ".");
-      decision.hint =
-          "Reserve it with a hold (POST /v1/holds): the hold waits for an admin's approval.";
+      decision.hint = "Reserve it with a hold instead: a hold waits for an admin's approval.";
       return decision;
     }
     decision.needs_approval = true;
@@ -129,6 +131,29 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
            "Amount " + amount_text + " would take " + node->path + " over its limit of " +
                window.limit.to_string() + " per " + format_duration(window.duration) + " (" +
                used.to_string() + " used).");
+      if (!decision.available || room < *decision.available)
+        decision.available = room;
+      return decision;
+    }
+  }
+  // Per-vendor caps across a subtree: each rule on any level whose patterns name the vendor
+  // counts what the level's whole subtree held and captured with it.
+  for (const BudgetNode* node : path) {
+    const std::vector<VendorLimit>& rules = node->policies.vendor_limits;
+    for (size_t index = 0; index < rules.size(); ++index) {
+      const VendorLimit& rule = rules[index];
+      if (!rule.matches(request.vendor))
+        continue;
+      const Money used = node->usage.vendor_used(rule, now);
+      assert(used.micros() <= Money::micros_max);
+      if (used.micros() + request.amount.micros() <= rule.limit.micros())
+        continue;
+      const Money room = std::max(Money::zero(), *rule.limit.checked_sub(used));
+      deny(DenialCode::vendor_limit_exceeded, *node,
+           "Amount " + amount_text + " for vendor " + quoted(request.vendor) + " would take " +
+               node->path + " over its vendor limit of " + describe_vendor_limit(rule) + " (" +
+               used.to_string() + " used).");
+      decision.vendor_rule = index;
       if (!decision.available || room < *decision.available)
         decision.available = room;
       return decision;

@@ -3,10 +3,10 @@
 // THE decision function: given the state of every node on a path (root first) and a request to
 // move money, accept it or name the first rule it breaks, in the SPEC's precedence order:
 // frozen -> vendor_blocked -> per_txn_exceeded -> approval_required -> window_exceeded ->
-// budget_exceeded -> breaker_tripped. Each rule scans the whole path (root first) before the
-// next one runs, so the code is the first rule any level breaks and the level is the highest
-// one that breaks it. approval_required refuses a one-shot spend; a hold above the threshold
-// goes on through the later rules and, if they pass, waits for an admin (needs_approval).
+// vendor_limit_exceeded -> budget_exceeded -> breaker_tripped. Each rule scans the whole path (root
+// first) before the next one runs, so the code is the first rule any level breaks and the level is
+// the highest one that breaks it. approval_required refuses a one-shot spend; a hold above the
+// threshold goes on through the later rules and, if they pass, waits for an admin (needs_approval).
 
 #include <optional>
 #include <span>
@@ -23,6 +23,7 @@ enum class DenialCode {
   per_txn_exceeded,
   approval_required,
   window_exceeded,
+  vendor_limit_exceeded,
   budget_exceeded,
   breaker_tripped,
 };
@@ -44,6 +45,8 @@ struct Decision {
   std::string message;
   std::string hint;           // approval_required: what to do instead
   std::string freeze_reason;  // breaker_tripped: the reason the level is frozen with
+  // vendor_limit_exceeded: the index of the rule in the level's Policies::vendor_limits.
+  std::optional<size_t> vendor_rule;
   // An accepted hold above some level's approval_above waits for an admin; the highest level.
   bool needs_approval = false;
   std::string approval_level;

@@ -6,6 +6,7 @@
 #include <cassert>
 
 #include "ledger/canonical_json.hpp"
+#include "ledger/chain.hpp"
 
 namespace stub::ledger {
 
@@ -128,6 +129,107 @@ const Ring* Usage::window_ring(Micros duration) const {
   return nullptr;
 }
 
+bool VendorLimit::matches(std::string_view vendor) const {
+  if (vendor.empty())
+    return false;  // A spend without a vendor is no vendor's: no vendor rule counts it.
+  return std::any_of(vendors.begin(), vendors.end(),
+                     [&](const std::string& pattern) { return vendor_matches(pattern, vendor); });
+}
+
+std::string VendorLimit::counter_key() const {
+  assert(!vendors.empty());
+  assert(by_window() != period.has_value());
+  std::vector<std::string> sorted = vendors;
+  std::sort(sorted.begin(), sorted.end());
+  std::string text =
+      by_window() ? "w" + std::to_string(window) : "p" + std::string(period_name(*period));
+  for (const std::string& pattern : sorted)
+    text += "|" + pattern;
+  // A fingerprint keeps the usage column small whatever the patterns: 64 bits of SHA-256 make a
+  // collision between the at most 16 rules of one node out of reach.
+  return sha256_hex(text).substr(0, 16);
+}
+
+Micros VendorCounter::current_period_start(const VendorLimit& rule, Micros now) const {
+  assert(rule.period.has_value());
+  return std::max(period_start, ledger::period_start(*rule.period, now));
+}
+
+Money VendorCounter::used_at(const VendorLimit& rule, Micros now) const {
+  if (rule.by_window())
+    return ring ? ring->amount_at(now) : Money::zero();
+  const int64_t captured = current_period_start(rule, now) == period_start ? spent : 0;
+  // Saturates like a ring: every running total stays within what a budget can track.
+  const int64_t total = std::min(captured + reserved, Money::micros_max);
+  assert(total >= 0);
+  return Money::from_micros(total);
+}
+
+void VendorCounter::count(const VendorLimit& rule, int64_t amount, bool captured, Micros now) {
+  assert(amount >= 0);
+  if (rule.by_window()) {
+    if (!ring)
+      ring = Ring{rule.window, now, {}};
+    ring->add(now, amount, 1, now);
+    return;
+  }
+  const Micros current = current_period_start(rule, now);
+  if (current != period_start) {
+    spent = 0;  // The reset is lazy, as for budgets: entries never change.
+    period_start = current;
+  }
+  int64_t& total = captured ? spent : reserved;
+  total = std::min(total + amount, Money::micros_max);
+  assert(spent >= 0 && reserved >= 0);
+}
+
+void VendorCounter::settle(const VendorLimit& rule, Micros made_at, int64_t held, int64_t captured,
+                           Micros now) {
+  assert(held >= captured && captured >= 0);
+  const bool counted = made_at >= since;
+  if (rule.by_window()) {
+    if (!ring)
+      return;
+    if (counted) {
+      ring->release(made_at, held - captured);
+    } else if (captured > 0) {
+      // A hold made before the rule was never counted: what it captures counts from now.
+      ring->add(now, captured, 0, now);
+    }
+    return;
+  }
+  const Micros current = current_period_start(rule, now);
+  if (current != period_start) {
+    spent = 0;
+    period_start = current;
+  }
+  if (counted)
+    reserved -= std::min(reserved, held);
+  spent = std::min(spent + captured, Money::micros_max);
+  assert(spent >= 0 && reserved >= 0);
+}
+
+const VendorCounter* Usage::vendor_counter(std::string_view key) const {
+  for (const VendorCounter& counter : vendor_counters) {
+    if (counter.key == key)
+      return &counter;
+  }
+  return nullptr;
+}
+
+VendorCounter* Usage::vendor_counter(std::string_view key) {
+  for (VendorCounter& counter : vendor_counters) {
+    if (counter.key == key)
+      return &counter;
+  }
+  return nullptr;
+}
+
+Money Usage::vendor_used(const VendorLimit& rule, Micros now) const {
+  const VendorCounter* counter = vendor_counter(rule.counter_key());
+  return counter != nullptr ? counter->used_at(rule, now) : Money::zero();
+}
+
 std::string policies_to_storage(const Policies& policies) {
   if (policies.empty())
     return "";
@@ -150,6 +252,16 @@ std::string policies_to_storage(const Policies& policies) {
     out["va"] = string_array(policies.vendors.allow);
   if (!policies.vendors.block.empty())
     out["vb"] = string_array(policies.vendors.block);
+  if (!policies.vendor_limits.empty()) {
+    boost::json::array rules;
+    for (const VendorLimit& rule : policies.vendor_limits) {
+      rules.push_back(boost::json::array{
+          string_array(rule.vendors), rule.limit.micros(),
+          rule.period ? boost::json::value(period_name(*rule.period)) : boost::json::value(nullptr),
+          rule.window});
+    }
+    out["vl"] = std::move(rules);
+  }
   if (policies.approval_above)
     out["aa"] = policies.approval_above->micros();
   if (policies.breaker) {
@@ -217,6 +329,50 @@ bool read_ring(const boost::json::value& value, Ring& ring) {
   return true;
 }
 
+bool read_vendor_limit(const boost::json::value& value, VendorLimit& rule) {
+  const auto* array = value.if_array();
+  if (array == nullptr || array->size() != 4 || !read_strings((*array)[0], rule.vendors) ||
+      rule.vendors.empty() || !is_int((*array)[1]) || (*array)[1].get_int64() < 0 ||
+      !is_int((*array)[3])) {
+    return false;
+  }
+  rule.limit = Money::from_micros((*array)[1].get_int64());
+  rule.window = (*array)[3].get_int64();
+  if ((*array)[2].is_string())
+    rule.period = parse_period((*array)[2].get_string());
+  else if (!(*array)[2].is_null())
+    return false;
+  // Exactly one of the two: a period, or a window within the policy durations.
+  if (rule.period.has_value())
+    return rule.window == 0;
+  return rule.window >= policy_duration_min && rule.window <= policy_duration_max;
+}
+
+bool read_vendor_counter(const boost::json::value& value, VendorCounter& counter) {
+  const auto* array = value.if_array();
+  if (array == nullptr || array->size() != 8 || !(*array)[0].is_string())
+    return false;
+  for (size_t i : {1, 2, 3, 4, 6, 7}) {
+    if (!is_int((*array)[i]))
+      return false;
+  }
+  counter.key = std::string((*array)[0].get_string());
+  counter.since = (*array)[1].get_int64();
+  counter.period_start = (*array)[2].get_int64();
+  counter.spent = (*array)[3].get_int64();
+  counter.reserved = (*array)[4].get_int64();
+  if (!(*array)[5].is_null()) {
+    Ring ring;
+    if (!read_ring((*array)[5], ring))
+      return false;
+    counter.ring = std::move(ring);
+  }
+  counter.alerted_start = (*array)[6].get_int64();
+  counter.alerted_percent = static_cast<int>((*array)[7].get_int64());
+  return counter.spent >= 0 && counter.reserved >= 0 && counter.alerted_percent >= 0 &&
+         counter.alerted_percent <= 100;
+}
+
 }  // namespace
 
 Result<Policies> policies_from_storage(std::string_view text) {
@@ -249,6 +405,14 @@ Result<Policies> policies_from_storage(std::string_view text) {
       valid = read_strings(value, policies.vendors.allow);
     } else if (name == "vb") {
       valid = read_strings(value, policies.vendors.block);
+    } else if (name == "vl") {
+      valid = value.is_array();
+      for (size_t i = 0; valid && i < value.get_array().size(); ++i) {
+        VendorLimit rule;
+        valid = read_vendor_limit(value.get_array()[i], rule);
+        if (valid)
+          policies.vendor_limits.push_back(std::move(rule));
+      }
     } else if (name == "aa") {
       valid = is_int(value) && value.get_int64() >= 0;
       if (valid)
@@ -303,6 +467,17 @@ std::string usage_to_storage(const Usage& usage) {
     out["b"] = ring_to_json(*usage.breaker);
   if (usage.alerted_period_start != 0 || usage.alerted_percent != 0)
     out["t"] = boost::json::array{usage.alerted_period_start, usage.alerted_percent};
+  if (!usage.vendor_counters.empty()) {
+    boost::json::array counters;
+    for (const VendorCounter& counter : usage.vendor_counters) {
+      counters.push_back(boost::json::array{
+          counter.key, counter.since, counter.period_start, counter.spent, counter.reserved,
+          counter.ring ? boost::json::value(ring_to_json(*counter.ring))
+                       : boost::json::value(nullptr),
+          counter.alerted_start, counter.alerted_percent});
+    }
+    out["vl"] = std::move(counters);
+  }
   return canonical_json(out);
 }
 
@@ -338,6 +513,16 @@ Result<Usage> usage_from_storage(std::string_view text) {
     usage.alerted_period_start = (*array)[0].get_int64();
     usage.alerted_percent = static_cast<int>((*array)[1].get_int64());
   }
+  if (const auto* counters = object.if_contains("vl")) {
+    if (!counters->is_array())
+      return invalid_state("The stored vendor limit usage is malformed.");
+    for (const auto& item : counters->get_array()) {
+      VendorCounter counter;
+      if (!read_vendor_counter(item, counter))
+        return invalid_state("The stored vendor limit usage is malformed.");
+      usage.vendor_counters.push_back(std::move(counter));
+    }
+  }
   return usage;
 }
 
@@ -351,6 +536,10 @@ boost::json::object policies_to_json(const Policies& policies) {
   out["windows"] = std::move(windows);
   out["vendors"] = boost::json::object{{"allow", string_array(policies.vendors.allow)},
                                        {"block", string_array(policies.vendors.block)}};
+  boost::json::array vendor_limits;
+  for (const VendorLimit& rule : policies.vendor_limits)
+    vendor_limits.push_back(vendor_limit_to_json(rule));
+  out["vendor_limits"] = std::move(vendor_limits);
   out["approval_above"] = policies.approval_above
                               ? boost::json::value(policies.approval_above->to_string())
                               : boost::json::value(nullptr);
@@ -369,6 +558,27 @@ boost::json::object policies_to_json(const Policies& policies) {
     thresholds.emplace_back(percent);
   out["thresholds"] = std::move(thresholds);
   return out;
+}
+
+boost::json::object vendor_limit_to_json(const VendorLimit& rule) {
+  boost::json::object out{{"vendors", string_array(rule.vendors)},
+                          {"limit", rule.limit.to_string()}};
+  if (rule.by_window())
+    out["window"] = format_duration(rule.window);
+  else
+    out["period"] = period_name(*rule.period);
+  return out;
+}
+
+std::string describe_vendor_limit(const VendorLimit& rule) {
+  std::string vendors;
+  for (const std::string& pattern : rule.vendors)
+    vendors += (vendors.empty() ? "" : ", ") + pattern;
+  const std::string per = rule.by_window() ? " per " + format_duration(rule.window)
+                          : *rule.period == Period::none
+                              ? " in all"
+                              : " per " + std::string(period_name(*rule.period));
+  return rule.limit.to_string() + per + " on " + vendors;
 }
 
 std::string format_duration(Micros duration) {
@@ -429,8 +639,29 @@ void sync_usage(Usage& usage, const Policies& policies, Micros now) {
   } else if (!usage.breaker || usage.breaker->duration != policies.breaker->duration) {
     usage.breaker = Ring{policies.breaker->duration, now, {}};
   }
+  std::vector<VendorCounter> counters;
+  counters.reserve(policies.vendor_limits.size());
+  for (const VendorLimit& rule : policies.vendor_limits) {
+    const std::string key = rule.counter_key();
+    if (VendorCounter* existing = usage.vendor_counter(key)) {
+      counters.push_back(std::move(*existing));
+      continue;
+    }
+    // A rule counts from when it was set (as a window does): seeding it from the entries of a
+    // whole period would make one admin call as costly as a month of traffic.
+    VendorCounter counter;
+    counter.key = key;
+    counter.since = now;
+    if (rule.by_window())
+      counter.ring = Ring{rule.window, now, {}};
+    else
+      counter.period_start = period_start(*rule.period, now);
+    counters.push_back(std::move(counter));
+  }
+  usage.vendor_counters = std::move(counters);
   assert(usage.windows.size() == policies.windows.size());
   assert(policies.breaker.has_value() == usage.breaker.has_value());
+  assert(usage.vendor_counters.size() == policies.vendor_limits.size());
 }
 
 }  // namespace stub::ledger

@@ -31,6 +31,9 @@ inline constexpr int64_t buckets_per_ring = 60;
 inline constexpr Micros policy_duration_min = micros_per_second;
 inline constexpr Micros policy_duration_max = 90LL * 86'400 * micros_per_second;
 inline constexpr int64_t breaker_count_max = 1'000'000'000;
+// Per-vendor caps across a subtree (vendor_limits): rules per node, patterns per rule.
+inline constexpr size_t vendor_limits_per_node_max = 16;
+inline constexpr size_t vendor_limit_patterns_max = 16;
 
 struct WindowCap {
   Micros duration = 0;
@@ -52,9 +55,27 @@ struct BreakerSettings {
   friend bool operator==(const BreakerSettings&, const BreakerSettings&) = default;
 };
 
+// A cap on what the node's whole subtree holds and captures with the vendors it names: "all our
+// agents together may spend at most 2,000.00 a month on Twilio". By calendar period (reset like
+// the node's own, never backwards) or by rolling window (a ring like the node's windows).
+struct VendorLimit {
+  std::vector<std::string> vendors;  // patterns as in VendorRules, at least one, lower-cased
+  Money limit;
+  std::optional<Period> period;  // exactly one of `period` and `window` is set
+  Micros window = 0;             // rolling window duration; zero when by period
+
+  bool by_window() const { return window > 0; }
+  bool matches(std::string_view vendor) const;
+  // Names the counter that belongs to this rule: its patterns and its period or window, not
+  // its limit, so that changing only the limit keeps the count (as it does for windows).
+  std::string counter_key() const;
+  friend bool operator==(const VendorLimit&, const VendorLimit&) = default;
+};
+
 struct Policies {
   std::vector<WindowCap> windows;  // distinct durations, ascending
   VendorRules vendors;
+  std::vector<VendorLimit> vendor_limits;  // distinct counter keys, in the order given
   std::optional<Money> approval_above;
   std::optional<BreakerSettings> breaker;
   // Percentages of the limit that raise a threshold_crossed alert, ascending. nullopt: the
@@ -65,8 +86,8 @@ struct Policies {
   std::string unknown_json;
 
   bool empty() const {
-    return windows.empty() && vendors.empty() && !approval_above && !breaker && !thresholds &&
-           unknown_json.empty();
+    return windows.empty() && vendors.empty() && vendor_limits.empty() && !approval_above &&
+           !breaker && !thresholds && unknown_json.empty();
   }
   std::vector<int> effective_thresholds() const;
   friend bool operator==(const Policies&, const Policies&) = default;
@@ -100,17 +121,51 @@ struct Ring {
   friend bool operator==(const Ring&, const Ring&) = default;
 };
 
+// What one vendor rule has counted, kept in the owning node's row (the row every batch on a path
+// below it already reads, locks and writes), so racing instances conflict on it as on limits.
+struct VendorCounter {
+  std::string key;   // VendorLimit::counter_key() of the rule it counts for
+  Micros since = 0;  // when the rule started counting: holds made before it were not counted
+  // By period: captured in the period starting at `period_start`, and outstanding holds.
+  Micros period_start = 0;
+  int64_t spent = 0;     // micros
+  int64_t reserved = 0;  // micros
+  // By window: held or captured amounts in time buckets (held parts released on settlement).
+  std::optional<Ring> ring;
+  // Threshold alerts already raised for this rule: the highest percentage, in the period
+  // starting at `alerted_start` (by window: within one window duration of it).
+  Micros alerted_start = 0;
+  int alerted_percent = 0;
+
+  // The start of the rule's current period as of `now`; never earlier than the recorded one.
+  Micros current_period_start(const VendorLimit& rule, Micros now) const;
+  // Held + captured amounts that count against the rule as of `now`.
+  Money used_at(const VendorLimit& rule, Micros now) const;
+  // Counts an accepted spend (captured at once) or hold (reserved) of `amount` at `now`.
+  void count(const VendorLimit& rule, int64_t amount, bool captured, Micros now);
+  // Settles a hold of `held` made at `made_at`: `captured` of it was spent, the rest released.
+  void settle(const VendorLimit& rule, Micros made_at, int64_t held, int64_t captured, Micros now);
+  friend bool operator==(const VendorCounter&, const VendorCounter&) = default;
+};
+
 struct Usage {
   std::vector<Ring> windows;  // one per window duration, in the order of Policies::windows
   std::optional<Ring> breaker;
   // Threshold alerts already raised: the highest percentage, in the period starting here.
   Micros alerted_period_start = 0;
   int alerted_percent = 0;
+  // One per vendor rule, in the order of Policies::vendor_limits, found by key.
+  std::vector<VendorCounter> vendor_counters;
 
   bool empty() const {
-    return windows.empty() && !breaker && alerted_period_start == 0 && alerted_percent == 0;
+    return windows.empty() && !breaker && alerted_period_start == 0 && alerted_percent == 0 &&
+           vendor_counters.empty();
   }
   const Ring* window_ring(Micros duration) const;
+  const VendorCounter* vendor_counter(std::string_view key) const;
+  VendorCounter* vendor_counter(std::string_view key);
+  // What `rule` has counted as of `now` (zero when it has no counter yet).
+  Money vendor_used(const VendorLimit& rule, Micros now) const;
   friend bool operator==(const Usage&, const Usage&) = default;
 };
 
@@ -124,6 +179,10 @@ Result<Usage> usage_from_storage(std::string_view text);
 
 // The public JSON form, as PUT /v1/budgets takes it and budget states show it.
 boost::json::object policies_to_json(const Policies& policies);
+// One vendor rule as PUT /v1/budgets takes it: {"vendors", "limit", "period" | "window"}.
+boost::json::object vendor_limit_to_json(const VendorLimit& rule);
+// "2000.00 per month on api.twilio.com": how messages name a rule.
+std::string describe_vendor_limit(const VendorLimit& rule);
 
 // "1h", "90s", "250ms": the largest unit that divides the duration evenly.
 std::string format_duration(Micros duration);
@@ -133,8 +192,9 @@ std::string format_duration(Micros duration);
 bool valid_vendor_pattern(std::string_view pattern);
 bool vendor_matches(std::string_view pattern, std::string_view vendor);
 
-// Keeps `usage` in step with `policies`: a ring for every window duration and the breaker,
-// reusing the existing ring of the same duration, new ones starting at `now`.
+// Keeps `usage` in step with `policies`: a ring for every window duration and the breaker, and a
+// counter for every vendor rule, reusing the existing one of the same duration (or counter key),
+// new ones starting at `now`.
 void sync_usage(Usage& usage, const Policies& policies, Micros now);
 
 }  // namespace stub::ledger

@@ -1,5 +1,6 @@
 #include "ledger/views.hpp"
 
+#include <algorithm>
 #include <cassert>
 
 #include "ledger/decision.hpp"
@@ -46,6 +47,16 @@ boost::json::object budget_to_json(const BudgetNode& node,
   for (size_t i = 0; i < windows.size(); ++i) {
     const Ring* ring = node.usage.window_ring(node.policies.windows[i].duration);
     windows[i].as_object()["used"] = (ring ? ring->amount_at(now) : Money::zero()).to_string();
+  }
+  // Each vendor rule with what the subtree has held and captured against it, and what is left.
+  auto& vendor_limits = policies["vendor_limits"].as_array();
+  assert(vendor_limits.size() == node.policies.vendor_limits.size());
+  for (size_t i = 0; i < vendor_limits.size(); ++i) {
+    const VendorLimit& rule = node.policies.vendor_limits[i];
+    const Money used = node.usage.vendor_used(rule, now);
+    auto& shown = vendor_limits[i].as_object();
+    shown["used"] = used.to_string();
+    shown["available"] = std::max(Money::zero(), *rule.limit.checked_sub(used)).to_string();
   }
   if (node.policies.breaker) {
     auto& breaker = policies["breaker"].as_object();

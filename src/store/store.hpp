@@ -189,6 +189,11 @@ class Store {
     uint64_t total = 0;
   };
   virtual std::vector<EventCount> event_counts() const { return {}; }
+
+  // Whether the store can take writes now, found out with a round trip where that means
+  // anything (PostgreSQL reconnects a lost writer and settles a commit left unknown). The
+  // sequencer asks while degraded, with no batch in flight, so writes resume without a caller.
+  virtual Status probe() { return Status::success(); }
 };
 
 struct StoreOptions {

@@ -344,6 +344,65 @@ CASES = [
           ("threshold_fraction", {"thresholds": [50.5]}, "invalid_thresholds"),
           ("thresholds_not_list", {"thresholds": 80}, "invalid_thresholds"),
           ("thresholds_too_many", {"thresholds": list(range(10, 100, 10))}, "invalid_thresholds"),
+          # vendor_limits (issue 16): every field of a rule, and the list itself.
+          ("vendor_limits_not_list", {"vendor_limits": {"vendors": ["a.com"], "limit": "5",
+                                                         "period": "month"}},
+           "invalid_vendor_limits"),
+          ("vendor_limits_item_not_object", {"vendor_limits": ["a.com=5/month"]},
+           "invalid_vendor_limits"),
+          ("vendor_limits_too_many", {"vendor_limits": [
+              {"vendors": [f"v{i}.com"], "limit": "5", "period": "month"} for i in range(17)]},
+           "invalid_vendor_limits"),
+          ("vendor_limit_unknown_member", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "period": "month", "cap": 1}]}, "unknown_field"),
+          ("vendor_limit_missing_vendors", {"vendor_limits": [{"limit": "5", "period": "month"}]},
+           "missing_field"),
+          ("vendor_limit_vendors_empty", {"vendor_limits": [
+              {"vendors": [], "limit": "5", "period": "month"}]}, "invalid_vendor_limits"),
+          ("vendor_limit_vendors_not_list", {"vendor_limits": [
+              {"vendors": "a.com", "limit": "5", "period": "month"}]}, "invalid_vendor_limits"),
+          ("vendor_limit_vendors_too_many", {"vendor_limits": [
+              {"vendors": [f"v{i}.com" for i in range(17)], "limit": "5", "period": "month"}]},
+           "invalid_vendor_limits"),
+          ("vendor_limit_vendor_not_string", {"vendor_limits": [
+              {"vendors": [7], "limit": "5", "period": "month"}]}, "invalid_vendors"),
+          ("vendor_limit_bad_pattern", {"vendor_limits": [
+              {"vendors": ["*"], "limit": "5", "period": "month"}]}, "invalid_vendor_pattern"),
+          ("vendor_limit_pattern_control", {"vendor_limits": [
+              {"vendors": ["a\u0007.com"], "limit": "5", "period": "month"}]},
+           "invalid_vendor_pattern"),
+          ("vendor_limit_missing_limit", {"vendor_limits": [{"vendors": ["a.com"], "period": "month"}]},
+           "missing_field"),
+          ("vendor_limit_null_limit", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": None, "period": "month"}]}, "missing_field"),
+          ("vendor_limit_negative_limit", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "-1", "period": "month"}]}, "invalid_amount"),
+          ("vendor_limit_limit_7_decimals", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "0.0000001", "period": "month"}]}, "invalid_amount"),
+          ("vendor_limit_limit_float", '{"vendor_limits": [{"vendors": ["a.com"], "limit": 5.5, '
+                                       '"period": "month"}]}', "invalid_amount"),
+          ("vendor_limit_neither_period_nor_window", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5"}]}, "invalid_vendor_limits"),
+          ("vendor_limit_period_and_window", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "period": "month", "window": "1h"}]},
+           "invalid_vendor_limits"),
+          ("vendor_limit_unknown_period", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "period": "year"}]}, "invalid_vendor_limits"),
+          ("vendor_limit_period_not_string", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "period": 30}]}, "invalid_vendor_limits"),
+          ("vendor_limit_window_unknown_unit", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "window": "1w"}]}, "invalid_duration"),
+          ("vendor_limit_window_too_short", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "window": "500ms"}]}, "invalid_duration"),
+          ("vendor_limit_window_too_long", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "window": "91d"}]}, "invalid_duration"),
+          ("vendor_limits_duplicate_rule", {"vendor_limits": [
+              {"vendors": ["a.com", "b.com"], "limit": "5", "period": "month"},
+              {"vendors": ["B.com", "a.com"], "limit": "6", "period": "month"}]},
+           "invalid_vendor_limits"),
+          ("vendor_limits_valid_then_one_bad", {"vendor_limits": [
+              {"vendors": ["a.com"], "limit": "5", "period": "month"},
+              {"vendors": ["b.com"], "limit": "5", "window": "0s"}]}, "invalid_duration"),
           ("valid_fields_then_one_bad", {"limit": "15", "windows": [{"duration": "1h", "limit": "1"}],
                                          "breaker": {"duration": "1m", "max_count": -1}},
            "invalid_breaker"),

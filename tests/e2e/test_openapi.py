@@ -175,5 +175,5 @@ def test_admin_only_operations_refuse_an_agent_key(server, admin, document):
 def test_budget_body_documents_every_policy(document):
     operation = document["paths"]["/v1/budgets/{path}"]["put"]
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
-    assert {"limit", "period", "per_txn_max", "currency", "windows", "vendors", "approval_above",
-            "breaker", "thresholds"} == set(schema["properties"])
+    assert {"limit", "period", "per_txn_max", "currency", "windows", "vendors", "vendor_limits",
+            "approval_above", "breaker", "thresholds"} == set(schema["properties"])

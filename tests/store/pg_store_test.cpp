@@ -1,12 +1,14 @@
 // PostgreSQL-specific behaviour the conformance suite cannot express store-agnostically: the
-// portable SQL subset, concurrent migrations, ambiguous commits, the per-commit row bound and
-// the speculative pipeline's recovery from stale state.
+// portable SQL subset, concurrent migrations, ambiguous commits, the per-commit row bound, and
+// the hardening of issue 9 (refused data, the fence, timeouts, retention). The speculative
+// pipeline has tests of its own (pg_speculative_test.cpp).
 // Needs STUB_TEST_POSTGRES_URL (see postgres_fixture.hpp); the first two cases need no server.
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <latch>
 #include <map>
 #include <mutex>
@@ -18,6 +20,7 @@
 
 #include "edge_commands.hpp"
 #include "engine/sequencer.hpp"
+#include "pg_store_fixture.hpp"
 #include "postgres_fixture.hpp"
 #include "store/postgres/pg_store.hpp"
 
@@ -117,54 +120,6 @@ void observe_statement(std::string_view sql) {
   std::lock_guard lock(observed_mutex);
   observed.emplace(sql);
 }
-
-class PgStoreTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (postgres_base_url().empty()) {
-      if (postgres_required())
-        FAIL() << "STUB_REQUIRE_POSTGRES=1 but STUB_TEST_POSTGRES_URL is not set";
-      GTEST_SKIP() << "STUB_TEST_POSTGRES_URL is not set";
-    }
-    url_ = postgres_url_for(directory_.str());
-  }
-
-  std::unique_ptr<PgStore> open_pg(const std::string& isolation = "read-committed") {
-    StoreOptions options;
-    options.isolation = isolation;
-    auto opened = PgStore::open(url_, options);
-    EXPECT_TRUE(opened.ok()) << (opened.ok() ? "" : opened.error().message);
-    return opened.ok() ? std::move(opened).value() : nullptr;
-  }
-
-  static engine::Clock fixed_clock() {
-    return [] { return t0; };
-  }
-
-  // acme (1000.00) -> team -> agent.
-  static void create_tree(engine::Sequencer& sequencer) {
-    for (const auto& [path, limit] : std::vector<std::pair<std::string, std::optional<Money>>>{
-             {"acme", units(1000)},
-             {"acme/team", std::nullopt},
-             {"acme/team/agent", std::nullopt}}) {
-      const auto outcome = sequencer.execute(set_budget(path, limit, ledger::Period::none));
-      ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-      ASSERT_EQ(outcome->status, 201) << outcome->body;
-    }
-  }
-
-  static int64_t count_spends(Store& store) {
-    int64_t spends = 0;
-    auto page = store.list_entries("acme", 0, 100'000);
-    EXPECT_TRUE(page.ok());
-    for (const ledger::Entry& entry : page->entries)
-      spends += entry.kind == "spend" ? 1 : 0;
-    return spends;
-  }
-
-  TempDirectory directory_;
-  std::string url_;
-};
 
 TEST_F(PgStoreTest, StatementsIssuedAtRunTimeStayInTheSubset) {
   {
@@ -339,213 +294,203 @@ TEST_F(PgStoreTest, BatchesStayUnderTheRowBound) {
   EXPECT_TRUE(store->verify("acme", nullptr)->ok);
 }
 
-// One batch driven through the store's pipelining API by hand, as the sequencer would.
-struct HandBatch {
-  explicit HandBatch(std::vector<ledger::Command> batch_commands)
-      : commands(std::move(batch_commands)), read(ledger::read_set_for(commands)) {
-    apply = [this](ledger::WorkingSet& state) {
-      outcomes.clear();
-      for (const ledger::Command& command : commands)
-        outcomes.push_back(ledger::apply_command(state, command, t0));
+// ---- Hardening (issue 9) ----------------------------------------------------------------------
+
+TEST_F(PgStoreTest, DataTheDatabaseRefusesFailsOnlyItsCommandNeverTheStore) {
+  for (const std::string isolation : {"serializable", "read-committed"}) {
+    SCOPED_TRACE(isolation);
+    ASSERT_EQ(postgres_exec(url_,
+                            "DROP TABLE IF EXISTS budgets, holds, api_keys, entries, "
+                            "idempotency, commit_markers, webhooks, webhook_cursors, "
+                            "webhook_deliveries, stub_migrations"),
+              "");
+    auto store = open_pg(isolation);
+    ASSERT_NE(store, nullptr);
+    engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
+    create_tree(sequencer);
+
+    // Straight at the store: a NUL byte (text parameters are C strings) and a byte that is not
+    // UTF-8. The batch fails as refused data, and the store commits the next one.
+    int good_spends = 0;
+    for (const std::string& vendor : {std::string("ab\0cd", 5), std::string("ab\xff")}) {
+      HandBatch bad({spend("acme/team/agent", units(2), "hold_bad", vendor)});
+      const Status status = store->commit_batch(bad.read, bad.apply);
+      ASSERT_FALSE(status.ok());
+      EXPECT_EQ(status.error().code, ErrorCode::invalid_input);
+      EXPECT_EQ(status.error().subcode, "invalid_data");
+      HandBatch good(
+          {spend("acme/team/agent", units(1), "hold_good_" + std::to_string(++good_spends))});
+      ASSERT_TRUE(store->commit_batch(good.read, good.apply).ok());
+    }
+    EXPECT_EQ(count_spends(*store), 2);
+    // Through the sequencer, in one batch with good commands and a hold whose id exists: only
+    // the offending commands fail, the others commit, and the sequencer stays healthy.
+    ASSERT_TRUE(
+        sequencer.execute(hold("acme/team/agent", units(10), "hold_kept", 60 * second)).ok());
+    std::vector<ledger::Outcome> outcomes(5, Error{});
+    std::latch answered(5);
+    // The gate outlives every answer: its callback returns before the next batch is answered.
+    CommitterGate gate(sequencer);
+    {
+      const std::vector<ledger::Command> commands = {
+          spend("acme/team/agent", units(3), "hold_ok1"),
+          spend("acme/team/agent", units(4), "hold_nul", std::string("x\0y", 3)),
+          hold("acme/team/agent", units(50), "hold_kept", 60 * second),
+          spend("acme/team/agent", units(5), "hold_ok2", "caf\xc3"),
+          with_key(spend("acme/team/agent", units(6), "hold_ok3"), "k-ok3", "h-ok3"),
+      };
+      for (size_t i = 0; i < commands.size(); ++i) {
+        sequencer.submit(commands[i], [&, i](ledger::Outcome outcome) {
+          outcomes[i] = std::move(outcome);
+          answered.count_down();
+        });
+      }
+      gate.release();
+    }
+    answered.wait();
+    ASSERT_TRUE(outcomes[0].ok()) << outcomes[0].error().message;
+    EXPECT_EQ(outcomes[0]->status, 201);
+    ASSERT_FALSE(outcomes[1].ok());
+    EXPECT_EQ(outcomes[1].error().subcode, "invalid_data");
+    // No driver or SQL text reaches the caller; the log has it under the incident id.
+    EXPECT_EQ(outcomes[1].error().message.find("SQLSTATE"), std::string::npos);
+    EXPECT_NE(outcomes[1].error().message.find("incident inc_"), std::string::npos);
+    ASSERT_FALSE(outcomes[2].ok());
+    EXPECT_EQ(outcomes[2].error().subcode, "hold_id_exists");
+    ASSERT_FALSE(outcomes[3].ok());
+    EXPECT_EQ(outcomes[3].error().subcode, "invalid_data");
+    ASSERT_TRUE(outcomes[4].ok()) << outcomes[4].error().message;
+    EXPECT_EQ(outcomes[4]->status, 201);
+    EXPECT_EQ(sequencer.health().state, engine::HealthState::ok);
+    EXPECT_FALSE(sequencer.failed());
+
+    // The hold that exists was not replaced: it still reserves its own 10.00, once.
+    const auto kept = store->get_hold("hold_kept").value();
+    ASSERT_TRUE(kept.has_value());
+    EXPECT_EQ(kept->amount, units(10));
+    EXPECT_EQ(store->get_budget("acme").value()->reserved, units(10));
+    EXPECT_EQ(store->get_budget("acme").value()->spent, units(1 + 1 + 1 + 3 + 6));
+    const auto next = sequencer.execute(spend("acme/team/agent", units(1), "hold_after"));
+    ASSERT_TRUE(next.ok()) << next.error().message;
+    EXPECT_EQ(next->status, 201);
+    EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+  }
+}
+
+// The backend of a cut connection lives on: it waits on a row lock with its whole transaction,
+// COMMIT included, already received. The ambiguous-commit check must fence it, or it commits
+// after the check said "not committed" and the recomputed batch commits again.
+TEST_F(PgStoreTest, ABackendThatOutlivesItsClientNeverCommitsAfterTheCheck) {
+  for (const bool with_idempotency_key : {false, true}) {
+    SCOPED_TRACE(with_idempotency_key ? "with an Idempotency-Key" : "without one");
+    ASSERT_EQ(postgres_exec(url_,
+                            "DROP TABLE IF EXISTS budgets, holds, api_keys, entries, "
+                            "idempotency, commit_markers, webhooks, webhook_cursors, "
+                            "webhook_deliveries, stub_migrations"),
+              "");
+    auto store = open_pg();
+    ASSERT_NE(store, nullptr);
+    engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
+    create_tree(sequencer);  // the rows are cached: the next batch goes speculative
+
+    // Another session holds the hot row.
+    PGconn* holder = PQconnectdb(url_.c_str());
+    ASSERT_EQ(PQstatus(holder), CONNECTION_OK);
+    PQclear(PQexec(holder, "BEGIN"));
+    PQclear(PQexec(holder, "SELECT path FROM budgets WHERE path = 'acme' FOR UPDATE"));
+
+    store->faults().long_speculative_lock_wait = true;
+    Command command = spend("acme/team/agent", units(7), "hold_fenced");
+    if (with_idempotency_key)
+      command = with_key(command, "k-fenced", "h-fenced");
+    std::promise<ledger::Outcome> answer;
+    sequencer.submit(command, [&](ledger::Outcome outcome) { answer.set_value(outcome); });
+
+    const auto wait_for = [&](const std::string& sql) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (std::chrono::steady_clock::now() < deadline) {
+        if (postgres_exec(url_, "DO $$ BEGIN IF NOT (" + sql +
+                                    ") THEN RAISE EXCEPTION 'not yet'; END IF; END $$") == "")
+          return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      return false;
     };
+    // The batch's backend waits for the row lock, its COMMIT already on the wire.
+    ASSERT_TRUE(
+        wait_for("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = "
+                 "'Lock' AND query LIKE 'SELECT path FROM budgets WHERE path = ANY%'"));
+    store->sever_writers();
+    // The check has run before the lock goes: the batch, recomputed on the locked path on a
+    // new connection, waits for the row too.
+    ASSERT_TRUE(
+        wait_for("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = "
+                 "'Lock' AND query LIKE 'SELECT path, root,%FOR UPDATE'"));
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+
+    auto future = answer.get_future();
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    const ledger::Outcome outcome = future.get();
+    store->faults().long_speculative_lock_wait = false;
+    ASSERT_TRUE(outcome.ok()) << outcome.error().message;
+    EXPECT_EQ(outcome->status, 201);
+    EXPECT_EQ(store->counters().ambiguous.load(), 1u);
+    EXPECT_EQ(store->counters().found_committed.load(), 0u);
+    // Exactly one application, whatever the old backend did after the check.
+    ASSERT_TRUE(
+        wait_for("SELECT count(*) = 0 FROM pg_stat_activity WHERE wait_event_type = "
+                 "'Lock'"));
+    EXPECT_EQ(count_spends(*store), 1);
+    EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
+    EXPECT_TRUE(store->verify("acme", nullptr)->ok);
   }
-  std::vector<ledger::Command> commands;
-  ledger::ReadSet read;
-  std::vector<ledger::Outcome> outcomes;
-  ApplyBatch apply;
-  OnCommitted committed;
-};
-
-// Another instance spends on the same root behind this one's back: the rows this instance
-// remembers go stale.
-void spend_elsewhere(const std::string& url, const std::string& hold_id) {
-  auto other = PgStore::open(url, StoreOptions{});
-  ASSERT_TRUE(other.ok()) << other.error().message;
-  engine::Sequencer sequencer(
-      **other, [] { return t0; }, {}, nullptr);
-  const auto outcome = sequencer.execute(spend("acme/team/agent", units(5), hold_id));
-  ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-  ASSERT_EQ(outcome->status, 201) << outcome->body;
 }
 
-TEST_F(PgStoreTest, AStaleSpeculativeBatchIsRecomputedOnTheLockedPath) {
-  auto store = open_pg();
-  ASSERT_NE(store, nullptr);
-  engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
-  create_tree(sequencer);
-  ASSERT_GT(store->counters().speculated.load(), 0u);  // read committed pipelines
-  spend_elsewhere(url_, "hold_elsewhere");
-
-  const auto outcome =
-      sequencer.execute(with_key(spend("acme/team/agent", units(2), "hold_s"), "ks", "hs"));
-  ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-  EXPECT_EQ(outcome->status, 201) << outcome->body;
-  EXPECT_EQ(store->counters().speculation_missed.load(), 1u);
-  EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
-  EXPECT_EQ(count_spends(*store), 2);
-  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
-
-  // The same key again, a batch later: the INSERT of its record finds it (23505) and the batch
-  // answers from the record on the locked path, without spending twice.
-  const auto replay =
-      sequencer.execute(with_key(spend("acme/team/agent", units(2), "hold_s2"), "ks", "hs"));
-  ASSERT_TRUE(replay.ok()) << replay.error().message;
-  EXPECT_EQ(replay->body, outcome->body);
-  EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
-  EXPECT_EQ(count_spends(*store), 2);
-}
-
-TEST_F(PgStoreTest, ABatchDecidedOnAStaleBatchInFlightIsRecomputedToo) {
-  auto store = open_pg();
-  ASSERT_NE(store, nullptr);
-  ASSERT_EQ(store->pipeline_depth(), 2u);
-  {
-    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
-    create_tree(sequencer);
-  }
-  const uint64_t missed = store->counters().speculation_missed.load();
-
-  // Another writer holds the root's row and gives it a new stamp, committing only after both
-  // batches below are on the wire: batch 1 is decided against the stamp it remembers, batch 2
-  // against batch 1's writes. Neither may commit as decided.
-  PGconn* other = PQconnectdb(url_.c_str());
-  ASSERT_EQ(PQstatus(other), CONNECTION_OK);
-  for (const char* sql : {"BEGIN", "UPDATE budgets SET stamp = 42 WHERE path = 'acme'"})
-    PQclear(PQexec(other, sql));
-  std::jthread committer([other] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    PQclear(PQexec(other, "COMMIT"));
-    PQfinish(other);
-  });
-  HandBatch first({with_key(spend("acme/team/agent", units(3), "hold_p1"), "kp1", "hp1")});
-  HandBatch second({with_key(spend("acme/team/agent", units(4), "hold_p2"), "kp2", "hp2")});
-  auto sent_first = store->send_batch(first.read, first.apply, first.committed);
-  ASSERT_NE(sent_first, nullptr);
-  auto sent_second = store->send_batch(second.read, second.apply, second.committed);
-  ASSERT_NE(sent_second, nullptr);
-  ASSERT_TRUE(store->finish_batch(*sent_first).ok());
-  ASSERT_TRUE(store->finish_batch(*sent_second).ok());
-  EXPECT_EQ(store->counters().speculation_missed.load(), missed + 2);
-
-  ASSERT_EQ(first.outcomes.size(), 1u);
-  ASSERT_TRUE(first.outcomes[0].ok());
-  EXPECT_EQ(first.outcomes[0]->status, 201);
-  ASSERT_TRUE(second.outcomes[0].ok());
-  EXPECT_EQ(second.outcomes[0]->status, 201);
-  EXPECT_EQ(store->get_budget("acme").value()->spent, units(7));
-  EXPECT_EQ(store->get_budget("acme/team/agent").value()->spent, units(7));
-  EXPECT_EQ(count_spends(*store), 2);
-  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
-}
-
-TEST_F(PgStoreTest, AStaleChainHeadStopsTheNextBatchBeforeItIsSent) {
+TEST_F(PgStoreTest, IdempotencyRecordsArePrunedOldestFirstInBoundedSteps) {
   auto store = open_pg();
   ASSERT_NE(store, nullptr);
   {
     engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
     create_tree(sequencer);
-  }
-  spend_elsewhere(url_, "hold_elsewhere");
-  // Batch 1's entries collide with the other instance's at once (23505): batch 2, decided on
-  // batch 1's writes, is not sent; the caller finishes batch 1 and sends batch 2 again.
-  HandBatch first({with_key(spend("acme/team/agent", units(3), "hold_q1"), "kq1", "hq1")});
-  HandBatch second({with_key(spend("acme/team/agent", units(4), "hold_q2"), "kq2", "hq2")});
-  auto sent_first = store->send_batch(first.read, first.apply, first.committed);
-  ASSERT_NE(sent_first, nullptr);
-  EXPECT_EQ(store->send_batch(second.read, second.apply, second.committed), nullptr);
-  ASSERT_TRUE(store->finish_batch(*sent_first).ok());
-  auto sent_second = store->send_batch(second.read, second.apply, second.committed);
-  ASSERT_NE(sent_second, nullptr);
-  ASSERT_TRUE(store->finish_batch(*sent_second).ok());
-  EXPECT_EQ(first.outcomes[0]->status, 201);
-  EXPECT_EQ(second.outcomes[0]->status, 201);
-  EXPECT_EQ(store->get_budget("acme").value()->spent, units(12));
-  EXPECT_EQ(count_spends(*store), 3);
-  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
-}
-
-TEST_F(PgStoreTest, PipelinedBatchesCommitInOrderAgainstEachOthersWrites) {
-  auto store = open_pg();
-  ASSERT_NE(store, nullptr);
-  {
-    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
-    create_tree(sequencer);
-  }
-  const uint64_t missed = store->counters().speculation_missed.load();
-  // Three batches with two in flight at a time; the third replays the second's key, which it
-  // knows from the writes of the second, still in flight.
-  HandBatch first({with_key(spend("acme/team/agent", units(1), "hold_o1"), "ko1", "ho1")});
-  HandBatch second({with_key(spend("acme/team", units(2), "hold_o2"), "ko2", "ho2")});
-  HandBatch third({with_key(spend("acme/team", units(2), "hold_o9"), "ko2", "ho2"),
-                   with_key(spend("acme/team/agent", units(3), "hold_o3"), "ko3", "ho3")});
-  auto sent_first = store->send_batch(first.read, first.apply, first.committed);
-  auto sent_second = store->send_batch(second.read, second.apply, second.committed);
-  ASSERT_NE(sent_first, nullptr);
-  ASSERT_NE(sent_second, nullptr);
-  ASSERT_TRUE(store->finish_batch(*sent_first).ok());
-  auto sent_third = store->send_batch(third.read, third.apply, third.committed);
-  ASSERT_NE(sent_third, nullptr);
-  ASSERT_TRUE(store->finish_batch(*sent_second).ok());
-  ASSERT_TRUE(store->finish_batch(*sent_third).ok());
-  EXPECT_EQ(store->counters().speculation_missed.load(), missed);
-
-  ASSERT_TRUE(third.outcomes[0].ok());
-  EXPECT_EQ(third.outcomes[0]->body, second.outcomes[0]->body);  // the replay
-  EXPECT_EQ(store->get_budget("acme").value()->spent, units(6));
-  EXPECT_EQ(store->get_budget("acme/team").value()->spent, units(6));
-  EXPECT_EQ(store->get_budget("acme/team/agent").value()->spent, units(4));
-  EXPECT_EQ(count_spends(*store), 3);
-  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
-}
-
-TEST_F(PgStoreTest, PipelinedSequencerKeepsEachBudgetsCommandsInArrivalOrder) {
-  auto store = open_pg();
-  ASSERT_NE(store, nullptr);
-  std::atomic<size_t> batches{0};
-  engine::SequencerOptions options;
-  options.on_batch = [&](const engine::BatchStats&) { ++batches; };
-  engine::Sequencer sequencer(*store, fixed_clock(), options, nullptr);
-  create_tree(sequencer);
-  constexpr int agents = 8;
-  for (int agent = 0; agent < agents; ++agent) {
-    const auto created = sequencer.execute(
-        set_budget("acme/team/a" + std::to_string(agent), std::nullopt, ledger::Period::none));
-    ASSERT_TRUE(created.ok() && created->status == 201);
-  }
-  // Queued faster than one commit takes, so batches split (and prefer one half of the agents)
-  // while others are in flight; each agent's spends carry their submission index as the hold id.
-  constexpr int per_agent = 150;
-  std::latch answered(agents * per_agent);
-  std::atomic<int> created{0};
-  for (int i = 0; i < per_agent; ++i) {
-    for (int agent = 0; agent < agents; ++agent) {
-      const std::string id = "hold_a" + std::to_string(agent) + "_" + std::to_string(i);
-      sequencer.submit(spend("acme/team/a" + std::to_string(agent), cents(1), id),
-                       [&](ledger::Outcome outcome) {
-                         created += outcome.ok() && outcome->status == 201 ? 1 : 0;
-                         answered.count_down();
-                       });
+    for (int i = 0; i < 5; ++i) {
+      const std::string n = std::to_string(i);
+      ASSERT_TRUE(sequencer
+                      .execute(with_key(spend("acme/team/agent", units(1), "hold_o" + n), "old" + n,
+                                        "h" + n))
+                      .ok());
     }
   }
-  answered.wait();
-  EXPECT_EQ(created.load(), agents * per_agent);
-  EXPECT_GT(batches.load(), 12u);  // the tree, the agents, and the spends in several batches
-  std::map<std::string, int> last_index;
-  auto page = store->list_entries("acme", 0, 100'000);
-  ASSERT_TRUE(page.ok());
-  for (const ledger::Entry& entry : page->entries) {
-    if (entry.kind != "spend")
-      continue;
-    const size_t underscore = entry.hold_id.rfind('_');
-    const int index = std::stoi(entry.hold_id.substr(underscore + 1));
-    auto [it, first] = last_index.try_emplace(entry.budget, index);
-    if (!first) {
-      EXPECT_EQ(index, it->second + 1) << entry.budget << " out of order at seq " << entry.seq;
-      it->second = index;
-    }
+  {
+    engine::Sequencer sequencer(
+        *store, [] { return t0 + 3'600 * second; }, {}, nullptr);
+    ASSERT_TRUE(
+        sequencer.execute(with_key(spend("acme/team/agent", units(1), "hold_new"), "new", "hn"))
+            .ok());
   }
-  EXPECT_EQ(last_index.size(), static_cast<size_t>(agents));
-  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 2u);
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 2u);
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 1u);
+  EXPECT_EQ(store->prune_idempotency(t0 + second, 2).value(), 0u);
+  // Records are keyed by actor and key.
+  const std::string scope = std::string(ledger::admin_actor) + ":";
+  EXPECT_FALSE(store->get_idempotency("acme", scope + "old0").value().has_value());
+  EXPECT_FALSE(store->get_idempotency("acme", scope + "old4").value().has_value());
+  EXPECT_TRUE(store->get_idempotency("acme", scope + "new").value().has_value());
+}
+
+TEST_F(PgStoreTest, WritersPinSynchronousCommitAndEveryConnectionHasAStatementTimeout) {
+  {
+    std::lock_guard lock(observed_mutex);
+    observed.clear();
+  }
+  postgres::Connection::set_observer(observe_statement);
+  auto store = open_pg();
+  postgres::Connection::set_observer(nullptr);
+  ASSERT_NE(store, nullptr);
+  std::lock_guard lock(observed_mutex);
+  EXPECT_TRUE(observed.contains("SET synchronous_commit = on"));
+  EXPECT_TRUE(observed.contains("SET statement_timeout = 10000"));
 }
 
 }  // namespace

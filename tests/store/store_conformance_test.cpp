@@ -30,6 +30,7 @@
 #include "engine/sequencer.hpp"
 #include "export/journal_export.hpp"
 #include "ledger/batch.hpp"
+#include "ledger/views.hpp"
 #include "postgres_fixture.hpp"
 #include "query/compiler.hpp"
 #include "query/query.hpp"
@@ -959,8 +960,9 @@ class StoreConformanceClocks : public StoreConformance {
     int64_t new_period_money = 0;
     for (size_t i = 0; i < entries.size(); ++i) {
       EXPECT_EQ(entries[i].seq, static_cast<int64_t>(i + 1));
-      if (i > 0)
+      if (i > 0) {
         EXPECT_GE(entries[i].ts, entries[i - 1].ts) << "seq " << entries[i].seq;
+      }
       if (entries[i].kind == "spend" || entries[i].kind == "hold") {
         if (entries[i].hold_id != "hold_old") {
           EXPECT_GE(entries[i].ts, boundary) << entries[i].hold_id;
@@ -1018,8 +1020,9 @@ TEST_P(StoreConformanceClocks, ClockSteppingBackKeepsWindowsBreakersAndExpiries)
   EXPECT_EQ(hold_row("hold_2").expires_at, decided + 60 * second);
   EXPECT_EQ(held.at("expires_at").as_string(), ledger::format_timestamp(decided + 60 * second));
   const std::vector<Entry> entries = all_entries("acme");
-  for (size_t i = 1; i < entries.size(); ++i)
+  for (size_t i = 1; i < entries.size(); ++i) {
     EXPECT_GE(entries[i].ts, entries[i - 1].ts) << "seq " << entries[i].seq;
+  }
   EXPECT_GE(entries.back().ts, decided);
 }
 
@@ -1832,6 +1835,209 @@ TEST_P(StoreConformanceWithTree, DeliveryLogLeasesCursorsAndOutcomes) {
             again.since_seq - 1);
 }
 
+// ---- Vendor limits (issue 16) ------------------------------------------------------------------
+
+ledger::Command set_vendor_limits(const std::string& path, std::vector<ledger::VendorLimit> rules) {
+  return set_policies(
+      path, [&rules](ledger::BudgetSettings& settings) { settings.vendor_limits = rules; });
+}
+
+ledger::VendorLimit vendor_limit(std::vector<std::string> vendors, Money limit,
+                                 std::optional<ledger::Period> period, Micros window = 0) {
+  return ledger::VendorLimit{std::move(vendors), limit, period, window};
+}
+
+ledger::Command vendor_hold(const std::string& path, Money amount, const std::string& id,
+                            const std::string& vendor, Micros ttl = 600 * second) {
+  ledger::Command command = hold(path, amount, id, ttl);
+  command.vendor = vendor;
+  return command;
+}
+
+// Each vendor rule of `node` as the budget state shows it ({vendors, limit, period|window,
+// used, available}).
+boost::json::array shown_vendor_limits(const BudgetNode& node, Micros now) {
+  BudgetNode alone = node;
+  alone.parent.clear();
+  const std::vector<const BudgetNode*> view{&alone};
+  return ledger::budget_to_json(alone, view, now).at("vendor_limits").as_array();
+}
+
+TEST_P(StoreConformanceWithTree, VendorLimitCapsTheWholeSubtreeAndNamesTheRule) {
+  // acme: at most 10.00 a month on Twilio across every agent, whoever pays.
+  const boost::json::object set = expect_status(
+      set_vendor_limits("acme",
+                        {vendor_limit({"api.twilio.com"}, units(10), ledger::Period::month)}),
+      200);
+  EXPECT_EQ(set.at("vendor_limits").at(0).at("used").as_string(), "0.00");
+  expect_status(set_budget("acme/sales", std::nullopt), 201);
+  expect_status(spend("acme/research/agent", units(4), "hold_t1", "api.twilio.com"), 201);
+  expect_status(vendor_hold("acme/sales", units(5), "hold_t2", "API.Twilio.com"), 201);
+  // 9.00 of 10.00 used (a hold counts at its held amount); another vendor is not counted.
+  expect_status(spend("acme/research/agent", units(5), "hold_o1", "api.openai.com"), 201);
+  const boost::json::object denied =
+      expect_status(spend("acme/sales", cents(101), "hold_t3", "api.twilio.com"), 402);
+  const auto& error = denied.at("error").as_object();
+  EXPECT_EQ(error.at("code").as_string(), "vendor_limit_exceeded");
+  EXPECT_EQ(error.at("budget").as_string(), "acme");
+  EXPECT_EQ(error.at("available").as_string(), "1.00");
+  EXPECT_EQ(error.at("vendor_limit").at("vendors").at(0).as_string(), "api.twilio.com");
+  EXPECT_EQ(error.at("vendor_limit").at("period").as_string(), "month");
+  EXPECT_EQ(error.at("vendor_limit").at("index").as_int64(), 0);
+  EXPECT_NE(std::string(error.at("message").as_string()).find("10.00 per month on api.twilio.com"),
+            std::string::npos);
+  const Entry deny_entry = all_entries("acme").back();
+  EXPECT_EQ(deny_entry.code, "vendor_limit_exceeded");
+  EXPECT_EQ(boost::json::parse(deny_entry.detail_json).at("vendor_limit").at("limit").as_string(),
+            "10.00");
+  // Capturing 2.00 of the 5.00 hold releases 3.00 to the rule; a void releases all of a hold.
+  expect_status(capture("acme/sales", "hold_t2", units(2)), 200);
+  EXPECT_EQ(shown_vendor_limits(budget("acme"), now()).at(0).at("used").as_string(), "6.00");
+  expect_status(vendor_hold("acme/research/agent", units(4), "hold_t4", "api.twilio.com"), 201);
+  expect_status(spend("acme/sales", cents(1), "hold_t5", "api.twilio.com"), 402);
+  expect_status(void_hold("acme/research/agent", "hold_t4"), 200);
+  const boost::json::array shown = shown_vendor_limits(budget("acme"), now());
+  EXPECT_EQ(shown.at(0).at("used").as_string(), "6.00");
+  EXPECT_EQ(shown.at(0).at("available").as_string(), "4.00");
+  expect_status(spend("acme/sales", units(4), "hold_t6", "api.twilio.com"), 201);
+  expect_status(spend("acme/sales", Money::from_micros(1), "hold_t7", "api.twilio.com"), 402);
+  // The node's own money moved as usual: 4 + 2 + 5 + 4 spent on acme.
+  EXPECT_EQ(budget("acme").spent, units(15));
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  // Alerts at the node's default thresholds fire per rule, each once in the period, naming it.
+  std::vector<int> percents;
+  for (const Entry& entry : all_entries("acme")) {
+    if (entry.kind != "alert")
+      continue;
+    const auto detail = boost::json::parse(entry.detail_json);
+    if (!detail.as_object().contains("vendor_limit"))
+      continue;
+    EXPECT_EQ(entry.budget, "acme");
+    EXPECT_EQ(entry.actor, "system");
+    EXPECT_EQ(detail.at("event").as_string(), "threshold_crossed");
+    EXPECT_EQ(detail.at("vendor_limit").at("vendors").at(0).as_string(), "api.twilio.com");
+    percents.push_back(static_cast<int>(detail.at("percent").as_int64()));
+  }
+  // 4.00 (40 %), then the 5.00 hold jumped to 90 %: one alert for the highest crossed, 80.
+  EXPECT_EQ(percents, (std::vector<int>{80, 100}));
+  // The counters survive a restart; the chained budget_set entry recorded the rule.
+  close();
+  open();
+  EXPECT_EQ(shown_vendor_limits(budget("acme"), now()).at(0).at("used").as_string(), "10.00");
+  bool recorded = false;
+  for (const Entry& entry : all_entries("acme")) {
+    if (entry.kind == "budget_set" && entry.budget == "acme" &&
+        entry.detail_json.find("\"vendor_limits\":[{\"limit\":\"10.00\"") != std::string::npos)
+      recorded = true;
+  }
+  EXPECT_TRUE(recorded);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VendorLimitByPeriodResetsForwardOnly) {
+  // t0 is 2024-02-29 12:00 UTC: the month ends in 12 hours.
+  expect_status(
+      set_vendor_limits("acme", {vendor_limit({"*.twilio.com"}, units(10), ledger::Period::month)}),
+      200);
+  expect_status(spend("acme/research/agent", units(5), "hold_p1", "api.twilio.com"), 201);
+  expect_status(spend("acme/research/agent", cents(450), "hold_p2", "sms.twilio.com"), 201);
+  expect_status(vendor_hold("acme", cents(50), "hold_p3", "sms.twilio.com", 24 * hour), 201);
+  const Micros march = ledger::period_start(ledger::Period::month, t0 + 86'400 * second);
+  clock_ = march - 1;
+  expect_status(spend("acme", Money::from_micros(1), "hold_p4", "api.twilio.com"), 402);
+  clock_ = march;
+  // What was captured starts again at the boundary; the outstanding hold still counts.
+  EXPECT_EQ(shown_vendor_limits(budget("acme"), now()).at(0).at("used").as_string(), "0.50");
+  expect_status(spend("acme", units(9), "hold_p5", "api.twilio.com"), 201);
+  // A clock stepping back into February neither reopens it nor restarts March's count.
+  clock_ = march - 3'600 * second;
+  expect_status(spend("acme", cents(50), "hold_p6", "api.twilio.com"), 201);
+  expect_status(spend("acme", Money::from_micros(1), "hold_p7", "api.twilio.com"), 402);
+  clock_ = march + second;
+  // Voiding the February hold gives its 0.50 back to the rule.
+  expect_status(void_hold("acme", "hold_p3"), 200);
+  expect_status(spend("acme", cents(50), "hold_p8", "api.twilio.com"), 201);
+  expect_status(spend("acme", Money::from_micros(1), "hold_p9", "api.twilio.com"), 402);
+  const BudgetNode acme = budget("acme");
+  EXPECT_EQ(acme.usage.vendor_counters.at(0).period_start, march);
+  EXPECT_EQ(acme.usage.vendor_used(acme.policies.vendor_limits.at(0), now()), units(10));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+TEST_P(StoreConformanceWithTree, VendorLimitRollingWindowAtItsBoundary) {
+  // 5.00 per hour on *.openai.com across research's subtree: 1-minute buckets.
+  expect_status(set_vendor_limits("acme/research",
+                                  {vendor_limit({"*.openai.com"}, units(5), std::nullopt, hour)}),
+                200);
+  clock_ = t0 + 10 * second;  // inside the bucket [t0, t0 + 1m)
+  expect_status(spend("acme/research/agent", units(3), "hold_r1", "api.openai.com"), 201);
+  advance(20 * minute);
+  expect_status(spend("acme/research/agent", units(2), "hold_r2", "api.openai.com"), 201);
+  const boost::json::object denied = expect_status(
+      spend("acme/research/agent", Money::from_micros(1), "hold_r3", "api.openai.com"), 402);
+  EXPECT_EQ(denied.at("error").at("code").as_string(), "vendor_limit_exceeded");
+  EXPECT_EQ(denied.at("error").at("budget").as_string(), "acme/research");
+  EXPECT_EQ(denied.at("error").at("vendor_limit").at("window").as_string(), "1h");
+  // Another vendor is not counted by the rule.
+  expect_status(spend("acme/research/agent", units(1), "hold_r4", "anthropic"), 201);
+  // The 3.00 counts until its bucket leaves the window, at t0 + 1m + 1h, not a micro earlier.
+  clock_ = t0 + minute + hour - 1;
+  expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_r5", "api.openai.com"),
+                402);
+  clock_ = t0 + minute + hour;
+  expect_status(spend("acme/research/agent", units(3), "hold_r6", "api.openai.com"), 201);
+  expect_status(spend("acme/research/agent", Money::from_micros(1), "hold_r7", "api.openai.com"),
+                402);
+  const boost::json::array shown = shown_vendor_limits(budget("acme/research"), now());
+  EXPECT_EQ(shown.at(0).at("used").as_string(), "5.00");
+  EXPECT_EQ(shown.at(0).at("available").as_string(), "0.00");
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+// In the commit, as in the decision function: window_exceeded comes before the vendor cap, the
+// vendor cap before budget_exceeded and breaker_tripped (and a breaker it refuses before does not
+// trip or freeze anything).
+TEST_P(StoreConformanceWithTree, VendorLimitPrecedenceInTheCommit) {
+  expect_status(
+      set_vendor_limits("acme", {vendor_limit({"api.twilio.com"}, units(3), ledger::Period::day)}),
+      200);
+  ledger::Command breaker = set_policies("acme/research", [](ledger::BudgetSettings& settings) {
+    settings.breaker_given = true;
+    settings.breaker = ledger::BreakerSettings{hour, units(3), std::nullopt};
+  });
+  expect_status(breaker, 200);
+  expect_status(spend("acme/research/agent", units(3), "hold_q1", "api.twilio.com"), 201);
+  // Over the vendor cap and over the breaker's 3.00 an hour: the vendor cap is the code.
+  const auto code_of = [&](const ledger::Command& command) {
+    const boost::json::object body = expect_status(command, 402);
+    return std::string(body.at("error").at("code").as_string());
+  };
+  EXPECT_EQ(code_of(spend("acme/research/agent", units(1), "hold_q2", "api.twilio.com")),
+            "vendor_limit_exceeded");
+  EXPECT_FALSE(budget("acme/research").frozen);
+  // Over the vendor cap and over research's per-transaction 5.00: per_txn_exceeded first.
+  EXPECT_EQ(code_of(spend("acme/research/agent", units(6), "hold_q3", "api.twilio.com")),
+            "per_txn_exceeded");
+  // Over the vendor cap and over a window: window_exceeded first.
+  expect_status(set_policies("acme/research/agent",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.windows = std::vector<ledger::WindowCap>{{hour, units(2)}};
+                             }),
+                200);
+  EXPECT_EQ(code_of(spend("acme/research/agent", units(3), "hold_q4", "api.twilio.com")),
+            "window_exceeded");
+  // Over the vendor cap and over the budget (acme/sales: 0.50 left of its own): the vendor cap.
+  expect_status(set_budget("acme/sales", cents(50)), 201);
+  EXPECT_EQ(code_of(spend("acme/sales", units(1), "hold_q5", "api.twilio.com")),
+            "vendor_limit_exceeded");
+  // Without the vendor: the budget.
+  EXPECT_EQ(code_of(spend("acme/sales", units(1), "hold_q6", "api.stripe.com")), "budget_exceeded");
+  // Frozen and blocked beat it too.
+  expect_status(freeze("acme/sales", "stop"), 200);
+  EXPECT_EQ(code_of(spend("acme/sales", units(1), "hold_q7", "api.twilio.com")), "frozen");
+  EXPECT_TRUE(verify("acme").ok);
+}
+
 // Race tests: many threads spend on ONE hot root with a limit, then every invariant is checked
 // from the database, never from the callers' memory.
 class StoreConformanceRace : public StoreConformance {
@@ -2047,8 +2253,9 @@ TEST_P(StoreConformanceRace, WindowCapAdmitsNoMoreThanItsLimitUnder200Callers) {
   int64_t spends = 0;
   for (const Entry& entry : all_entries("hot")) {
     spends += entry.kind == "spend" ? 1 : 0;
-    if (entry.kind == "deny")
+    if (entry.kind == "deny") {
       EXPECT_EQ(entry.code, "window_exceeded");
+    }
   }
   EXPECT_EQ(spends, expected);
   EXPECT_TRUE(verify("hot").ok);
@@ -2102,6 +2309,115 @@ TEST_P(StoreConformanceRace, BreakerTripsExactlyOnceUnder200Callers) {
   EXPECT_EQ(freeze_seq, trip_seq + 1);
   EXPECT_LT(last_spend_seq, trip_seq);
   EXPECT_TRUE(verify("hot").ok);
+}
+
+// Issue 16: 200 callers (SQLite: one instance; PostgreSQL: three) race spends and holds from 20
+// agents in two teams under ONE org rule on one vendor, and spends on another vendor that no rule
+// names. Exactly floor(limit / amount) of the capped vendor's are admitted; the other vendor's
+// all are; and the counter, read back from the store, holds exactly what was admitted.
+TEST_P(StoreConformanceRace, VendorLimitAdmitsExactlyFloorUnder200CallersAcrossTwoTeams) {
+  expect_status(set_budget("fleet", std::nullopt), 201);
+  const Money limit = units(50);
+  expect_status(
+      set_vendor_limits("fleet", {vendor_limit({"api.twilio.com"}, limit, ledger::Period::month)}),
+      200);
+  std::vector<std::string> agents;
+  for (const std::string team : {"fleet/team-a", "fleet/team-b"}) {
+    expect_status(set_budget(team, std::nullopt), 201);
+    for (int agent = 0; agent < 10; ++agent) {
+      agents.push_back(team + "/agent-" + std::to_string(agent));
+      expect_status(set_budget(agents.back(), std::nullopt), 201);
+    }
+  }
+  std::vector<std::unique_ptr<Store>> extra_stores;
+  std::vector<std::unique_ptr<engine::Sequencer>> extra;
+  std::vector<engine::Sequencer*> instances{sequencer_.get()};
+  if (GetParam().multi_instance) {
+    for (int i = 0; i < 2; ++i) {
+      extra_stores.push_back(GetParam().factory(directory_.str()));
+      ASSERT_NE(extra_stores.back(), nullptr);
+      extra.push_back(std::make_unique<engine::Sequencer>(
+          *extra_stores.back(), [this] { return clock_.load(); }, engine::SequencerOptions{},
+          nullptr));
+      instances.push_back(extra.back().get());
+    }
+  }
+  const Money amount = cents(30);
+  constexpr int callers = 200;
+  std::mutex mutex;
+  std::map<std::string, int> capped;  // by status or denial code
+  int other_accepted = 0;
+  std::latch start(callers);
+  std::vector<std::thread> threads;
+  for (int caller = 0; caller < callers; ++caller) {
+    engine::Sequencer* sequencer = instances[static_cast<size_t>(caller) % instances.size()];
+    const std::string path = agents[static_cast<size_t>(caller) % agents.size()];
+    threads.emplace_back([&, sequencer, caller, path] {
+      start.arrive_and_wait();
+      const std::string id = "hold_c" + std::to_string(caller);
+      // One spend and one hold on the capped vendor, one spend on another.
+      const std::vector<ledger::Command> commands = {
+          spend(path, amount, id + "_s", "api.twilio.com"),
+          vendor_hold(path, amount, id + "_h", "api.twilio.com"),
+          spend(path, amount, id + "_o", "api.openai.com")};
+      for (size_t i = 0; i < commands.size(); ++i) {
+        const Outcome outcome = sequencer->execute(commands[i]);
+        std::string key;
+        if (!outcome.ok()) {
+          key = "error:" + outcome.error().subcode;
+        } else if (outcome->status == 402) {
+          key = std::string(
+              boost::json::parse(outcome->body).at("error").at("code").as_string().c_str());
+        } else {
+          key = std::to_string(outcome->status);
+        }
+        std::lock_guard lock(mutex);
+        if (i == 2) {
+          other_accepted += key == "201" ? 1 : 0;
+        } else {
+          ++capped[key];
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads)
+    thread.join();
+  extra.clear();
+  extra_stores.clear();
+
+  const int expected = static_cast<int>(limit.micros() / amount.micros());  // 166 of 400
+  EXPECT_EQ(capped["201"], expected);
+  EXPECT_EQ(capped["vendor_limit_exceeded"], 2 * callers - expected);
+  EXPECT_EQ(capped.size(), 2u);
+  EXPECT_EQ(other_accepted, callers);
+  // From the store: the counter holds exactly what was admitted (held + captured), the org's
+  // own totals agree with it, and the books agree with both.
+  const BudgetNode fleet = budget("fleet");
+  const boost::json::array shown = shown_vendor_limits(fleet, now());
+  EXPECT_EQ(shown.at(0).at("used").as_string(),
+            Money::from_micros(expected * amount.micros()).to_string());
+  EXPECT_LE(fleet.usage.vendor_used(fleet.policies.vendor_limits.at(0), now()), limit);
+  EXPECT_EQ(fleet.spent.micros() + fleet.reserved.micros(), (expected + callers) * amount.micros());
+  int64_t twilio_money = 0;
+  int64_t twilio_denials = 0;
+  int vendor_alerts = 0;
+  for (const Entry& entry : all_entries("fleet")) {
+    if ((entry.kind == "spend" || entry.kind == "hold") && entry.vendor == "api.twilio.com")
+      twilio_money += entry.amount->micros();
+    if (entry.kind == "deny") {
+      EXPECT_EQ(entry.code, "vendor_limit_exceeded");
+      EXPECT_EQ(entry.vendor, "api.twilio.com");
+      ++twilio_denials;
+    }
+    if (entry.kind == "alert") {
+      EXPECT_NE(entry.detail_json.find("\"vendor_limit\""), std::string::npos);
+      ++vendor_alerts;
+    }
+  }
+  EXPECT_EQ(twilio_money, expected * amount.micros());
+  EXPECT_EQ(twilio_denials, 2 * callers - expected);
+  EXPECT_EQ(vendor_alerts, 2);  // 49.80 of 50.00: the 50 % and 80 % thresholds, once each
+  EXPECT_TRUE(verify("fleet").ok);
 }
 
 // Every store the suite runs against: SQLite, and PostgreSQL in both isolation levels when a

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -191,6 +192,139 @@ TEST(Decide, LifetimePeriodNeverResets) {
   tree.root.period_start = 0;
   tree.root.spent = units(10);
   EXPECT_FALSE(tree.decide_spend(1, t0 + 400 * day).accepted);
+}
+
+// ---- vendor_limit_exceeded -------------------------------------------------------------------
+
+constexpr Micros hour = 3'600 * micros_per_second;
+
+// A vendor rule on `node`, with `used_units` already captured against it this month.
+void add_vendor_limit(BudgetNode& node, std::vector<std::string> vendors, int64_t limit_units,
+                      int64_t used_units = 0) {
+  const VendorLimit rule{std::move(vendors), units(limit_units), Period::month, 0};
+  node.policies.vendor_limits.push_back(rule);
+  sync_usage(node.usage, node.policies, t0 - hour);
+  node.usage.vendor_counter(rule.counter_key())
+      ->count(rule, units(used_units).micros(), /*captured=*/true, t0 - hour);
+}
+
+Decision decide_for(const Tree& tree, int64_t amount_micros, std::string_view vendor,
+                    bool hold = false) {
+  const std::vector<const BudgetNode*> path = {&tree.root, &tree.team, &tree.agent};
+  return decide(path, SpendRequest{Money::from_micros(amount_micros), vendor, hold}, t0);
+}
+
+TEST(DecideVendorLimit, RefusesAboveTheRuleAndNamesTheLevelAndTheRule) {
+  Tree tree;
+  add_vendor_limit(tree.root, {"api.twilio.com"}, 20, 5);
+  add_vendor_limit(tree.team, {"*.openai.com"}, 50);
+  add_vendor_limit(tree.team, {"api.twilio.com"}, 10, 4);
+  // The team rule has 6.00 left, the root rule 15.00: exactly 6.00 passes, a micro more fails.
+  EXPECT_TRUE(decide_for(tree, units(6).micros(), "api.twilio.com").accepted);
+  const Decision over = decide_for(tree, units(6).micros() + 1, "api.twilio.com");
+  ASSERT_FALSE(over.accepted);
+  EXPECT_EQ(over.code, DenialCode::vendor_limit_exceeded);
+  EXPECT_EQ(denial_code_name(over.code), "vendor_limit_exceeded");
+  EXPECT_EQ(over.level, "acme/team");
+  EXPECT_EQ(over.vendor_rule, 1u);
+  EXPECT_EQ(over.available, units(6));
+  EXPECT_NE(over.message.find("acme/team"), std::string::npos) << over.message;
+  EXPECT_NE(over.message.find("10.00 per month on api.twilio.com"), std::string::npos)
+      << over.message;
+  // The highest level breaking a rule is the one reported.
+  const Decision both = decide_for(tree, units(16).micros(), "API.Twilio.com");
+  EXPECT_EQ(both.code, DenialCode::vendor_limit_exceeded);
+  EXPECT_EQ(both.level, "acme");
+  EXPECT_EQ(both.vendor_rule, 0u);
+  // Other vendors, and a spend without a vendor, are not counted by the rules.
+  EXPECT_TRUE(decide_for(tree, units(1'000).micros(), "api.stripe.com").accepted);
+  EXPECT_TRUE(decide_for(tree, units(1'000).micros(), "").accepted);
+  EXPECT_FALSE(decide_for(tree, units(51).micros(), "api.openai.com").accepted);
+}
+
+TEST(DecideVendorLimit, CountsByRollingWindow) {
+  Tree tree;
+  const VendorLimit rule{{"*.openai.com"}, units(5), std::nullopt, hour};
+  tree.team.policies.vendor_limits = {rule};
+  sync_usage(tree.team.usage, tree.team.policies, t0);
+  tree.team.usage.vendor_counters[0].count(rule, units(5).micros(), true, t0);
+  const std::vector<const BudgetNode*> path = {&tree.root, &tree.team, &tree.agent};
+  const auto decide_at = [&](Micros now) {
+    return decide(path, SpendRequest{Money::from_micros(1), "api.openai.com", false}, now);
+  };
+  EXPECT_EQ(decide_at(t0 + hour).code, DenialCode::vendor_limit_exceeded);
+  // The bucket [t0, t0 + 1m) leaves the window at t0 + 1m + 1h, not a microsecond earlier.
+  EXPECT_FALSE(decide_at(t0 + hour + 60 * micros_per_second - 1).accepted);
+  EXPECT_TRUE(decide_at(t0 + hour + 60 * micros_per_second).accepted);
+}
+
+// vendor_limit_exceeded against every other code: each earlier rule wins over it, it wins
+// over each later one, whichever level of the path each rule is on.
+TEST(DecideVendorLimit, PrecedenceAgainstEveryOtherCode) {
+  const std::string vendor = "api.twilio.com";
+  const int64_t amount = units(2).micros();
+  const auto with_vendor_rule = [](BudgetNode& node) {
+    add_vendor_limit(node, {"api.twilio.com"}, 1);
+  };
+  struct Case {
+    const char* name;
+    std::function<void(Tree&)> other;  // breaks one other rule
+    DenialCode expected;
+    bool hold = false;
+  };
+  const std::vector<Case> cases = {
+      {"frozen", [](Tree& tree) { tree.agent.frozen = true; }, DenialCode::frozen},
+      {"vendor_blocked", [](Tree& tree) { tree.agent.policies.vendors.block = {"api.twilio.com"}; },
+       DenialCode::vendor_blocked},
+      {"vendor_not_allowed",
+       [](Tree& tree) { tree.team.policies.vendors.allow = {"api.openai.com"}; },
+       DenialCode::vendor_blocked},
+      {"per_txn_exceeded", [](Tree& tree) { tree.agent.per_txn_max = units(1); },
+       DenialCode::per_txn_exceeded},
+      {"approval_required", [](Tree& tree) { tree.agent.policies.approval_above = units(1); },
+       DenialCode::approval_required},
+      // A hold above the threshold is not refused by it: it goes on to the vendor cap.
+      {"approval_hold", [](Tree& tree) { tree.agent.policies.approval_above = units(1); },
+       DenialCode::vendor_limit_exceeded, true},
+      {"window_exceeded",
+       [](Tree& tree) {
+         tree.agent.policies.windows = {{hour, units(1)}};
+         sync_usage(tree.agent.usage, tree.agent.policies, t0);
+       },
+       DenialCode::window_exceeded},
+      {"budget_exceeded", [](Tree& tree) { tree.root.limit = units(1); },
+       DenialCode::vendor_limit_exceeded},
+      {"breaker_tripped",
+       [](Tree& tree) {
+         tree.root.policies.breaker = BreakerSettings{hour, units(1), std::nullopt};
+       },
+       DenialCode::vendor_limit_exceeded},
+  };
+  for (const Case& test : cases) {
+    // The vendor rule on the root (above the other rule) and on the agent (below it).
+    for (const bool rule_on_root : {true, false}) {
+      Tree tree;
+      test.other(tree);
+      with_vendor_rule(rule_on_root ? tree.root : tree.agent);
+      const Decision decision = decide_for(tree, amount, vendor, test.hold);
+      ASSERT_FALSE(decision.accepted) << test.name;
+      EXPECT_EQ(decision.code, test.expected) << test.name << " rule_on_root=" << rule_on_root;
+      EXPECT_EQ(decision.vendor_rule.has_value(),
+                test.expected == DenialCode::vendor_limit_exceeded)
+          << test.name;
+      // Without the vendor rule the other rule refuses (or, for the hold, it waits): the case
+      // really breaks both.
+      Tree other_only;
+      test.other(other_only);
+      const Decision alone = decide_for(other_only, amount, vendor, test.hold);
+      if (test.hold) {
+        EXPECT_TRUE(alone.accepted && alone.needs_approval) << test.name;
+      } else {
+        EXPECT_FALSE(alone.accepted) << test.name;
+        EXPECT_NE(alone.code, DenialCode::vendor_limit_exceeded) << test.name;
+      }
+    }
+  }
 }
 
 TEST(BudgetNode, SpentAtAndRollPeriod) {

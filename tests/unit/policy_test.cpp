@@ -225,6 +225,128 @@ TEST(SyncUsage, KeepsRingsOfTheSameDurationAndStartsNewOnesNow) {
   EXPECT_FALSE(usage.breaker.has_value());
 }
 
+// ---- Vendor limits -----------------------------------------------------------------------------
+
+VendorLimit monthly(std::vector<std::string> vendors, int64_t limit_units) {
+  return VendorLimit{std::move(vendors), units(limit_units), Period::month, 0};
+}
+
+VendorLimit rolling(std::vector<std::string> vendors, int64_t limit_units, Micros window) {
+  return VendorLimit{std::move(vendors), units(limit_units), std::nullopt, window};
+}
+
+TEST(VendorLimit, MatchesAnyOfItsPatternsAndNeverAnEmptyVendor) {
+  const VendorLimit rule = monthly({"api.twilio.com", "*.openai.com"}, 10);
+  EXPECT_TRUE(rule.matches("api.twilio.com"));
+  EXPECT_TRUE(rule.matches("API.Twilio.com"));
+  EXPECT_TRUE(rule.matches("api.openai.com"));
+  EXPECT_FALSE(rule.matches("openai.com"));
+  EXPECT_FALSE(rule.matches("api.twilio.co"));
+  EXPECT_FALSE(rule.matches(""));
+}
+
+TEST(VendorLimit, CounterKeyNamesPatternsAndPeriodButNotTheLimit) {
+  const VendorLimit rule = monthly({"b.com", "a.com"}, 10);
+  EXPECT_EQ(rule.counter_key(), monthly({"a.com", "b.com"}, 99).counter_key());
+  EXPECT_EQ(rule.counter_key().size(), 16u);
+  EXPECT_NE(rule.counter_key(), monthly({"a.com"}, 10).counter_key());
+  EXPECT_NE(rule.counter_key(),
+            (VendorLimit{{"a.com", "b.com"}, units(10), Period::day, 0}).counter_key());
+  EXPECT_NE(rule.counter_key(), rolling({"a.com", "b.com"}, 10, hour).counter_key());
+  EXPECT_NE(rolling({"a.com"}, 10, hour).counter_key(),
+            rolling({"a.com"}, 10, minute).counter_key());
+}
+
+TEST(VendorCounter, PeriodCountsHeldAndCapturedAndResetsOnlyForward) {
+  const VendorLimit rule = VendorLimit{{"x.com"}, units(10), Period::day, 0};
+  Policies policies;
+  policies.vendor_limits = {rule};
+  Usage usage;
+  sync_usage(usage, policies, t0);
+  ASSERT_EQ(usage.vendor_counters.size(), 1u);
+  VendorCounter& counter = usage.vendor_counters[0];
+  counter.count(rule, units(3).micros(), /*captured=*/true, t0);
+  counter.count(rule, units(4).micros(), /*captured=*/false, t0);
+  EXPECT_EQ(counter.used_at(rule, t0), units(7));
+  // Capturing 1.00 of the 4.00 hold keeps 1.00 and releases 3.00.
+  counter.settle(rule, t0, units(4).micros(), units(1).micros(), t0 + second);
+  EXPECT_EQ(counter.used_at(rule, t0 + second), units(4));
+  EXPECT_EQ(usage.vendor_used(rule, t0 + second), units(4));
+  // At UTC midnight what was captured stops counting; an outstanding hold keeps counting.
+  counter.count(rule, units(2).micros(), false, t0 + second);
+  const Micros midnight = period_start(Period::day, t0) + 24 * hour;
+  EXPECT_EQ(counter.used_at(rule, midnight - 1), units(6));
+  EXPECT_EQ(counter.used_at(rule, midnight), units(2));
+  counter.count(rule, units(1).micros(), true, midnight);
+  EXPECT_EQ(counter.period_start, midnight);
+  // A clock behind the recorded period never reopens the day before.
+  EXPECT_EQ(counter.used_at(rule, t0), units(3));
+  // A hold made before the rule started was never counted: its release takes nothing back,
+  // and what it captures counts now.
+  counter.settle(rule, t0 - hour, units(5).micros(), units(1).micros(), midnight);
+  EXPECT_EQ(counter.used_at(rule, midnight), units(4));
+}
+
+TEST(VendorCounter, WindowCountsInBucketsAndReleasesIntoTheBucketItWasHeldIn) {
+  const VendorLimit rule = rolling({"x.com"}, 10, hour);
+  Policies policies;
+  policies.vendor_limits = {rule};
+  Usage usage;
+  sync_usage(usage, policies, t0);
+  VendorCounter& counter = usage.vendor_counters[0];
+  ASSERT_TRUE(counter.ring.has_value());
+  counter.count(rule, units(4).micros(), false, t0 + 10 * second);
+  counter.settle(rule, t0 + 10 * second, units(4).micros(), units(1).micros(), t0 + 30 * minute);
+  EXPECT_EQ(counter.used_at(rule, t0 + 30 * minute), units(1));
+  EXPECT_EQ(counter.used_at(rule, t0 + minute + hour - 1), units(1));
+  EXPECT_EQ(counter.used_at(rule, t0 + minute + hour), Money::zero());
+}
+
+TEST(SyncUsage, VendorCountersFollowTheirRuleByKey) {
+  Policies policies;
+  policies.vendor_limits = {monthly({"a.com"}, 10), rolling({"b.com"}, 5, hour)};
+  Usage usage;
+  sync_usage(usage, policies, t0);
+  ASSERT_EQ(usage.vendor_counters.size(), 2u);
+  usage.vendor_counters[0].count(policies.vendor_limits[0], 100, true, t0);
+  // Reordered, a new limit on the same rule, and a new rule: counts stay with their rule.
+  policies.vendor_limits = {rolling({"b.com"}, 5, hour), monthly({"c.com"}, 1),
+                            monthly({"a.com"}, 20)};
+  sync_usage(usage, policies, t0 + second);
+  ASSERT_EQ(usage.vendor_counters.size(), 3u);
+  EXPECT_EQ(usage.vendor_used(policies.vendor_limits[2], t0 + second).micros(), 100);
+  EXPECT_EQ(usage.vendor_counters[1].since, t0 + second);
+  EXPECT_EQ(usage.vendor_counters[2].since, t0);
+  policies.vendor_limits.clear();
+  sync_usage(usage, policies, t0 + 2 * second);
+  EXPECT_TRUE(usage.vendor_counters.empty());
+}
+
+TEST(PolicyStorage, VendorLimitsAndCountersRoundTrip) {
+  Policies policies;
+  policies.vendor_limits = {monthly({"api.twilio.com"}, 2'000), rolling({"*.openai.com"}, 50, hour),
+                            VendorLimit{{"x.com"}, Money::zero(), Period::none, 0}};
+  const std::string stored = policies_to_storage(policies);
+  EXPECT_EQ(policies_from_storage(stored).value(), policies) << stored;
+  Usage usage;
+  sync_usage(usage, policies, t0);
+  usage.vendor_counters[0].count(policies.vendor_limits[0], 7, false, t0);
+  usage.vendor_counters[0].alerted_start = t0;
+  usage.vendor_counters[0].alerted_percent = 50;
+  usage.vendor_counters[1].count(policies.vendor_limits[1], 9, true, t0);
+  EXPECT_EQ(usage_from_storage(usage_to_storage(usage)).value(), usage);
+  for (const char* text :
+       {"{\"vl\":5}", "{\"vl\":[[[],1,\"month\",0]]}", "{\"vl\":[[[\"a.com\"],1,\"year\",0]]}",
+        "{\"vl\":[[[\"a.com\"],1,\"month\",3600000000]]}", "{\"vl\":[[[\"a.com\"],1,null,0]]}",
+        "{\"vl\":[[[\"a.com\"],-1,\"day\",0]]}"}) {
+    EXPECT_FALSE(policies_from_storage(text).ok()) << text;
+  }
+  for (const char* text :
+       {"{\"vl\":5}", "{\"vl\":[[\"k\",0,0,-1,0,null,0,0]]}", "{\"vl\":[[\"k\",0,0,0,0,5,0,0]]}"}) {
+    EXPECT_FALSE(usage_from_storage(text).ok()) << text;
+  }
+}
+
 // ---- The decision function with policies ------------------------------------------------------
 
 BudgetNode node(std::string path) {
@@ -388,6 +510,7 @@ TEST(DecidePolicies, PrecedenceFollowsTheSpecOrder) {
   tree.root.per_txn_max = units(1);
   tree.team.policies.approval_above = units(1);
   tree.agent.policies.windows = {{hour, units(1)}};
+  tree.team.policies.vendor_limits = {VendorLimit{{"*.openai.com"}, units(1), Period::month, 0}};
   tree.root.limit = units(1);
   tree.team.policies.breaker = BreakerSettings{minute, units(1), std::nullopt};
   const Money amount = units(2);
@@ -395,8 +518,8 @@ TEST(DecidePolicies, PrecedenceFollowsTheSpecOrder) {
   const std::vector<DenialCode> expected = {
       DenialCode::frozen,           DenialCode::vendor_blocked,
       DenialCode::per_txn_exceeded, DenialCode::approval_required,
-      DenialCode::window_exceeded,  DenialCode::budget_exceeded,
-      DenialCode::breaker_tripped};
+      DenialCode::window_exceeded,  DenialCode::vendor_limit_exceeded,
+      DenialCode::budget_exceeded,  DenialCode::breaker_tripped};
   std::vector<DenialCode> seen;
   for (size_t step = 0; step < expected.size(); ++step) {
     const Decision decision = tree.decide_spend(amount);
@@ -417,6 +540,9 @@ TEST(DecidePolicies, PrecedenceFollowsTheSpecOrder) {
         break;
       case DenialCode::window_exceeded:
         tree.agent.policies.windows.clear();
+        break;
+      case DenialCode::vendor_limit_exceeded:
+        tree.team.policies.vendor_limits.clear();
         break;
       case DenialCode::budget_exceeded:
         tree.root.limit.reset();

@@ -14,7 +14,7 @@
 // SERIALIZABLE: a 40001). Conflicts (40001, 40P01, 23505) recompute the whole batch against
 // fresh state after a jittered, bounded backoff. A connection lost while the COMMIT may have
 // run is resolved through the batch's commit marker before anything is recomputed. The SQL is
-// the subset described in docs/postgres.md; tests/store/pg_sql_subset_test.cpp enforces it.
+// the subset described in docs/postgres.md; tests/store/pg_store_test.cpp enforces it.
 //
 // Under READ COMMITTED the store also pipelines (pipeline_depth 2, the speculative path): a
 // batch is decided against rows read WITHOUT locks, overlaid with what the batch still in
@@ -26,6 +26,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -50,6 +51,7 @@ struct CommitCounters {
   std::atomic<uint64_t> found_committed{0};     // ...and had in fact committed
   std::atomic<uint64_t> speculated{0};          // batches sent on the speculative path
   std::atomic<uint64_t> speculation_missed{0};  // ...found stale and recomputed, locked
+  std::atomic<uint64_t> settled_later{0};       // unknown outcomes settled before a later write
 };
 
 // Fault injection for tests: each counter is how many upcoming commits to break that way.
@@ -58,6 +60,8 @@ struct Faults {
   std::atomic<int> lose_before_commit{0};
   // COMMIT succeeds but its answer is lost: the batch committed and must not run again.
   std::atomic<int> lose_after_commit{0};
+  // Speculative transactions wait up to 30 s for a lock instead of 200 ms.
+  std::atomic<bool> long_speculative_lock_wait{false};
 };
 
 class PgStore final : public Store {
@@ -100,6 +104,10 @@ class PgStore final : public Store {
   Status record_delivery(const WebhookDelivery& delivery) override;
   Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
                                                        size_t limit) override;
+  // Reconnects a lost writer, proves it with a round trip and settles any commit whose outcome
+  // was left unknown. The committing thread, with no batch in flight.
+  Status probe() override;
+  Result<size_t> prune_idempotency(ledger::Micros created_before, size_t limit) override;
   // Aurora DSQL's limit is 3,000 rows per transaction; stay clear of it.
   size_t max_rows_per_commit() const override { return 2'500; }
 
@@ -110,6 +118,16 @@ class PgStore final : public Store {
   Result<uint64_t> prune_commit_markers(ledger::Micros older_than, size_t limit);
   static constexpr ledger::Micros marker_retention_micros = 3'600'000'000;  // an hour
   Faults& faults() { return faults_; }
+  // Tests, from any thread: cuts the writers' sockets as a lost network would, while their
+  // backends (perhaps waiting on a lock) live on.
+  void sever_writers() {
+    for (std::unique_ptr<Connection>& writer : writers_)
+      writer->sever();
+  }
+  // How long a batch waits for an unreachable database before answering store_unavailable,
+  // and an ambiguous COMMIT for the database to tell whether it committed.
+  static constexpr std::chrono::seconds unreachable_wait{5};
+  static constexpr std::chrono::seconds resolve_wait{10};
 
   // Every statement the store can issue and the migrations' DDL, for the SQL-subset scan.
   static std::vector<const Sql*> statements();
@@ -139,8 +157,13 @@ class PgStore final : public Store {
   // that way now (the caller falls back to draining and the locked path).
   std::unique_ptr<Flight> speculate(size_t connection, const ledger::ReadSet& read,
                                     const ApplyBatch& apply, const OnCommitted& committed);
-  // After a connection was lost with COMMIT in flight: did the batch commit?
-  Result<bool> resolve_ambiguous(size_t connection, const std::string& marker);
+  // After a connection was lost with COMMIT in flight: did the batch commit? Fences it (see
+  // the definition), retrying for up to `wait`.
+  Result<bool> resolve_ambiguous(size_t connection, const std::string& marker,
+                                 std::chrono::steady_clock::duration wait);
+  // Resolves the commits left unknown (their callers were told so) before anything else is
+  // written: the database must not still be able to commit one after later batches.
+  Status settle_unresolved(size_t connection);
   Status ensure_writer(size_t connection);
   void after_commit(size_t connection);
 
@@ -162,6 +185,8 @@ class PgStore final : public Store {
   };
   std::unordered_map<std::string, CachedBudget> cache_;
   void remember(const std::string& path, const ledger::BudgetNode& node, int64_t stamp);
+  // Committing thread only: markers of batches whose outcome is still unknown.
+  std::vector<std::string> unresolved_;
   size_t speculation_paused_ = 0;
   size_t speculation_pause_next_ = 1;
   size_t commits_since_prune_ = 0;
