@@ -8,8 +8,10 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libsqlite3-dev sqlite3 libpq-dev postgresql libssl-dev
   libcli11-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
-  libgtest-dev librapidcheck-dev libbenchmark-dev
+  libgtest-dev librapidcheck-dev libbenchmark-dev hledger
   curl python3
+  patroni etcd-server  # the fault suite's 3-node PostgreSQL HA cluster (scripts/ha-cluster.sh)
+  chromium  # the dashboard's browser tests (playwright-core drives it; no browser download)
 )
 
 missing=()

@@ -5,12 +5,17 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "cli/commands.hpp"
 #include "http/credentials.hpp"
 #include "http/service.hpp"
+#include "ledger/time_point.hpp"
 #include "loadgen/baselines.hpp"
+#include "loadgen/fleet.hpp"
+#include "loadgen/serve_process.hpp"
+#include "loadgen/soak.hpp"
 #include "loadgen/workload.hpp"
 
 namespace stub::cli {
@@ -26,6 +31,24 @@ struct BenchArgs {
   size_t io_threads = 1;
   std::string amount = "0.01";
   std::vector<std::string> designs;  // empty: every design the database supports
+  bool callers_given = false;
+
+  // --soak: a mixed workload through a `stub serve` started here or at --server.
+  std::string soak;  // a duration; empty: no soak
+  std::string soak_warmup;
+  std::string sample_interval = "5s";
+  std::string retention = "30s";
+  std::string server;
+  int server_pid = -1;
+  size_t subscribers = 4;
+  double rss_growth_max_mib = 32;
+  int64_t fd_growth_max = 16;
+  std::string json_file;
+
+  // --instances / --roots: HTTP spends through N `stub serve` processes on one database.
+  std::vector<size_t> instances;
+  std::vector<size_t> roots{1};
+  bool store_events = false;
 };
 
 // The design that runs through the real Store and sequencer; the others are loadgen baselines.
@@ -344,6 +367,426 @@ Result<std::unique_ptr<http::Service>> start_service(const BenchArgs& args) {
   return http::Service::start(std::move(options));
 }
 
+// ---- the soak ---------------------------------------------------------------------------
+
+std::optional<std::chrono::seconds> seconds_of(const std::string& text) {
+  const auto micros = ledger::parse_duration(text);
+  if (!micros || *micros < ledger::micros_per_second)
+    return std::nullopt;
+  return std::chrono::seconds(*micros / ledger::micros_per_second);
+}
+
+boost::json::object soak_json(const loadgen::SoakOptions& options,
+                              const loadgen::SoakReport& report, const std::string& db,
+                              const std::string& retention) {
+  boost::json::array samples;
+  for (const auto& sample : report.samples) {
+    samples.push_back({{"seconds", std::round(sample.seconds * 10) / 10},
+                       {"rss_kib", sample.rss_kib},
+                       {"fds", sample.fds},
+                       {"queue_depth", sample.queue_depth},
+                       {"requests", sample.requests},
+                       {"requests_per_sec", std::round(sample.requests_per_second)},
+                       {"p50_ms", sample.p50_ms},
+                       {"p99_ms", sample.p99_ms},
+                       {"failures", sample.failures},
+                       {"events", sample.events}});
+  }
+  boost::json::array violations;
+  for (const auto& violation : report.violations)
+    violations.push_back(boost::json::string(violation));
+  const auto& warm =
+      report.samples.empty() ? loadgen::SoakSample{} : report.samples[report.warm_index];
+  const auto& last = report.samples.empty() ? loadgen::SoakSample{} : report.samples.back();
+  return {{"machine", machine_info()},
+          {"db", db},
+          {"duration_seconds", options.duration.count()},
+          {"warmup_seconds", options.warmup.count()},
+          {"idempotency_retention", retention},
+          {"callers", options.callers},
+          {"subscribers", options.subscribers},
+          {"passed", report.passed()},
+          {"violations", violations},
+          {"rss_start_kib", report.samples.empty() ? -1 : report.samples.front().rss_kib},
+          {"rss_warm_kib", warm.rss_kib},
+          {"rss_end_kib", last.rss_kib},
+          {"rss_max_after_warmup_kib", report.rss_max_kib},
+          {"rss_growth_max_kib", options.rss_growth_max_kib},
+          {"fds_warm", warm.fds},
+          {"fds_end", last.fds},
+          {"totals",
+           {{"requests", report.requests},
+            {"failures", report.failures},
+            {"spends", report.spends},
+            {"retries", report.retries},
+            {"holds", report.holds},
+            {"captures", report.captures},
+            {"voids", report.voids},
+            {"expiring_holds", report.expiring_holds},
+            {"reads", report.reads},
+            {"events", report.events},
+            {"subscriptions", report.subscriptions}}},
+          {"samples", samples}};
+}
+
+int run_soak_command(BenchArgs& args) {
+  if (args.callers_given && args.callers.size() != 1) {
+    std::cerr << "stub bench: --soak takes one --callers count\n";
+    return 1;
+  }
+  if (args.rss_growth_max_mib <= 0 || args.fd_growth_max < 0) {
+    std::cerr << "stub bench: --rss-growth-max-mib must be above 0, --fd-growth-max at least 0\n";
+    return 1;
+  }
+  const auto duration = seconds_of(args.soak);
+  if (!duration) {
+    std::cerr << "stub bench: --soak must be a duration of at least 1s, such as 30m or 120s\n";
+    return 1;
+  }
+  const auto interval = seconds_of(args.sample_interval);
+  if (!interval || *interval > *duration) {
+    std::cerr << "stub bench: --sample-interval must be a duration from 1s to the soak's\n";
+    return 1;
+  }
+  const auto retention = seconds_of(args.retention);
+  if (!retention || retention->count() < 5) {
+    std::cerr << "stub bench: --idempotency-retention must be a duration of at least 5s\n";
+    return 1;
+  }
+  // By default the warm-up lasts twice the retention (the first records are pruned once it has
+  // passed; by twice it the table is at its steady size) and at least a third of the soak.
+  std::chrono::seconds warmup = std::max(*retention * 2, *duration / 3);
+  if (!args.soak_warmup.empty()) {
+    const auto given = seconds_of(args.soak_warmup);
+    if (!given) {
+      std::cerr << "stub bench: --soak-warmup must be a duration of at least 1s\n";
+      return 1;
+    }
+    warmup = *given;
+  }
+  if (warmup + *interval > *duration) {
+    std::cerr << "stub bench: the soak (" << duration->count() << " s) must outlast its warm-up ("
+              << warmup.count() << " s) by a sample interval at least\n";
+    return 1;
+  }
+
+  loadgen::SoakOptions options;
+  options.duration = *duration;
+  options.warmup = warmup;
+  options.sample_interval = *interval;
+  options.callers = args.callers_given ? args.callers.front() : 8;
+  options.subscribers = args.subscribers;
+  options.rss_growth_max_kib = static_cast<int64_t>(args.rss_growth_max_mib * 1024);
+  options.fd_growth_max = args.fd_growth_max;
+
+  std::filesystem::path temp_dir =
+      std::filesystem::temp_directory_path() / ("stub-soak-" + http::random_hex(6));
+  std::filesystem::create_directories(temp_dir);
+  std::unique_ptr<loadgen::ServeProcess> server;
+  std::string db = args.db;
+  if (!args.server.empty()) {
+    auto endpoint = loadgen::parse_server_url(args.server);
+    const char* token = std::getenv("STUB_ADMIN_TOKEN");
+    if (!endpoint.ok() || token == nullptr || *token == '\0') {
+      std::cerr << "stub bench: --server needs a URL such as http://127.0.0.1:8402 and the "
+                   "server's admin token in STUB_ADMIN_TOKEN\n";
+      std::filesystem::remove_all(temp_dir);
+      return 1;
+    }
+    options.endpoint = *endpoint;
+    options.admin_token = token;
+    options.server_pid = args.server_pid;
+    db = "(a running server)";
+  } else {
+    if (db.empty())
+      db = "sqlite:" + (temp_dir / "soak.db").string();
+    options.admin_token = "soak-admin-" + http::random_hex(16);
+    auto started = loadgen::ServeProcess::start(
+        db, options.admin_token,
+        {"--idempotency-retention", args.retention, "--unsafe-short-retention", "--io-threads",
+         std::to_string(args.io_threads)},
+        temp_dir / "serve.log");
+    if (!started.ok()) {
+      std::cerr << "stub bench: " << started.error().message << "\n";
+      return 1;
+    }
+    server = std::move(started).value();
+    options.endpoint = loadgen::Endpoint{"127.0.0.1", std::to_string(server->port())};
+    options.server_pid = server->pid();
+    std::cerr << "soak: started stub serve (pid " << server->pid() << ", port " << server->port()
+              << ", idempotency retention " << args.retention << "), log "
+              << server->log_file().string() << "\n";
+  }
+
+  // With --json the table and summary go to stderr and stdout is the document alone.
+  std::ostream& out = args.json ? std::cerr : std::cout;
+  auto report = loadgen::run_soak(options, out);
+  int status = 0;
+  if (!report.ok()) {
+    std::cerr << "stub bench: " << report.error().message << "\n";
+    status = 1;
+  } else {
+    if (server && !server->running())
+      report->violations.push_back("the server exited during the soak; see its log");
+    const auto document =
+        soak_json(options, *report, store::redact_database_url(db), args.retention);
+    if (!args.json_file.empty()) {
+      std::ofstream out(args.json_file);
+      out << boost::json::serialize(document) << "\n";
+      if (!out) {
+        std::cerr << "stub bench: cannot write " << args.json_file << "\n";
+        status = 1;
+      }
+    }
+    if (args.json)
+      std::cout << boost::json::serialize(document) << "\n";
+    out << "soak: " << report->requests << " requests (" << report->spends << " spends, "
+        << report->retries << " retried, " << report->holds << " holds: " << report->captures
+        << " captured, " << report->voids << " voided, " << report->expiring_holds
+        << " left to expire; " << report->reads << " reads), " << report->events
+        << " SSE events over " << report->subscriptions << " subscriptions, " << report->failures
+        << " failures\n";
+    if (!report->samples.empty() && report->samples.front().rss_kib >= 0) {
+      const auto& warm = report->samples[report->warm_index];
+      out << "soak: RSS " << report->samples.front().rss_kib / 1024 << " MiB at the first "
+          << "sample, " << warm.rss_kib / 1024 << " MiB after the warm-up ("
+          << static_cast<int64_t>(warm.seconds) << " s), " << report->samples.back().rss_kib / 1024
+          << " MiB at the end (growth " << report->rss_growth_kib / 1024 << " MiB, bound "
+          << options.rss_growth_max_kib / 1024 << "); fds " << warm.fds << " -> "
+          << report->samples.back().fds << "\n";
+    }
+    for (const auto& violation : report->violations)
+      out << "soak: FAILED: " << violation << "\n";
+    if (report->passed())
+      out << "soak: passed\n";
+    else
+      status = 1;
+  }
+  if (server) {
+    const int exit_status = server->stop();
+    if (exit_status != 0 && status == 0) {
+      std::cerr << "stub bench: stub serve exited with status " << exit_status << "; see "
+                << server->log_file().string() << "\n";
+      status = 1;
+    }
+  }
+  if (status == 0)
+    std::filesystem::remove_all(temp_dir);
+  else
+    std::cerr << "stub bench: kept " << temp_dir.string() << " (server log, database)\n";
+  return status;
+}
+
+// ---- instances and roots ----------------------------------------------------------------
+
+struct FleetResult {
+  size_t instances = 0, roots = 0, callers = 0;
+  loadgen::RunStats stats;
+  std::string overspend;
+};
+
+// What each instance's store did to commit (conflict retries, speculation missed, ...) and its
+// batches, from /metrics: where a multi-instance figure goes.
+void report_store_events(const std::vector<uint16_t>& ports) {
+  for (size_t i = 0; i < ports.size(); ++i) {
+    loadgen::HttpClient client(loadgen::Endpoint{"127.0.0.1", std::to_string(ports[i])}, "");
+    auto metrics = client.request("GET", "/metrics");
+    if (!metrics.ok() || metrics->status != 200)
+      continue;
+    std::cerr << "\n  instance " << i << ":";
+    std::istringstream lines(metrics->body);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.starts_with("stub_store_events_total{") || line.starts_with("stub_batches_total{") ||
+          line.starts_with("stub_batch_commands_sum") ||
+          line.starts_with("stub_commit_seconds_sum"))
+        std::cerr << " " << line.substr(5) << ";";
+    }
+  }
+  std::cerr << "\n";
+}
+
+// One run: a fresh schema, N `stub serve` processes on it, the tree created through the
+// first, the measured phase and the run-out through all of them.
+Result<FleetResult> run_fleet(const BenchArgs& args, size_t instances, size_t roots, size_t callers,
+                              const std::filesystem::path& temp_dir) {
+  const bool postgres = db_kind(args.db) == "postgres";
+  std::string schema;
+  std::string db = args.db;
+  if (postgres) {
+    schema = "stub_bench_" + http::random_hex(6);
+    if (Status status = loadgen::create_schema(args.db, schema); !status.ok())
+      return status.error();
+    db = loadgen::url_with_schema(args.db, schema);
+    start_from_a_checkpoint(args.db);
+  } else {
+    db = "sqlite:" + (temp_dir / ("fleet-" + http::random_hex(4) + ".db")).string();
+  }
+  Result<FleetResult> result = Error{ErrorCode::internal, "bench_not_run", "Not run."};
+  {
+    const std::string admin_token = "bench-admin-" + http::random_hex(16);
+    std::vector<std::unique_ptr<loadgen::ServeProcess>> servers;
+    std::vector<uint16_t> ports;
+    // The first creates the schema; the others start once it is there.
+    for (size_t i = 0; i < instances; ++i) {
+      auto server = loadgen::ServeProcess::start(
+          db, admin_token, {"--io-threads", std::to_string(args.io_threads)},
+          temp_dir / ("serve-" + std::to_string(instances) + "-" + std::to_string(i) + ".log"));
+      if (!server.ok()) {
+        result = server.error();
+        break;
+      }
+      ports.push_back((*server)->port());
+      servers.push_back(std::move(server).value());
+    }
+    if (servers.size() == instances) {
+      const loadgen::Endpoint first{"127.0.0.1", std::to_string(ports.front())};
+      const auto tree = loadgen::fleet_tree("fleet", roots);
+      const auto root_limit = ledger::Money::from_micros(ledger::Money::micros_max / 100'000);
+      std::cerr << "bench: " << instances << " instance(s), " << roots << " root(s): creating "
+                << tree.agent_count() << " agents..." << std::flush;
+      auto tokens = loadgen::create_fleet(first, admin_token, tree, root_limit);
+      if (!tokens.ok()) {
+        result = tokens.error();
+      } else {
+        loadgen::DriveOptions options = measured_options(args, callers);
+        std::cerr << " " << callers << " callers for " << args.duration_seconds << " s..."
+                  << std::flush;
+        FleetResult fleet;
+        fleet.instances = instances;
+        fleet.roots = roots;
+        fleet.callers = callers;
+        fleet.stats = loadgen::drive_fleet(ports, *tokens, tree, options);
+        std::cerr << " " << static_cast<int64_t>(fleet.stats.spends_per_second())
+                  << " spends/s; run-out" << std::flush;
+        if (args.store_events)
+          report_store_events(ports);
+        // The run-out: a little room on every root, then spend until refused.
+        const auto headroom = ledger::Money::from_micros(
+            options.amount.micros() *
+            static_cast<int64_t>(std::max<size_t>(roots == 1 ? 2'000 : 20, callers / roots * 8)));
+        Status status = loadgen::set_fleet_headroom(first, admin_token, tree, headroom);
+        loadgen::RunStats run_out;
+        if (status.ok())
+          run_out = loadgen::drive_fleet(ports, *tokens, tree, run_out_options(options));
+        auto overspend = status.ok() ? loadgen::fleet_overspend(first, admin_token, tree)
+                                     : Result<ledger::Money>(status.error());
+        if (!overspend.ok()) {
+          result = overspend.error();
+        } else {
+          fleet.overspend = overspend_text(*overspend);
+          std::cerr << " (" << run_out.committed << " committed, " << run_out.refused
+                    << " refused), overspend " << fleet.overspend << "\n";
+          if (fleet.stats.failed + run_out.failed > 0)
+            std::cerr << "bench: " << (fleet.stats.failed + run_out.failed) << " requests failed\n";
+          result = fleet;
+        }
+      }
+    }
+    for (auto& server : servers)
+      server->stop();
+  }
+  if (postgres) {
+    if (Status dropped = loadgen::drop_schema(args.db, schema); !dropped.ok() && result.ok())
+      return dropped.error();
+  }
+  return result;
+}
+
+int run_fleet_command(BenchArgs& args) {
+  const bool postgres = db_kind(args.db) == "postgres";
+  for (size_t instances : args.instances) {
+    if (instances < 1 || instances > 16) {
+      std::cerr << "stub bench: --instances must be from 1 to 16\n";
+      return 1;
+    }
+    if (instances > 1 && !postgres) {
+      std::cerr << "stub bench: --instances above 1 needs a postgres:// --db (instances share "
+                   "one PostgreSQL; SQLite has one writer)\n";
+      return 1;
+    }
+  }
+  for (size_t roots : args.roots) {
+    if (roots < 1 || roots > 100'000) {
+      std::cerr << "stub bench: --roots must be from 1 to 100000\n";
+      return 1;
+    }
+  }
+  if (!args.designs.empty()) {
+    std::cerr << "stub bench: --instances measures stub serve over HTTP; --designs does not "
+                 "apply\n";
+    return 1;
+  }
+  const std::filesystem::path temp_dir =
+      std::filesystem::temp_directory_path() / ("stub-bench-" + http::random_hex(6));
+  std::filesystem::create_directories(temp_dir);
+  std::vector<FleetResult> results;
+  for (size_t callers : args.callers) {
+    for (size_t roots : args.roots) {
+      for (size_t instances : args.instances) {
+        auto result = run_fleet(args, instances, roots, callers, temp_dir);
+        if (!result.ok()) {
+          std::cerr << "\nstub bench: " << result.error().message << " (logs in "
+                    << temp_dir.string() << ")\n";
+          return 1;
+        }
+        results.push_back(std::move(result).value());
+      }
+    }
+  }
+  std::filesystem::remove_all(temp_dir);
+  bool overspent = false;
+  bool failed = false;
+  for (const auto& result : results) {
+    overspent = overspent || result.overspend != "0";
+    failed = failed || result.stats.failed > 0;
+  }
+  if (args.json) {
+    boost::json::array rows;
+    for (const auto& result : results) {
+      // Each row against the one-instance run of the same roots and callers.
+      double single = 0;
+      for (const auto& other : results) {
+        if (other.instances == 1 && other.roots == result.roots && other.callers == result.callers)
+          single = other.stats.spends_per_second();
+      }
+      rows.push_back(
+          {{"name", "stub-serve"},
+           {"db", db_kind(args.db)},
+           {"mode", "http"},
+           {"instances", result.instances},
+           {"roots", result.roots},
+           {"callers", result.callers},
+           {"spends_per_sec", std::round(result.stats.spends_per_second())},
+           {"vs_one_instance",
+            single > 0 ? std::round(result.stats.spends_per_second() / single * 100) / 100 : 0.0},
+           {"p50_ms", result.stats.p50_ms},
+           {"p99_ms", result.stats.p99_ms},
+           {"committed", result.stats.committed},
+           {"failed", result.stats.failed},
+           {"overspend", result.overspend}});
+    }
+    std::cout << boost::json::serialize(
+                     boost::json::object{{"machine", machine_info()}, {"results", rows}})
+              << "\n";
+  } else {
+    std::printf("%-9s %9s %6s %8s %12s %8s %9s %9s %8s %10s\n", "db", "instances", "roots",
+                "callers", "spends/s", "vs 1", "p50 ms", "p99 ms", "failed", "overspend");
+    for (const auto& result : results) {
+      double single = 0;
+      for (const auto& other : results) {
+        if (other.instances == 1 && other.roots == result.roots && other.callers == result.callers)
+          single = other.stats.spends_per_second();
+      }
+      std::printf("%-9s %9zu %6zu %8zu %12.0f %8.2f %9.3f %9.3f %8llu %10s\n",
+                  db_kind(args.db).c_str(), result.instances, result.roots, result.callers,
+                  result.stats.spends_per_second(),
+                  single > 0 ? result.stats.spends_per_second() / single : 0.0, result.stats.p50_ms,
+                  result.stats.p99_ms, static_cast<unsigned long long>(result.stats.failed),
+                  result.overspend.c_str());
+    }
+  }
+  return overspent || failed ? 1 : 0;
+}
 }  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
@@ -351,9 +794,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   CLI::App* bench = app.add_subcommand(
       "bench", "Measure durable spends/s on one hot org budget (org -> 4 teams -> 100 agents)");
   bench->add_option("--db", args->db, "Database URL (default: SQLite in a temp dir)");
-  bench->add_option("--callers", args->callers, "Concurrent callers, e.g. 1,16,256")
-      ->delimiter(',')
-      ->capture_default_str();
+  CLI::Option* callers =
+      bench->add_option("--callers", args->callers, "Concurrent callers, e.g. 1,16,256")
+          ->delimiter(',')
+          ->capture_default_str();
   bench->add_option("--duration", args->duration_seconds, "Seconds per measured run")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
@@ -366,8 +810,76 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                    "Designs to run, e.g. conditional-update,occ-per-spend,stub-batched (default: "
                    "all three on PostgreSQL, stub-batched on SQLite)")
       ->delimiter(',');
-  bench->footer("Every run ends with a run-out phase that drains the budget; overspend must be 0.");
-  bench->callback([args, &exit_code] {
+  bench->add_option("--soak", args->soak,
+                    "Run a soak for this long (e.g. 30m): mixed spends, retries, holds, reads "
+                    "and SSE subscribers through the HTTP API of a `stub serve` started here "
+                    "(on --db) or at --server, sampling RSS, fds, queue depth and p99; fails "
+                    "when memory or fds grow past the bounds after the warm-up");
+  bench->add_option("--soak-warmup", args->soak_warmup,
+                    "Soak time before the memory baseline (default: twice the idempotency "
+                    "retention, at least a third of the soak)");
+  bench->add_option("--sample-interval", args->sample_interval, "Soak sampling interval")
+      ->capture_default_str();
+  bench
+      ->add_option("--idempotency-retention", args->retention,
+                   "Idempotency retention of the server the soak starts (short, so that the "
+                   "soak reaches its steady state)")
+      ->capture_default_str();
+  bench->add_option("--server", args->server,
+                    "Soak a running server (http://HOST:PORT; admin token in STUB_ADMIN_TOKEN) "
+                    "instead of starting one");
+  bench->add_option("--server-pid", args->server_pid,
+                    "With --server: its local pid, to sample RSS and fds from /proc");
+  bench->add_option("--subscribers", args->subscribers, "Soak SSE subscribers")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+  bench
+      ->add_option("--rss-growth-max-mib", args->rss_growth_max_mib,
+                   "Soak bound: RSS at the end may exceed RSS after the warm-up by this much")
+      ->capture_default_str();
+  bench
+      ->add_option("--fd-growth-max", args->fd_growth_max,
+                   "Soak bound: open fds at the end may exceed those after the warm-up by this")
+      ->capture_default_str();
+  bench->add_option("--json-file", args->json_file, "Soak: also write the JSON document here");
+  bench
+      ->add_option("--instances", args->instances,
+                   "Measure spends over HTTP through N `stub serve` processes on one PostgreSQL "
+                   "--db, callers spread across them, e.g. 1,2,3")
+      ->delimiter(',');
+  bench
+      ->add_option("--roots", args->roots,
+                   "With --instances: spread the load over this many roots (1: one hot root, "
+                   "4 teams x 25 agents; more: one team and agent per root), e.g. 1,1000")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench->add_flag("--store-events", args->store_events,
+                  "With --instances: print each instance's store events (conflict retries, "
+                  "speculation missed) and batch totals from /metrics after the measured phase");
+  bench->footer(
+      "Every run ends with a run-out phase that drains the budget; overspend must be 0.\n"
+      "Soak: stub bench --soak 30m [--db URL] [--json-file soak.json]. Instances: stub bench "
+      "--db postgres://... --instances 1,2,3 --roots 1,1000 --callers 64.");
+  bench->callback([args, callers, &exit_code] {
+    args->callers_given = callers->count() > 0;
+    if (!args->soak.empty() && !args->instances.empty()) {
+      std::cerr << "stub bench: --soak and --instances are separate runs\n";
+      return void(exit_code = 1);
+    }
+    if (!args->soak.empty())
+      return void(exit_code = run_soak_command(*args));
+    if (!args->instances.empty()) {
+      if (args->db.empty()) {
+        std::cerr << "stub bench: --instances needs --db (postgres://... for more than one)\n";
+        return void(exit_code = 1);
+      }
+      if (!ledger::Money::parse(args->amount) ||
+          !ledger::Money::parse(args->amount)->is_positive()) {
+        std::cerr << "stub bench: --amount must be a positive decimal\n";
+        return void(exit_code = 1);
+      }
+      return void(exit_code = run_fleet_command(*args));
+    }
     std::filesystem::path temp_dir;
     if (args->db.empty()) {
       temp_dir = std::filesystem::temp_directory_path() / ("stub-bench-" + http::random_hex(6));

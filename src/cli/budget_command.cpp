@@ -103,6 +103,28 @@ Status add_policy_fields(boost::json::object& body, const Args& args) {
     }
     body["vendor_limits"] = std::move(rules);
   }
+  if (!args.require_tags.empty()) {
+    boost::json::array keys;
+    if (args.require_tags != std::vector<std::string>{"none"})
+      keys = boost::json::array(args.require_tags.begin(), args.require_tags.end());
+    body["require_tags"] = std::move(keys);
+  }
+  if (!args.vendor_categories.empty()) {
+    boost::json::object categories;
+    if (args.vendor_categories != std::vector<std::string>{"none"}) {
+      for (const std::string& text : args.vendor_categories) {
+        const size_t equals = text.rfind('=');
+        if (equals == std::string::npos || equals == 0 || equals + 1 == text.size()) {
+          return Error::invalid("invalid_vendor_categories",
+                                "--vendor-category takes VENDOR=CATEGORY, e.g. api.openai.com=llm, "
+                                "got " +
+                                    text + ".");
+        }
+        categories[text.substr(0, equals)] = text.substr(equals + 1);
+      }
+    }
+    body["vendor_categories"] = std::move(categories);
+  }
   set_money(body, "approval_above", args.approval_above);
   if (args.breaker == "none") {
     body["breaker"] = nullptr;
@@ -155,7 +177,7 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
 
   struct SetArgs {
     std::string path, limit, period, per_txn_max, currency, idempotency_key;
-    std::vector<std::string> windows, allow, block, vendor_limits;
+    std::vector<std::string> windows, allow, block, vendor_limits, require_tags, vendor_categories;
     std::string approval_above, breaker, thresholds;
   };
   auto set_args = std::make_shared<SetArgs>();
@@ -178,6 +200,13 @@ void add_budget_commands(CLI::App& app, int& exit_code) {
                   "Cap across the subtree per vendor, VENDORS=LIMIT/PERIOD or /WINDOW, e.g. "
                   "api.twilio.com=2000/month or '*.openai.com=50/1h' (repeat; replaces the node's "
                   "vendor limits; 'none' clears them)");
+  set->add_option("--require-tag", set_args->require_tags,
+                  "Tag key every spend and hold under the node must carry, e.g. customer (repeat; "
+                  "replaces the node's required tags; 'none' clears them)");
+  set->add_option("--vendor-category", set_args->vendor_categories,
+                  "Default category of a vendor's spends below the node, VENDOR=CATEGORY, e.g. "
+                  "api.openai.com=llm or '*.serpapi.com=data-api' (repeat; replaces the node's "
+                  "map; 'none' clears it)");
   set->add_option("--approval-above", set_args->approval_above,
                   "Holds above this wait for an admin's approval ('none' clears)");
   set->add_option("--breaker", set_args->breaker,

@@ -7,9 +7,14 @@
 #include <boost/json/value.hpp>
 #include <string>
 
-#include "cli/http_client.hpp"
+#include "loadgen/http_client.hpp"
 
 namespace stub::cli {
+
+using loadgen::Endpoint;
+using loadgen::HttpClient;
+using loadgen::HttpResponse;
+using loadgen::parse_server_url;
 
 struct ClientSettings {
   std::string server = "http://127.0.0.1:8402";

@@ -8,13 +8,15 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
-#include <thread>
 
+#include "cli/client_settings.hpp"
 #include "cli/commands.hpp"
-#include "cli/http_client.hpp"
 #include "cli/serve_options.hpp"
 #include "http/credentials.hpp"
 #include "http/service.hpp"
+#include "http/web_assets.hpp"
+#include "loadgen/runaway.hpp"
+#include "loadgen/server_replays.hpp"
 
 namespace stub::cli {
 
@@ -49,21 +51,6 @@ constexpr Seed history[] = {
     {"engineering/docs-agent", "api.anthropic.com", "write docs", "5.00", 16},
 };
 
-boost::json::object parse_object(const HttpResponse& response) {
-  boost::system::error_code error;
-  auto value = boost::json::parse(response.body, error);
-  if (error || !value.is_object())
-    return {};
-  return value.as_object();
-}
-
-std::string text(const boost::json::object& object, const char* key) {
-  const auto* value = object.if_contains(key);
-  if (value == nullptr || !value->is_string())
-    return "-";
-  return std::string(value->get_string());
-}
-
 // Sends a request that must succeed during setup; prints why and returns false otherwise.
 bool must(const Result<HttpResponse>& response, const std::string& what) {
   if (response.ok() && response->status >= 200 && response->status < 300)
@@ -73,7 +60,7 @@ bool must(const Result<HttpResponse>& response, const std::string& what) {
   return false;
 }
 
-bool seed_org(HttpClient& admin, const DemoArgs& args, std::vector<std::string>& runner_tokens) {
+bool seed_org(HttpClient& admin) {
   struct Node {
     const char* path;
     const char* body;
@@ -96,22 +83,6 @@ bool seed_org(HttpClient& admin, const DemoArgs& args, std::vector<std::string>&
       return false;
     }
   }
-  for (size_t runner = 1; runner <= args.runners; ++runner) {
-    const std::string path = "acme/engineering/batch-runner-" +
-                             std::string(runner < 10 ? "0" : "") + std::to_string(runner);
-    if (!must(admin.request("PUT", "/v1/budgets/" + path,
-                            R"({"limit":"25.00","per_txn_max":"1.00"})"),
-              "creating " + path)) {
-      return false;
-    }
-    auto key = admin.request("POST", "/v1/keys",
-                             boost::json::serialize(boost::json::object{
-                                 {"budget", path}, {"name", "batch runner"}, {"expires_in", "1d"}}),
-                             "demo-key-" + path);
-    if (!must(key, "issuing a key for " + path))
-      return false;
-    runner_tokens.push_back(text(parse_object(*key), "key"));
-  }
   for (const Seed& seed : history) {
     for (int i = 0; i < seed.times; ++i) {
       const std::string body =
@@ -129,78 +100,30 @@ bool seed_org(HttpClient& admin, const DemoArgs& args, std::vector<std::string>&
   return true;
 }
 
-struct ReplayTotals {
-  std::mutex mutex;
-  int attempted = 0;
-  int committed = 0;
-  int refused = 0;
-  int errors = 0;
-  int64_t committed_micros = 0;
-};
-
-void run_worker(const Endpoint& endpoint, const std::string& token, size_t worker,
-                const DemoArgs& args, ReplayTotals& totals) {
-  HttpClient client(endpoint, token);
-  const std::string body = boost::json::serialize(boost::json::object{
-      {"amount", args.amount},
-      {"vendor", "api.openai.com"},
-      {"intent", "retry loop: re-summarize the whole ticket backlog"},
-      {"tags", {{"job", "nightly-backlog"}, {"worker", std::to_string(worker)}}}});
-  int consecutive_refusals = 0;
-  for (int attempt = 0; attempt < 60 && consecutive_refusals < 3; ++attempt) {
-    auto response =
-        client.request("POST", "/v1/spends", body,
-                       "replay-" + std::to_string(worker) + "-" + std::to_string(attempt));
-    std::lock_guard lock(totals.mutex);
-    ++totals.attempted;
-    char line[256];
-    if (!response.ok()) {
-      ++totals.errors;
-      std::printf("  !  worker %02zu  %s\n", worker, response.error().message.c_str());
-      return;
-    }
-    const auto object = parse_object(*response);
-    if (response->status == 201) {
-      ++totals.committed;
-      consecutive_refusals = 0;
-      totals.committed_micros += ledger::Money::parse(args.amount)->micros();
+void print_event(const loadgen::RunawayEvent& event, const std::string& amount) {
+  char line[256];
+  switch (event.kind) {
+    case loadgen::RunawayEvent::Kind::committed:
       std::snprintf(line, sizeof line, "  \u2713  worker %02zu  %-34s %s  committed  seq %lld\n",
-                    worker, text(object, "budget").c_str(), args.amount.c_str(),
-                    static_cast<long long>(object.at("seq").to_number<int64_t>()));
-    } else if (response->status == 402) {
-      ++totals.refused;
-      ++consecutive_refusals;
-      const auto& error = object.at("error").as_object();
+                    event.worker, event.budget.c_str(), amount.c_str(),
+                    static_cast<long long>(event.seq));
+      break;
+    case loadgen::RunawayEvent::Kind::refused:
       std::snprintf(line, sizeof line,
                     "  \u2717  worker %02zu  %-34s %s  REFUSED    %s at %s (available %s)\n",
-                    worker, "", args.amount.c_str(), text(error, "code").c_str(),
-                    text(error, "budget").c_str(), text(error, "available").c_str());
-    } else {
-      ++totals.errors;
-      std::snprintf(line, sizeof line, "  !  worker %02zu  HTTP %d %s\n", worker, response->status,
-                    response->body.c_str());
-    }
-    std::fputs(line, stdout);
-    std::fflush(stdout);
+                    event.worker, "", amount.c_str(), event.code.c_str(), event.level.c_str(),
+                    event.available.c_str());
+      break;
+    case loadgen::RunawayEvent::Kind::error:
+      std::snprintf(line, sizeof line, "  !  worker %02zu  %s\n", event.worker,
+                    event.message.c_str());
+      break;
   }
-}
-
-// Worst spent + reserved - limit over every node of the tree, from the server.
-std::string overspend_of(HttpClient& admin) {
-  auto tree = admin.request("GET", "/v1/budgets?root=acme");
-  if (!tree.ok() || tree->status != 200)
-    return "unknown";
-  int64_t worst = 0;
-  const boost::json::object listing = parse_object(*tree);
-  for (const auto& node : listing.at("budgets").as_array()) {
-    const auto& budget = node.as_object();
-    if (budget.at("limit").is_null())
-      continue;
-    const int64_t used = ledger::Money::parse(text(budget, "spent"))->micros() +
-                         ledger::Money::parse(text(budget, "reserved"))->micros();
-    worst = std::max(worst, used - ledger::Money::parse(text(budget, "limit"))->micros());
-  }
-  return ledger::Money::from_micros(worst).to_string();
+  // Workers report from their own threads: one line at a time.
+  static std::mutex output_mutex;
+  std::lock_guard lock(output_mutex);
+  std::fputs(line, stdout);
+  std::fflush(stdout);
 }
 
 int run_demo(const DemoArgs& args) {
@@ -215,6 +138,7 @@ int run_demo(const DemoArgs& args) {
   http::ServiceOptions options;
   options.db = "sqlite:" + (directory / "stub.db").string();
   options.server = *listen;
+  options.replays = [] { return std::make_unique<loadgen::ServerReplays>(); };
   auto service = http::Service::start(std::move(options));
   if (!service.ok()) {
     std::cerr << "stub demo: " << service.error().message << "\n";
@@ -224,60 +148,63 @@ int run_demo(const DemoArgs& args) {
   std::cout << "Stub demo\n"
             << "  server      " << url << "\n"
             << "  database    " << (directory / "stub.db").string() << "\n"
-            << "  admin token " << (*service)->admin_token() << "\n\n";
+            << "  admin token " << (*service)->admin_token() << "\n"
+            << "  dashboard   " << url << "/"
+            << (http::web_dashboard_built() ? " (sign in with the admin token)"
+                                            : " (placeholder: bash scripts/build-web.sh)")
+            << "\n\n";
 
   const Endpoint endpoint{listen->address, std::to_string((*service)->port())};
   HttpClient admin(endpoint, (*service)->admin_token());
-  std::vector<std::string> runner_tokens;
   std::cout
       << "Creating the demo org: acme -> marketing, engineering -> agents, a month of history..."
       << std::endl;
-  if (!seed_org(admin, args, runner_tokens))
+  if (!seed_org(admin))
     return 1;
+  loadgen::RunawayOptions runaway;
+  runaway.workers = args.workers;
+  runaway.runners = args.runners;
+  runaway.amount = *ledger::Money::parse(args.amount);
+  // Unique per run: a second demo against the same server never replays the first's answers.
+  const std::string run_id = http::random_hex(6);
+  auto fleet = loadgen::create_runaway_fleet(admin, "acme/engineering", runaway, run_id);
+  if (!fleet.ok()) {
+    std::cerr << "stub demo: " << fleet.error().message << "\n";
+    return 1;
+  }
   std::cout << "  acme 955.00 of 1000.00 spent; engineering 560.00 of 650.00; each batch runner "
                "0.00 of 25.00\n\n";
 
-  std::cout << "Replaying a runaway job: " << args.workers << " workers on " << runner_tokens.size()
+  std::cout << "Replaying a runaway job: " << args.workers << " workers on " << fleet->tokens.size()
             << " agent keys, each spending " << args.amount
             << " per call inside its own 25.00 cap, until refused...\n";
-  ReplayTotals totals;
-  std::vector<std::thread> workers;
-  for (size_t worker = 0; worker < args.workers; ++worker) {
-    workers.emplace_back(run_worker, std::cref(endpoint),
-                         std::cref(runner_tokens[worker % runner_tokens.size()]), worker,
-                         std::cref(args), std::ref(totals));
-  }
-  for (auto& worker : workers)
-    worker.join();
-
-  auto org = admin.request("GET", "/v1/budgets/acme");
-  auto verified = admin.request("GET", "/v1/audit/verify?root=acme");
-  const auto org_state = org.ok() ? parse_object(*org) : boost::json::object{};
-  const auto verify_state = verified.ok() ? parse_object(*verified) : boost::json::object{};
-  const bool chain_ok = verify_state.contains("ok") && verify_state.at("ok").as_bool();
-  const std::string overspend = overspend_of(admin);
+  const loadgen::RunawaySummary summary = loadgen::run_runaway(
+      endpoint, *fleet, runaway, run_id, admin,
+      [&args](const loadgen::RunawayEvent& event) { print_event(event, args.amount); });
   std::cout << "\nSummary\n"
-            << "  attempted   " << totals.attempted << "\n"
-            << "  committed   " << totals.committed << " ("
-            << ledger::Money::from_micros(totals.committed_micros).to_string() << ")\n"
-            << "  refused     " << totals.refused << "\n"
-            << "  acme        " << text(org_state, "spent") << " of " << text(org_state, "limit")
-            << " spent\n"
-            << "  overspend   $" << overspend << "\n"
+            << "  attempted   " << summary.attempted << "\n"
+            << "  committed   " << summary.committed << " (" << summary.committed_amount.to_string()
+            << ")\n"
+            << "  refused     " << summary.refused << "\n"
+            << "  acme        " << summary.root_spent << " of " << summary.root_limit << " spent\n"
+            << "  overspend   $" << summary.overspend << "\n"
             << "  chain       "
-            << (chain_ok ? "verified (" + std::to_string(verify_state.at("checked").as_int64()) +
-                               " entries)"
-                         : "NOT VERIFIED")
+            << (summary.chain_verified
+                    ? "verified (" + std::to_string(summary.chain_checked) + " entries)"
+                    : "NOT VERIFIED")
             << "\n";
-  const bool good = totals.errors == 0 && overspend == "0.00" && chain_ok;
+  const bool good = summary.good();
   if (args.exit_after)
     return good ? 0 : 1;
-  std::cout << "\nStub is running at " << url << " with the demo data. Try:\n"
+  ShutdownSignal shutdown;  // before the line that says it is running
+  std::cout << "\nStub is running at " << url << " with the demo data.\n"
+            << "  Dashboard: open " << url << "/ and sign in with the admin token above\n"
+            << "  (the Replay tab runs this runaway fleet again, live). Or try:\n"
             << "  export STUB_URL=" << url << " STUB_TOKEN=" << (*service)->admin_token() << "\n"
             << "  stub budget tree acme\n  stub ledger tail --root acme\n"
             << "Ctrl-C stops the server.\n"
             << std::flush;
-  wait_for_shutdown_signal();
+  shutdown.wait();
   (*service)->stop();
   return good ? 0 : 1;
 }

@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   stub::cli::add_ledger_commands(app, exit_code);
   stub::cli::add_verify_command(app, exit_code);
   stub::cli::add_bench_command(app, exit_code);
+  stub::cli::add_query_command(app, exit_code);
+  stub::cli::add_ask_command(app, exit_code);
+  stub::cli::add_report_command(app, exit_code);
+  stub::cli::add_export_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -26,7 +26,43 @@ HoldSweeper::~HoldSweeper() {
     thread_.join();
 }
 
+size_t HoldSweeper::sweep_delegations() {
+  auto lapsed = store_.list_lapsed_delegations(clock_(), holds_per_sweep_max);
+  if (!lapsed.ok()) {
+    spdlog::warn("hold sweeper: cannot list lapsed delegations: {}", lapsed.error().message);
+    return 0;
+  }
+  struct Tally {
+    std::mutex mutex;
+    std::condition_variable done;
+    size_t answered = 0;  // GUARDED_BY(mutex)
+    size_t ended = 0;     // GUARDED_BY(mutex)
+  };
+  auto tally = std::make_shared<Tally>();
+  for (const store::Store::LapsedDelegation& delegation : lapsed.value()) {
+    ledger::Command command;
+    command.kind = ledger::CommandKind::end_delegation;
+    command.root = delegation.root;
+    command.actor = std::string(ledger::system_actor);
+    command.budget = delegation.path;
+    sequencer_.submit(std::move(command), [tally](ledger::Outcome outcome) {
+      std::lock_guard lock(tally->mutex);
+      ++tally->answered;
+      if (outcome.ok())
+        ++tally->ended;
+      else
+        spdlog::warn("hold sweeper: cannot end a delegation: {}", outcome.error().message);
+      tally->done.notify_all();
+    });
+  }
+  std::unique_lock lock(tally->mutex);
+  tally->done.wait(lock, [&] { return tally->answered == lapsed->size(); });
+  return tally->ended;
+}
+
 size_t HoldSweeper::sweep_once() {
+  // Delegations first: ending one settles its holds in the same commit.
+  sweep_delegations();
   // A random starting point per pass: several instances on one database sweep different holds.
   thread_local std::mt19937_64 random{std::random_device{}()};
   char pivot[24];

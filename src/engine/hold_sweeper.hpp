@@ -27,6 +27,9 @@ class HoldSweeper {
   // One pass: submits an expire command for each expired hold and waits for them to commit.
   // Returns how many holds it expired.
   size_t sweep_once();
+  // Ends the delegations whose key expired (their holds settled, their reservation returned).
+  // Returns how many expiry checks committed.
+  size_t sweep_delegations();
 
  private:
   void run();

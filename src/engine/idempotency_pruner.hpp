@@ -35,6 +35,8 @@ class IdempotencyPruner {
 
  private:
   void run();
+  // One pass; `backlog`: it stopped at its budget with more records due.
+  size_t prune_pass(bool& backlog);
 
   store::Store& store_;
   Clock clock_;

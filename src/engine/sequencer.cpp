@@ -46,6 +46,9 @@ size_t command_bytes(const ledger::Command& command) {
     bytes += text->size();
   }
   bytes += command.webhook.url.value_or("").size() + command.webhook.secret.value_or("").size();
+  bytes += command.vendor_settings.name.size() +
+           command.vendor_settings.settings_patch_json.size() +
+           command.vendor_settings.credential.value_or("").size();
   if (command.webhook.events) {
     for (const std::string& event : *command.webhook.events)
       bytes += event.size() + sizeof(std::string);
@@ -58,6 +61,12 @@ namespace {
 // The answers a caller gets for a failed commit: fixed sentences (no driver text), with the
 // incident id the store's text was logged under.
 Error unavailable_answer(const std::string& subcode, const std::string& incident) {
+  if (subcode == "storage_full") {
+    return Error{ErrorCode::unavailable, "storage_full",
+                 "The database's disk is full and nothing was recorded; retry with the same "
+                 "Idempotency-Key once space is freed (incident " +
+                     incident + ")."};
+  }
   if (subcode == "outcome_unknown") {
     return Error{ErrorCode::unavailable, "outcome_unknown",
                  "The connection to the database was lost while the commit was in flight and "
@@ -76,7 +85,8 @@ bool refused_data(const Error& error) {
 
 bool unavailable_for_now(const Error& error) {
   return error.code == ErrorCode::unavailable &&
-         (error.subcode == "store_unavailable" || error.subcode == "outcome_unknown");
+         (error.subcode == "store_unavailable" || error.subcode == "outcome_unknown" ||
+          error.subcode == "storage_full");
 }
 
 }  // namespace
@@ -142,6 +152,7 @@ Health Sequencer::health() const {
 Sequencer::Sequencer(store::Store& store, Clock clock, SequencerOptions options, EventBus* events)
     : store_(store), clock_(std::move(clock)), options_(std::move(options)), events_(events) {
   assert(options_.batch_size_max > 0 && options_.queue_capacity >= options_.batch_size_max);
+  assert(options_.render);
   committer_ = std::thread([this] { run(); });
 }
 
@@ -287,7 +298,12 @@ void Sequencer::run() {
       // ancestors rather than every agent's row (a shared row is written by both, in turn).
       size_t limit = options_.batch_size_max;
       std::optional<size_t> prefer;
-      if (depth > 1) {
+      // A store committing one batch at a time for now (PostgreSQL on its locked path, while
+      // instances contend for a root) gets the whole queue: halves would only double the
+      // batches that wait their turn for the root's lock.
+      const size_t depth_now =
+          flights.empty() ? std::clamp<size_t>(store_.pipeline_depth_now(), 1, depth) : depth;
+      if (depth_now > 1) {
         size_t outstanding = queue_.size();
         for (const auto& flight : flights)
           outstanding += flight->batch.size();
@@ -384,11 +400,11 @@ std::unique_ptr<Sequencer::Flight> Sequencer::send(std::vector<Pending> batch,
   f.now = clock_();
   // The store may call this more than once (after a write conflict); each call starts afresh
   // from the state it read.
-  f.apply = [&f](ledger::WorkingSet& state) {
+  f.apply = [&f, &render = options_.render](ledger::WorkingSet& state) {
     f.outcomes.clear();
     f.outcomes.reserve(f.commands.size());
     for (const ledger::Command& command : f.commands)
-      f.outcomes.push_back(ledger::apply_command(state, command, f.now));
+      f.outcomes.push_back(ledger::apply_command(state, command, f.now, render));
     f.entry_count = state.new_entries.size();
   };
   // Asked only once the commit is visible: a subscriber that joined earlier gets this batch
@@ -477,8 +493,11 @@ std::vector<Sequencer::Pending> Sequencer::finish(Flight& flight) {
     // The database is unreachable (nothing recorded) or the commit's outcome is unknown: the
     // store keeps reconnecting, and callers retry with their Idempotency-Keys.
     const std::string incident = log_incident(status.error());
-    set_degraded(status.error().subcode == "outcome_unknown"
+    const std::string& subcode = status.error().subcode;
+    set_degraded(subcode == "outcome_unknown"
                      ? "A commit's outcome is unknown: the database connection was lost."
+                 : subcode == "storage_full"
+                     ? "The database's disk is full; writes resume when space is freed."
                      : "The database is unreachable; writes resume when it is back.",
                  incident);
     for (Pending& pending : batch)

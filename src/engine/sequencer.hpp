@@ -65,7 +65,11 @@ struct SequencerOptions {
   // A commit waiting on the store longer than this makes health() say degraded meanwhile (a
   // database that stopped answering shows before the store gives the batch up).
   std::chrono::milliseconds commit_wait_degraded{5'000};
-  size_t batch_size_max = 1'024;                    // commands per transaction
+  size_t batch_size_max = 1'024;  // commands per transaction
+  // Required: turns each command's typed answer into what its caller receives, before the batch
+  // commits, so that an idempotency record keeps exactly those bytes. The edge's renderer
+  // (http::render_answer) is given where the server is assembled; the engine never renders.
+  ledger::AnswerRenderer render;
   std::function<void(const BatchStats&)> on_batch;  // metrics hook, runs on the committer
 };
 

@@ -12,6 +12,7 @@
 #include "http/async_bridge.hpp"
 #include "http/error_mapping.hpp"
 #include "http/handler.hpp"
+#include "http/request_auth.hpp"
 #include "ledger/budget_path.hpp"
 
 namespace stub::http {
@@ -113,14 +114,13 @@ awaitable<Result<EventFilter>> Api::open_event_stream(const ApiRequest& request)
   auto target = parse_target(request.target);
   if (!target.ok())
     co_return target.error();
-  // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
-  auto principal_work = [this, &request] {
-    return context_.authenticator.authenticate(request.authorization, context_.clock());
-  };
-  auto principal = co_await run_blocking(context_.read_pool, std::move(principal_work));
-  if (!principal.ok())
-    co_return principal.error();
+  // A bearer token, or the dashboard's session cookie (EventSource sends it).
+  auto authenticated = co_await authenticate_request(context_, request);
+  if (!authenticated.ok())
+    co_return authenticated.error();
+  const Principal* principal = &authenticated->principal;
   EventFilter filter;
+  filter.session_id = authenticated->session_id;
   filter.root = target->query["root"];
   if (!principal->admin) {
     const auto bound = BudgetPath::parse(principal->key.budget);

@@ -7,13 +7,20 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "checkpoints/signing_key.hpp"
 #include "engine/event_bus.hpp"
 #include "engine/sequencer.hpp"
 #include "http/credentials.hpp"
 #include "http/hold_waiters.hpp"
 #include "http/metrics.hpp"
+#include "http/replays.hpp"
+#include "http/sessions.hpp"
+#include "proxy/secret_box.hpp"
 #include "store/store.hpp"
 
 namespace stub::http {
@@ -24,6 +31,23 @@ struct ApiRequest {
   std::string authorization;
   std::string idempotency_key;
   std::string body;
+  // For browser sessions (the dashboard) and its static files.
+  std::string cookie;
+  std::string origin;
+  std::string host;
+  std::string csrf_token;  // X-Stub-CSRF
+  std::string if_none_match;
+  std::string accept_encoding;
+};
+
+// A body produced while it is sent (GET /v1/export): the server sends each piece next() returns
+// as one HTTP/1.1 chunk until it returns an empty string, so memory stays at one piece whatever
+// the size. An error after the headers are out cuts the connection before the last chunk, so a
+// client sees the body as incomplete, never as a shorter whole.
+class BodyStream {
+ public:
+  virtual ~BodyStream() = default;
+  virtual boost::asio::awaitable<Result<std::string>> next() = 0;
 };
 
 struct ApiReply {
@@ -31,6 +55,8 @@ struct ApiReply {
   std::string body;
   std::string content_type = "application/json";
   std::string route;  // the route template, for metrics and logs
+  std::vector<std::pair<std::string, std::string>> headers = {};  // extra response headers
+  std::shared_ptr<BodyStream> stream = {};  // set: `body` is empty and this is sent chunked
 };
 
 struct ApiContext {
@@ -41,15 +67,22 @@ struct ApiContext {
   Metrics& metrics;
   boost::asio::thread_pool& read_pool;
   engine::Clock clock;
+  SessionStore& sessions;
+  ReplayRunner* replays = nullptr;  // null: no replays on this server
+  // The public key of the checkpoint signer; null: this server signs no checkpoints.
+  const checkpoints::VerifyingKey* checkpoint_key = nullptr;
+  // Seals vendor credentials (proxy/secret_box.hpp); null: vendors cannot be given one.
+  const proxy::SecretBox* secret_box = nullptr;
 };
 
 // Which committed entries an event stream sends.
 struct EventFilter {
-  std::string root;      // empty: every root the caller may see
-  std::string subtree;   // empty: everything under root; else only entries within this node
-  int64_t after = 0;     // resume after this seq (root must be set)
-  bool backlog = false;  // ?after= was given: send stored entries after it first
-  std::string key_id;    // the agent key streaming (empty: the admin); re-checked every second
+  std::string root;        // empty: every root the caller may see
+  std::string subtree;     // empty: everything under root; else only entries within this node
+  int64_t after = 0;       // resume after this seq (root must be set)
+  bool backlog = false;    // ?after= was given: send stored entries after it first
+  std::string key_id;      // the agent key streaming (empty: the admin); re-checked every second
+  std::string session_id;  // the browser session streaming (empty: a bearer token); re-checked
 };
 
 // How often a long poll or an event stream re-reads its key, so that one revoked or expired

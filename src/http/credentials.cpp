@@ -93,6 +93,20 @@ Result<Principal> Authenticator::authenticate(std::string_view header, ledger::M
   return check(header, now, [this](const std::string& id) { return find_key(id); });
 }
 
+Result<Principal> Authenticator::authenticate_uncached(std::string_view header,
+                                                       ledger::Micros now) {
+  return check(header, now, [this](const std::string& id) -> Result<std::optional<ledger::ApiKey>> {
+    auto key = store_.get_key(id);
+    if (!key.ok()) {
+      return Error{ErrorCode::unavailable, "store_unavailable",
+                   "The ledger's database cannot be reached to check the key; "
+                   "retry shortly."};
+    }
+    return key.value() ? std::optional<ledger::ApiKey>{*key.value()}
+                       : std::optional<ledger::ApiKey>{};
+  });
+}
+
 std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::string_view header,
                                                                            ledger::Micros now) {
   bool missed = false;
@@ -105,6 +119,35 @@ std::optional<Result<Principal>> Authenticator::authenticate_without_store(std::
   if (missed)
     return std::nullopt;
   return result;
+}
+
+namespace {
+
+Result<Principal> key_principal(const std::optional<ledger::ApiKey>& key, ledger::Micros now) {
+  if (!key)
+    return unauthorized("The session's key no longer exists.");
+  if (!key->usable_at(now)) {
+    return Error{ErrorCode::unauthorized, "key_not_usable", "The key is revoked or expired."};
+  }
+  return Principal{false, *key};
+}
+
+}  // namespace
+
+Result<Principal> Authenticator::authenticate_key_id(const std::string& key_id,
+                                                     ledger::Micros now) {
+  auto key = find_key(key_id);
+  if (!key.ok())
+    return key.error();
+  return key_principal(key.value(), now);
+}
+
+std::optional<Result<Principal>> Authenticator::authenticate_key_id_without_store(
+    const std::string& key_id, ledger::Micros now) {
+  auto key = cached_key(key_id);
+  if (!key)
+    return std::nullopt;
+  return key_principal(key, now);
 }
 
 Result<Principal> Authenticator::check(

@@ -23,7 +23,8 @@ namespace stub::http {
 
 struct Principal {
   bool admin = false;
-  ledger::ApiKey key;  // set when !admin
+  ledger::ApiKey key;    // set when !admin
+  bool session = false;  // authenticated by a browser session cookie, not a bearer token
 
   std::string actor() const { return admin ? std::string(ledger::admin_actor) : key.id; }
 };
@@ -52,6 +53,16 @@ class Authenticator {
   // malformed header), nullopt when the key must be looked up with authenticate().
   std::optional<Result<Principal>> authenticate_without_store(std::string_view authorization_header,
                                                               ledger::Micros now);
+  // As authenticate(), but a key is always read from the store, never from the cache: signing
+  // in to the dashboard with a key revoked a moment ago must fail.
+  Result<Principal> authenticate_uncached(std::string_view authorization_header,
+                                          ledger::Micros now);
+  // The principal of agent key `key_id` (a browser session acting as it), re-checked like a
+  // token: unknown, revoked or expired keys are a 401. Blocking; the _without_store variant
+  // answers from the cache only (nullopt: look it up).
+  Result<Principal> authenticate_key_id(const std::string& key_id, ledger::Micros now);
+  std::optional<Result<Principal>> authenticate_key_id_without_store(const std::string& key_id,
+                                                                     ledger::Micros now);
 
  private:
   // The key, nullopt when there is none, or the store's failure to say.

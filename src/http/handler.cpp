@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "http/async_bridge.hpp"
+#include "http/request_auth.hpp"
 #include "http/request_fields.hpp"
 #include "http/text_checks.hpp"
 #include "ledger/budget_path.hpp"
@@ -39,7 +40,7 @@ ApiReply json_reply(int status, const boost::json::value& value) {
 ApiReply outcome_reply(const ledger::Outcome& outcome) {
   if (!outcome.ok())
     return error_reply(outcome.error());
-  return json_reply(outcome->status, outcome->body);
+  return json_reply(outcome->rendered.status, outcome->rendered.body);
 }
 
 Error not_found(std::string what) {
@@ -147,25 +148,23 @@ Status check_path_id(const std::string& id) {
 awaitable<ApiReply> Handler::route() {
   if (auto open = co_await route_ops())
     co_return std::move(*open);
+  if (auto asset = co_await route_assets())
+    co_return std::move(*asset);
   const auto& s = target_.segments;
   if (s.empty() || s[0] != "v1")
     co_return error_reply(not_found("No such route."));
 
-  // The admin token and cached keys are checked right here; only a key the cache does not hold
-  // needs a store read, which goes to the read pool.
-  std::optional<Result<Principal>> cached =
-      context_.authenticator.authenticate_without_store(request_.authorization, context_.clock());
-  if (!cached) {
-    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
-    auto authenticated_work = [this] {
-      return context_.authenticator.authenticate(request_.authorization, context_.clock());
-    };
-    cached = co_await run_blocking(context_.read_pool, std::move(authenticated_work));
-  }
-  Result<Principal>& authenticated = *cached;
+  if (auto session = co_await route_sessions())
+    co_return std::move(*session);
+  // A bearer token, or else the dashboard's session cookie with its CSRF and Origin checks
+  // (request_auth.hpp).
+  const bool reads_only = request_.method == "POST" && s.size() == 2 && s[1] == "query";
+  auto authenticated = co_await authenticate_request(
+      context_, request_, reads_only ? SessionChange::read : SessionChange::admin_only);
   if (!authenticated.ok())
     co_return error_reply(authenticated.error());
-  principal_ = std::move(authenticated).value();
+  principal_ = std::move(authenticated->principal);
+  session_id_ = std::move(authenticated->session_id);
 
   if (request_.method != "GET" && request_.method != "DELETE") {
     if (request_.idempotency_key.size() > idempotency_key_length_max) {
@@ -184,7 +183,8 @@ awaitable<ApiReply> Handler::route() {
   }
 
   // Ids and names in the path are text from outside like any other.
-  if (s.size() >= 3 && (s[1] == "holds" || s[1] == "keys" || s[1] == "webhooks")) {
+  if (s.size() >= 3 &&
+      (s[1] == "holds" || s[1] == "keys" || s[1] == "webhooks" || s[1] == "vendors")) {
     if (Status clean = check_path_id(s[2]); !clean.ok())
       co_return error_reply(clean.error());
   }
@@ -197,8 +197,10 @@ awaitable<ApiReply> Handler::route() {
 
 const std::vector<RouteMatcher>& route_matchers() {
   static const std::vector<RouteMatcher> matchers = {
-      &Handler::route_budgets,   &Handler::route_keys,     &Handler::route_holds,
-      &Handler::route_approvals, &Handler::route_webhooks, &Handler::route_entries,
+      &Handler::route_budgets,   &Handler::route_keys,        &Handler::route_holds,
+      &Handler::route_approvals, &Handler::route_webhooks,    &Handler::route_vendors,
+      &Handler::route_entries,   &Handler::route_checkpoints, &Handler::route_replays,
+      &Handler::route_query,     &Handler::route_delegations,
   };
   return matchers;
 }

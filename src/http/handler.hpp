@@ -70,12 +70,21 @@ class Handler {
   // The matchers, one per route file: each answers the requests it owns, nullopt otherwise.
   // route_ops runs before authentication (its routes are open); the others after it.
   awaitable<std::optional<ApiReply>> route_ops();
+  // The dashboard: its embedded files and browser sign-in run before authentication too;
+  // replays after it.
+  awaitable<std::optional<ApiReply>> route_assets();
+  awaitable<std::optional<ApiReply>> route_sessions();
+  awaitable<std::optional<ApiReply>> route_replays();
   awaitable<std::optional<ApiReply>> route_budgets();
   awaitable<std::optional<ApiReply>> route_keys();
   awaitable<std::optional<ApiReply>> route_holds();
   awaitable<std::optional<ApiReply>> route_approvals();
   awaitable<std::optional<ApiReply>> route_webhooks();
+  awaitable<std::optional<ApiReply>> route_vendors();
   awaitable<std::optional<ApiReply>> route_entries();
+  awaitable<std::optional<ApiReply>> route_query();
+  awaitable<std::optional<ApiReply>> route_checkpoints();
+  awaitable<std::optional<ApiReply>> route_delegations();
 
  private:
   // ---- handler -----------------------------------------------------------------------------
@@ -110,7 +119,16 @@ class Handler {
 
   // ---- keys --------------------------------------------------------------------------------
   awaitable<ApiReply> create_key();
+  awaitable<ApiReply> create_run_key(const BudgetPath& parent, const boost::json::value& run);
   awaitable<ApiReply> revoke_key(const std::string& id);
+
+  // ---- delegations (routes_delegations.cpp) ------------------------------------------------
+  awaitable<ApiReply> create_delegation();
+  // The delegate command for a child `name` below `parent` (limit, ttl, vendors from `body`),
+  // with its new key; `token` gets the key's secret.
+  Result<Command> delegation_command(const RequestBody& body, const std::string& parent, bool run,
+                                     std::string& token);
+  awaitable<ApiReply> submit_delegation(Command command, std::string token);
 
   // ---- holds -------------------------------------------------------------------------------
   awaitable<ApiReply> spend_or_hold(bool hold);
@@ -125,18 +143,37 @@ class Handler {
   awaitable<ApiReply> list_approvals();
 
   // ---- webhooks ----------------------------------------------------------------------------
-  static Status check_webhook_name(const std::string& name);
   // Reads a webhook (admin only), or the error to answer.
   awaitable<Result<ledger::Webhook>> load_webhook(const std::string& name);
   awaitable<ApiReply> put_webhook(const std::string& name);
   awaitable<ApiReply> get_webhook(const std::string& name);
   awaitable<ApiReply> list_webhooks();
   awaitable<ApiReply> delete_webhook(const std::string& name);
+
+  // ---- vendors (the proxy's upstreams) -----------------------------------------------------
+  static Status check_vendor_name(const std::string& name);
+  awaitable<Result<ledger::Vendor>> load_vendor(const std::string& name);
+  awaitable<ApiReply> put_vendor(const std::string& name);
+  awaitable<ApiReply> get_vendor(const std::string& name);
+  awaitable<ApiReply> list_vendors();
+  awaitable<ApiReply> delete_vendor(const std::string& name);
   awaitable<ApiReply> list_deliveries(const std::string& name);
+
+  // ---- sessions (routes_sessions.cpp) --------------------------------------------------------
+  awaitable<ApiReply> sign_in();
 
   // ---- entries -----------------------------------------------------------------------------
   awaitable<ApiReply> list_entries();
   awaitable<ApiReply> verify();
+
+  // ---- query (routes_query.cpp) --------------------------------------------------------------
+  awaitable<ApiReply> post_query();
+  awaitable<ApiReply> post_ask();
+  awaitable<ApiReply> get_export();
+
+  // ---- checkpoints -------------------------------------------------------------------------
+  awaitable<ApiReply> list_checkpoints();
+  ApiReply checkpoint_key();
 
   Api& api_;
   ApiContext& context_;
@@ -144,6 +181,7 @@ class Handler {
   ApiRequest& request_;
   Target& target_;
   Principal principal_;
+  std::string session_id_;  // the browser session that authenticated the request, if any
   RequestBody body_;
 };
 

@@ -1,5 +1,6 @@
 #include "http/hold_waiters.hpp"
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cassert>
 #include <utility>
@@ -70,16 +71,21 @@ void HoldWaiters::match(State& state, const engine::EntryBatch& batch) {
     std::lock_guard lock(state.mutex);
     if (state.waiters.empty())
       return;
+    std::vector<uint64_t> tickets;
     for (const ledger::Entry& entry : *batch) {
       if (entry.hold_id.empty())
         continue;
       auto [first, last] = state.by_hold.equal_range(entry.hold_id);
-      for (auto it = first; it != last; ++it) {
-        auto waiter = state.waiters.find(it->second);
-        assert(waiter != state.waiters.end());
-        if (waiter->second.wake)
-          woken.push_back(std::exchange(waiter->second.wake, nullptr));
-      }
+      for (auto it = first; it != last; ++it)
+        tickets.push_back(it->second);
+    }
+    // Once per waiter per batch, however many of its entries the batch holds.
+    std::sort(tickets.begin(), tickets.end());
+    tickets.erase(std::unique(tickets.begin(), tickets.end()), tickets.end());
+    for (uint64_t ticket : tickets) {
+      auto waiter = state.waiters.find(ticket);
+      assert(waiter != state.waiters.end());
+      woken.push_back(waiter->second.wake);
     }
   }
   // Outside the lock: a wake-up may remove its own waiter.

@@ -28,8 +28,10 @@ class HoldWaiters {
   HoldWaiters(const HoldWaiters&) = delete;
   HoldWaiters& operator=(const HoldWaiters&) = delete;
 
-  // Calls `wake` (from a pool thread, at most once) when an entry naming `hold_id` commits.
-  // Returns a ticket for remove(), which must be called however the wait ends.
+  // Calls `wake` (from a pool thread) each time a batch with an entry naming `hold_id` is
+  // matched. A wake-up says "read the hold again", never what was decided: the batch may be
+  // the hold's own creation, published after its answer went out. Returns a ticket for
+  // remove(), which must be called however the wait ends.
   uint64_t add(const std::string& hold_id, std::function<void()> wake);
   void remove(uint64_t ticket);
   size_t size() const;

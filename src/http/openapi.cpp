@@ -41,6 +41,10 @@ constexpr const char* budget_schema = R"json({
                      "limit": {"type": ["string", "integer"]},
                      "period": {"enum": ["none", "day", "week", "month"]},
                      "window": {"type": ["string", "integer"]}}}},
+    "vendor_categories": {"type": ["object", "null"], "maxProperties": 64,
+      "additionalProperties": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}},
+    "require_tags": {"type": ["array", "null"], "maxItems": 16,
+      "items": {"type": "string", "minLength": 1, "maxLength": 64}},
     "approval_above": {"type": ["string", "number", "null"]},
     "breaker": {"type": ["object", "null"], "additionalProperties": false,
       "required": ["duration"], "properties": {
@@ -64,6 +68,11 @@ constexpr const char* reason_schema = R"json({
   "properties": {"reason": {"type": "string", "maxLength": 256}}
 })json";
 
+constexpr const char* session_schema = R"json({
+  "type": "object", "additionalProperties": false, "required": ["token"],
+  "properties": {"token": {"type": "string", "maxLength": 512}}
+})json";
+
 constexpr const char* webhook_schema = R"json({
   "type": "object", "additionalProperties": false,
   "properties": {
@@ -73,6 +82,41 @@ constexpr const char* webhook_schema = R"json({
       "approval_decided", "approval_requested", "breaker_tripped", "budget_exceeded", "frozen",
       "threshold_crossed", "unfrozen"]}},
     "secret": {"type": "string", "minLength": 16, "maxLength": 256}
+  }
+})json";
+
+constexpr const char* delegation_schema = R"json({
+  "type": "object", "additionalProperties": false, "required": ["name", "limit", "ttl"],
+  "properties": {
+    "budget": {"type": "string", "description": "the node to delegate below (an agent key: its own node by default; the admin: required)"},
+    "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+    "limit": {"type": "string", "description": "decimal; at most what every level above has available now, reserved until the delegation ends"},
+    "ttl": {"type": ["string", "integer"], "description": "the child key's life, at most the parent key's remaining life"},
+    "vendors": {"type": "array", "items": {"type": "string"}, "description": "an allow list narrower than every allow list above"}
+  }
+})json";
+
+constexpr const char* vendor_schema = R"json({
+  "type": "object", "additionalProperties": false,
+  "properties": {
+    "root": {"type": "string"},
+    "kind": {"enum": ["openai", "anthropic", "generic"]},
+    "base_url": {"type": "string", "maxLength": 2048},
+    "credential": {"type": "string", "minLength": 1, "maxLength": 4096},
+    "credential_header": {"type": ["string", "null"], "maxLength": 64},
+    "cost": {"oneOf": [
+      {"type": "null"},
+      {"type": "object", "additionalProperties": false, "required": ["type", "amount"],
+       "properties": {"type": {"const": "fixed"}, "amount": {"type": "string"}}},
+      {"type": "object", "additionalProperties": false, "required": ["type", "field", "exponent"],
+       "properties": {"type": {"const": "field"}, "field": {"type": "string", "maxLength": 128},
+                      "exponent": {"type": "integer", "minimum": 0, "maximum": 18},
+                      "source": {"enum": ["json", "form"]}}}]},
+    "timeouts": {"type": ["object", "null"], "additionalProperties": false,
+      "properties": {
+        "connect_ms": {"type": "integer", "minimum": 1, "maximum": 600000},
+        "first_byte_ms": {"type": "integer", "minimum": 1, "maximum": 600000},
+        "idle_ms": {"type": "integer", "minimum": 1, "maximum": 600000}}}
   }
 })json";
 
@@ -87,8 +131,15 @@ constexpr Operation operations[] = {
      "Freeze a node (a root: the fleet kill switch); void_holds also voids its open holds", "200",
      true, true, nullptr, freeze_schema},
     {"post", "/v1/budgets/{path}/unfreeze", "Unfreeze a node", "200", true, true},
-    {"post", "/v1/keys", "Issue an agent key bound to a node; the secret is shown once", "201",
-     true, true},
+    {"post", "/v1/keys",
+     "Issue an agent key bound to a node; the secret is shown once. With run: {name, limit, ttl} "
+     "a per-run key: its own capped node below the budget, created with it in one commit",
+     "201", true, true},
+    {"post", "/v1/delegations",
+     "Delegate: a child budget and its key (secret shown once) in one commit; the limit is "
+     "reserved from every level above until the child ends (its key revoked or expired, or its "
+     "parent's); 409 delegation_exceeds_available",
+     "201", false, true, nullptr, delegation_schema},
     {"delete", "/v1/keys/{id}", "Revoke an agent key", "200", true, false},
     {"post", "/v1/holds",
      "Reserve an amount (two-phase); 202 pending_approval above approval_above; 402 when denied",
@@ -113,7 +164,16 @@ constexpr Operation operations[] = {
      false},
     {"get", "/v1/events", "Server-Sent Events: each committed entry as it commits", "200", false,
      false},
-    {"get", "/v1/audit/verify", "Re-verify a root's hash chain (?root=R)", "200", true, false},
+    {"get", "/v1/audit/verify",
+     "Re-verify a root's hash chain and reconcile its budgets with their postings (?root=R)", "200",
+     true, false},
+    {"get", "/v1/checkpoints",
+     "A root's Ed25519-signed checkpoints (root, seq, hash, ts), ascending (?root=R&after=SEQ&"
+     "limit=N)",
+     "200", false, false},
+    {"get", "/v1/checkpoints/key",
+     "The checkpoint signer's Ed25519 public key (404 checkpoints_disabled without one)", "200",
+     false, false},
     {"put", "/v1/webhooks/{name}",
      "Create or update a webhook of a root (url, events, secret); deliveries are signed", "200",
      true, true, "201", webhook_schema},
@@ -122,6 +182,45 @@ constexpr Operation operations[] = {
     {"get", "/v1/webhooks/{name}/deliveries",
      "The delivery log of a webhook, newest first (?limit=N)", "200", true, false},
     {"delete", "/v1/webhooks/{name}", "Delete a webhook", "200", true, false},
+    {"put", "/v1/vendors/{name}",
+     "Create or update a metering-proxy vendor (kind, base_url, credential sealed at rest, "
+     "credential_header, cost rule, timeouts); fields given replace the vendor's, null removes "
+     "one",
+     "200", true, true, "201", vendor_schema},
+    {"get", "/v1/vendors/{name}", "A vendor (never its credential: credential_set only)", "200",
+     true, false},
+    {"get", "/v1/vendors", "Every vendor", "200", true, false},
+    {"post", "/proxy/openai/v1/chat/completions",
+     "The metering proxy: an OpenAI chat completion (or stream) with a Stub agent key as the API "
+     "key; held at its worst case, forwarded to the vendor `openai`, captured from its usage; "
+     "refusals are 402 with x-should-retry: false (docs/proxy.md)",
+     "200", false, false},
+    {"delete", "/v1/vendors/{name}", "Delete a vendor", "200", true, false},
+    {"post", "/v1/sessions",
+     "Dashboard sign-in with the admin token or an agent key (body {token}): sets an HttpOnly "
+     "session cookie, answers the session's CSRF token",
+     "201", false, false, nullptr, session_schema},
+    {"get", "/v1/session", "The browser session of the cookie (and its CSRF token)", "200", false,
+     false},
+    {"delete", "/v1/session", "Sign out: ends the cookie's session", "200", false, false},
+    {"post", "/v1/replays",
+     "Run the runaway-agent replay against a fresh demo org, server-side (202, one at a time)",
+     "202", true, false},
+    {"get", "/v1/replays/{id}", "A replay's progress and, once finished, its summary", "200", true,
+     false},
+    {"get", "/", "The mission-control dashboard (embedded in the binary)", "200", false, false},
+    {"get", "/assets/{name}", "The dashboard's scripts and styles", "200", false, false},
+    {"post", "/v1/query",
+     "Constrained query: metric, group_by (<= 3), filters, range or from/to, order, limit; an "
+     "agent key is confined to its subtree",
+     "200", false, false},
+    {"post", "/v1/ask",
+     "A plain-English question: the constrained query it became, its rows and a sentence (or "
+     "a clear cannot-answer)",
+     "200", false, false},
+    {"get", "/v1/export",
+     "Settled money as csv, hledger or beancount (?subtree=&format=&period= or from/to)", "200",
+     false, false},
     {"get", "/healthz", "Liveness and store health", "200", false, false},
     {"get", "/metrics", "Prometheus metrics", "200", false, false},
     {"get", "/openapi.json", "This document", "200", false, false},
@@ -170,7 +269,8 @@ std::string openapi_document() {
           {"content",
            {{"application/json", {{"schema", boost::json::parse(operation.request_schema)}}}}}};
     }
-    const bool open = path == "/healthz" || path == "/metrics" || path == "/openapi.json";
+    const bool open = path == "/healthz" || path == "/metrics" || path == "/openapi.json" ||
+                      path == "/" || path.starts_with("/assets/") || path == "/v1/sessions";
     if (!open)
       details["security"] =
           boost::json::array{boost::json::object{{"bearer", boost::json::array{}}}};

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "http/request_fields.hpp"
+#include "http/text_checks.hpp"
 #include "ledger/policy.hpp"
 
 namespace stub::http {
@@ -318,6 +320,75 @@ Result<std::optional<std::vector<int>>> read_thresholds(const boost::json::value
   return std::optional<std::vector<int>>{std::vector<int>(percents.begin(), percents.end())};
 }
 
+// require_tags: ["customer", "feature"]; null or [] clears it.
+Result<std::vector<std::string>> read_require_tags(const boost::json::value& value) {
+  std::vector<std::string> keys;
+  if (value.is_null())
+    return keys;
+  const std::string shape = "Field \"require_tags\" must be a list of at most " +
+                            std::to_string(ledger::require_tags_max) +
+                            " distinct tag keys (strings of 1 to " +
+                            std::to_string(ledger::required_tag_key_length_max) + " bytes).";
+  if (!value.is_array() || value.get_array().size() > ledger::require_tags_max)
+    return invalid("invalid_require_tags", shape);
+  for (const boost::json::value& item : value.get_array()) {
+    if (!item.is_string() || item.get_string().empty() ||
+        item.get_string().size() > ledger::required_tag_key_length_max) {
+      return invalid("invalid_require_tags", shape);
+    }
+    if (Status clean = check_text(item.get_string(), "require_tags"); !clean.ok())
+      return clean.error();
+    std::string key(item.get_string());
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
+      return invalid("invalid_require_tags", "Field \"require_tags\" names \"" + key + "\" twice.");
+    }
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+// vendor_categories: {"api.openai.com": "llm", "*.serpapi.com": "data-api"}; null or {} clears.
+Result<std::vector<ledger::VendorCategory>> read_vendor_categories(
+    const boost::json::value& value) {
+  std::vector<ledger::VendorCategory> rules;
+  if (value.is_null())
+    return rules;
+  if (!value.is_object() || value.get_object().size() > ledger::vendor_categories_max) {
+    return invalid("invalid_vendor_categories",
+                   "Field \"vendor_categories\" must be an object of at most " +
+                       std::to_string(ledger::vendor_categories_max) +
+                       " vendor patterns, each mapped to a category, e.g. "
+                       "{\"api.openai.com\": \"llm\"}.");
+  }
+  for (const auto& member : value.get_object()) {
+    std::string pattern(member.key());
+    std::transform(pattern.begin(), pattern.end(), pattern.begin(), [](char c) {
+      return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    });
+    if (!ledger::valid_vendor_pattern(pattern)) {
+      return invalid("invalid_vendor_pattern",
+                     "Vendor pattern \"" + std::string(member.key().substr(0, 64)) +
+                         "\" in \"vendor_categories\" is malformed: use an exact name or a "
+                         "\"*.example.com\" wildcard; letters, digits and . - _ : / only.");
+    }
+    if (!member.value().is_string())
+      return invalid("invalid_category", "A category in \"vendor_categories\" must be a string.");
+    if (Status token = check_category(member.value().get_string()); !token.ok())
+      return token.error();
+    rules.push_back(ledger::VendorCategory{pattern, std::string(member.value().get_string())});
+  }
+  std::sort(rules.begin(), rules.end(),
+            [](const auto& a, const auto& b) { return a.vendor < b.vendor; });
+  for (size_t i = 1; i < rules.size(); ++i) {
+    if (rules[i].vendor == rules[i - 1].vendor) {
+      return invalid("invalid_vendor_categories",
+                     "Vendor pattern \"" + rules[i].vendor +
+                         "\" appears twice in \"vendor_categories\" (patterns ignore case).");
+    }
+  }
+  return rules;
+}
+
 }  // namespace
 
 Status read_policy_fields(const RequestBody& body, ledger::BudgetSettings& settings) {
@@ -338,6 +409,18 @@ Status read_policy_fields(const RequestBody& body, ledger::BudgetSettings& setti
     if (!parsed.ok())
       return parsed.error();
     settings.vendor_limits = std::move(parsed).value();
+  }
+  if (const auto* require_tags = body.object.if_contains("require_tags")) {
+    auto parsed = read_require_tags(*require_tags);
+    if (!parsed.ok())
+      return parsed.error();
+    settings.require_tags = std::move(parsed).value();
+  }
+  if (const auto* vendor_categories = body.object.if_contains("vendor_categories")) {
+    auto parsed = read_vendor_categories(*vendor_categories);
+    if (!parsed.ok())
+      return parsed.error();
+    settings.vendor_categories = std::move(parsed).value();
   }
   if (body.object.contains("approval_above")) {
     auto above = money_field(body, "approval_above");

@@ -147,9 +147,10 @@ Result<std::string> text_field(const RequestBody& body, std::string_view name, s
 }
 
 Result<std::string> tags_field(const RequestBody& body) {
+  static const boost::json::value no_tags = boost::json::object{};
   const boost::json::value* value = body.object.if_contains("tags");
   if (value == nullptr || value->is_null())
-    return std::string("{}");
+    value = &no_tags;
   if (!value->is_object())
     return invalid("invalid_tags", "Field \"tags\" must be an object.");
   const auto& tags = value->get_object();
@@ -173,7 +174,42 @@ Result<std::string> tags_field(const RequestBody& body) {
                      "characters.");
     }
   }
-  return ledger::canonical_json(*value);
+  // A category, given as its own field or as the reserved tag, is a small token so that
+  // queries can group and filter on it (docs/design.md, "Attribution").
+  boost::json::object merged = tags;
+  if (const boost::json::value* category = body.object.if_contains("category");
+      category != nullptr && !category->is_null()) {
+    if (!category->is_string())
+      return invalid("invalid_category", "Field \"category\" must be a string.");
+    if (const auto* tagged = merged.if_contains("category");
+        tagged != nullptr && *tagged != *category) {
+      return invalid("invalid_category",
+                     "Field \"category\" and tags.category disagree; give one of them.");
+    }
+    if (!merged.contains("category") && merged.size() >= tags_count_max) {
+      return invalid("invalid_tags", "At most " + std::to_string(tags_count_max) +
+                                         " tags are allowed (the category counts as one).");
+    }
+    merged["category"] = *category;
+  }
+  if (const auto* category = merged.if_contains("category"))
+    if (Status token = check_category(category->get_string()); !token.ok())
+      return token.error();
+  return ledger::canonical_json(boost::json::value(std::move(merged)));
+}
+
+Status check_category(std::string_view category) {
+  const bool valid =
+      !category.empty() && category.size() <= category_length_max &&
+      ((category[0] >= 'a' && category[0] <= 'z') || (category[0] >= '0' && category[0] <= '9')) &&
+      std::all_of(category.begin(), category.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+      });
+  if (valid)
+    return Status::success();
+  return invalid("invalid_category",
+                 "A category is 1 to 32 of a-z 0-9 - _, starting with a letter or digit "
+                 "(llm, data-api, payments).");
 }
 
 namespace {

@@ -53,7 +53,11 @@ Result<ledger::Money> required_amount(const RequestBody& body, std::string_view 
 
 Result<std::string> text_field(const RequestBody& body, std::string_view name,
                                size_t length_max = text_field_length_max);
-Result<std::string> tags_field(const RequestBody& body);     // canonical JSON object
+// The tags, with the optional "category" field merged in as the reserved tag "category".
+Result<std::string> tags_field(const RequestBody& body);
+inline constexpr size_t category_length_max = 32;
+// A category is a small token: [a-z0-9][a-z0-9_-]{0,31}.
+Status check_category(std::string_view category);            // canonical JSON object
 Result<std::string> receipt_field(const RequestBody& body);  // canonical JSON, "null" if absent
 // A duration given as "30s"/"5m"/"1h" or as a whole number of seconds.
 Result<std::optional<ledger::Micros>> duration_field(const RequestBody& body,

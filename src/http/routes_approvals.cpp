@@ -2,9 +2,10 @@
 
 #include "http/async_bridge.hpp"
 #include "http/handler.hpp"
+#include "http/render.hpp"
+#include "http/request_decoders.hpp"
 #include "http/request_fields.hpp"
 #include "ledger/budget_path.hpp"
-#include "ledger/views.hpp"
 
 namespace stub::http::detail {
 
@@ -26,9 +27,7 @@ awaitable<std::optional<ApiReply>> Handler::route_approvals() {
 awaitable<ApiReply> Handler::decide_approval(const std::string& id, bool approve) {
   if (!principal_.admin)
     co_return error_reply(admin_only());
-  if (Status known = reject_unknown_fields(body_, {"reason"}); !known.ok())
-    co_return error_reply(known.error());
-  auto reason = text_field(body_, "reason");
+  auto reason = decode_approval(body_);
   if (!reason.ok())
     co_return error_reply(reason.error());
   auto hold = co_await load_hold(id);
@@ -63,7 +62,7 @@ awaitable<ApiReply> Handler::list_approvals() {
   for (const ledger::Hold& hold : *pending) {
     // One past its deadline but not yet swept reads as rejected; it is no longer waiting.
     if (hold.status_at(now) == ledger::HoldStatus::pending_approval)
-      approvals.push_back(ledger::hold_to_json(hold, now));
+      approvals.push_back(hold_to_json(hold, now));
   }
   co_return json_reply(200, boost::json::object{{"approvals", std::move(approvals)}});
 }

@@ -5,9 +5,10 @@
 #include "http/async_bridge.hpp"
 #include "http/handler.hpp"
 #include "http/policy_fields.hpp"
+#include "http/render.hpp"
+#include "http/request_decoders.hpp"
 #include "http/request_fields.hpp"
 #include "ledger/budget_path.hpp"
-#include "ledger/views.hpp"
 
 namespace stub::http::detail {
 
@@ -47,7 +48,7 @@ awaitable<ApiReply> Handler::budget_state(const std::string& path) {
       co_return error_reply(readable.error());
     view.push_back(&node);
   }
-  co_return json_reply(200, ledger::budget_to_json(lineage->back(), view, context_.clock()));
+  co_return json_reply(200, budget_to_json(lineage->back(), view, context_.clock()));
 }
 
 awaitable<ApiReply> Handler::put_budget(const std::string& text) {
@@ -56,63 +57,9 @@ awaitable<ApiReply> Handler::put_budget(const std::string& text) {
   auto path = parse_path(text);
   if (!path.ok())
     co_return error_reply(path.error());
-  if (Status known = reject_unknown_fields(
-          body_, {"limit", "period", "per_txn_max", "currency", "windows", "vendors",
-                  "vendor_limits", "approval_above", "breaker", "thresholds"});
-      !known.ok()) {
-    co_return error_reply(known.error());
-  }
   Command command = base_command(CommandKind::set_budget, *path, "PUT /v1/budgets/" + text);
-  ledger::BudgetSettings& settings = command.settings;
-  if (body_.object.contains("limit")) {
-    auto limit = money_field(body_, "limit");
-    if (!limit.ok())
-      co_return error_reply(limit.error());
-    if (limit.value() && limit.value()->is_negative()) {
-      co_return error_reply(
-          Error::invalid("invalid_amount", "Field \"limit\" must not be negative."));
-    }
-    settings.limit_given = true;
-    settings.limit = *limit;
-  }
-  if (body_.object.contains("per_txn_max")) {
-    auto maximum = money_field(body_, "per_txn_max");
-    if (!maximum.ok())
-      co_return error_reply(maximum.error());
-    if (maximum.value() && !maximum.value()->is_positive()) {
-      co_return error_reply(
-          Error::invalid("invalid_amount", "Field \"per_txn_max\" must be above zero."));
-    }
-    settings.per_txn_max_given = true;
-    settings.per_txn_max = *maximum;
-  }
-  if (const auto* period = body_.object.if_contains("period")) {
-    std::optional<ledger::Period> parsed;
-    if (period->is_string())
-      parsed = ledger::parse_period(period->get_string());
-    if (!parsed) {
-      co_return error_reply(Error::invalid(
-          "invalid_period", "Field \"period\" must be one of none, day, week, month."));
-    }
-    settings.period = parsed;
-  }
-  if (const auto* currency = body_.object.if_contains("currency")) {
-    if (!path->is_root()) {
-      co_return error_reply(
-          Error::invalid("invalid_currency", "Only a root budget sets the currency."));
-    }
-    const bool valid = currency->is_string() && currency->get_string().size() >= 3 &&
-                       currency->get_string().size() <= 8 &&
-                       std::all_of(currency->get_string().begin(), currency->get_string().end(),
-                                   [](char c) { return c >= 'A' && c <= 'Z'; });
-    if (!valid) {
-      co_return error_reply(Error::invalid(
-          "invalid_currency", "Field \"currency\" must be an upper-case code such as USD."));
-    }
-    settings.currency = std::string(currency->get_string());
-  }
-  if (Status policies = read_policy_fields(body_, settings); !policies.ok())
-    co_return error_reply(policies.error());
+  if (Status settings = decode_budget_settings(body_, *path, command.settings); !settings.ok())
+    co_return error_reply(settings.error());
   co_return co_await execute(std::move(command));
 }
 
@@ -160,7 +107,7 @@ awaitable<ApiReply> Handler::list_budgets() {
     std::vector<const ledger::BudgetNode*> lineage;
     for (const auto& ancestor : node_path->lineage())
       lineage.push_back(by_path.at(ancestor.str()));
-    out.push_back(ledger::budget_to_json(node, lineage, now));
+    out.push_back(budget_to_json(node, lineage, now));
   }
   co_return json_reply(200, boost::json::object{{"budgets", std::move(out)}});
 }
@@ -171,30 +118,18 @@ awaitable<ApiReply> Handler::freeze(const std::string& text, bool freeze) {
   auto path = parse_path(text);
   if (!path.ok())
     co_return error_reply(path.error());
-  if (Status known = freeze ? reject_unknown_fields(body_, {"reason", "void_holds"})
-                            : reject_unknown_fields(body_, {"reason"});
-      !known.ok()) {
-    co_return error_reply(known.error());
-  }
-  auto reason = text_field(body_, "reason");
-  if (!reason.ok())
-    co_return error_reply(reason.error());
-  bool void_holds = false;
-  if (const auto* flag = body_.object.if_contains("void_holds"); flag && !flag->is_null()) {
-    if (!flag->is_bool()) {
-      co_return error_reply(
-          Error::invalid("invalid_field", "Field \"void_holds\" must be true or false."));
-    }
-    void_holds = flag->get_bool();
-  }
+  auto fields = decode_freeze(body_, freeze);
+  if (!fields.ok())
+    co_return error_reply(fields.error());
+  const bool void_holds = fields->void_holds;
   Command command = base_command(freeze ? CommandKind::freeze : CommandKind::unfreeze, *path,
                                  request_.method + " " + request_.target);
-  command.reason = *reason;
+  command.reason = fields->reason;
   command.void_holds = void_holds;
   ledger::Outcome outcome = co_await submit_command(context_.sequencer, std::move(command));
-  if (!void_holds || !outcome.ok() || outcome->status != 200)
+  if (!void_holds || !outcome.ok() || outcome->rendered.status != 200)
     co_return outcome_reply(outcome);
-  co_return co_await finish_voiding(*path, boost::json::parse(outcome->body).as_object());
+  co_return co_await finish_voiding(*path, boost::json::parse(outcome->rendered.body).as_object());
 }
 
 // A freeze with void_holds voids what fits under the per-commit row bound in its own commit;
@@ -208,7 +143,7 @@ awaitable<ApiReply> Handler::finish_voiding(const BudgetPath& path, boost::json:
     const ledger::Outcome next = co_await submit_command(context_.sequencer, std::move(more));
     if (!next.ok())
       co_return error_reply(next.error());  // a retry with the same key finishes the job
-    boost::json::object share = boost::json::parse(next->body).as_object();
+    boost::json::object share = boost::json::parse(next->rendered.body).as_object();
     for (const char* count : {"holds_voided", "holds_expired"}) {
       share[count] = share[count].to_number<int64_t>() + body[count].to_number<int64_t>();
     }

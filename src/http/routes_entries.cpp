@@ -2,9 +2,9 @@
 
 #include "http/async_bridge.hpp"
 #include "http/handler.hpp"
+#include "http/render.hpp"
 #include "ledger/budget_path.hpp"
 #include "ledger/chain.hpp"
-#include "ledger/views.hpp"
 
 namespace stub::http::detail {
 
@@ -79,6 +79,12 @@ awaitable<ApiReply> Handler::verify() {
   if (report->first_bad_seq) {
     out["first_bad_seq"] = *report->first_bad_seq;
     out["problem"] = report->problem;
+  }
+  // Every budget's spent and reserved against its entries' postings (ledger/balances.hpp).
+  out["budgets_checked"] = report->budgets_checked;
+  if (!report->balance_problem.empty()) {
+    out["bad_budget"] = report->bad_budget;
+    out["balance_problem"] = report->balance_problem;
   }
   co_return json_reply(200, out);
 }

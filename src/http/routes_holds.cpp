@@ -6,9 +6,10 @@
 
 #include "http/async_bridge.hpp"
 #include "http/handler.hpp"
+#include "http/render.hpp"
+#include "http/request_decoders.hpp"
 #include "http/request_fields.hpp"
 #include "ledger/budget_path.hpp"
-#include "ledger/views.hpp"
 
 namespace stub::http::detail {
 
@@ -36,14 +37,7 @@ awaitable<std::optional<ApiReply>> Handler::route_holds() {
 }
 
 awaitable<ApiReply> Handler::spend_or_hold(bool hold) {
-  if (Status known = hold ? reject_unknown_fields(body_, {"amount", "vendor", "intent", "tags",
-                                                          "ttl", "on_expiry", "budget"})
-                          : reject_unknown_fields(
-                                body_, {"amount", "vendor", "intent", "tags", "receipt", "budget"});
-      !known.ok()) {
-    co_return error_reply(known.error());
-  }
-  auto budget = text_field(body_, "budget");
+  auto budget = decode_money_budget(body_, hold);
   if (!budget.ok())
     co_return error_reply(budget.error());
   if (budget->empty()) {
@@ -58,49 +52,10 @@ awaitable<ApiReply> Handler::spend_or_hold(bool hold) {
     co_return error_reply(path.error());
   if (Status scope = check_scope(principal_, *path); !scope.ok())
     co_return error_reply(scope.error());
-  auto amount = required_amount(body_, "amount");
-  if (!amount.ok())
-    co_return error_reply(amount.error());
-  auto vendor = text_field(body_, "vendor");
-  if (!vendor.ok())
-    co_return error_reply(vendor.error());
-  auto intent = text_field(body_, "intent");
-  if (!intent.ok())
-    co_return error_reply(intent.error());
-  auto tags = tags_field(body_);
-  if (!tags.ok())
-    co_return error_reply(tags.error());
-
   Command command = new_command(hold ? CommandKind::hold : CommandKind::spend, *path);
-  command.amount = *amount;
-  command.vendor = *vendor;
-  command.intent = *intent;
-  command.tags_json = *tags;
+  if (Status fields = decode_money_fields(body_, hold, command); !fields.ok())
+    co_return error_reply(fields.error());
   command.hold_id = new_hold_id();
-  if (hold) {
-    auto ttl = duration_field(body_, "ttl");
-    if (!ttl.ok())
-      co_return error_reply(ttl.error());
-    command.ttl = ttl.value().value_or(hold_ttl_default);
-    if (command.ttl < ledger::micros_per_second || command.ttl > hold_ttl_max) {
-      co_return error_reply(
-          Error::invalid("invalid_duration", "Field \"ttl\" must be between 1s and 24h."));
-    }
-    auto on_expiry = text_field(body_, "on_expiry");
-    if (!on_expiry.ok())
-      co_return error_reply(on_expiry.error());
-    if (*on_expiry == "void") {
-      command.on_expiry = ledger::OnExpiry::void_hold;
-    } else if (!on_expiry->empty() && *on_expiry != "capture") {
-      co_return error_reply(
-          Error::invalid("invalid_on_expiry", "Field \"on_expiry\" must be capture or void."));
-    }
-  } else {
-    auto receipt = receipt_field(body_);
-    if (!receipt.ok())
-      co_return error_reply(receipt.error());
-    command.receipt_json = *receipt;
-  }
   command.request_hash = money_fingerprint(command, hold ? "POST /v1/holds" : "POST /v1/spends");
   co_return co_await execute(std::move(command));
 }
@@ -151,18 +106,19 @@ awaitable<ApiReply> Handler::get_hold(const std::string& id) {
     if (!hold.ok())
       co_return error_reply(hold.error());
   }
-  co_return json_reply(200, ledger::hold_to_json(*hold, context_.clock()));
+  co_return json_reply(200, hold_to_json(*hold, context_.clock()));
 }
 
 awaitable<Result<ledger::Hold>> Handler::wait_for_decision(const std::string& id,
                                                            ledger::Micros wait) {
   auto executor = co_await boost::asio::this_coro::executor;
   auto timer = std::make_shared<boost::asio::steady_timer>(executor);
-  auto decided = std::make_shared<std::atomic<bool>>(false);
+  auto nudged = std::make_shared<std::atomic<bool>>(false);
   // Woken from a pool thread when an entry naming this hold commits: only post the wake-up
-  // to this connection's executor, where the timer lives.
-  const uint64_t ticket = waiters_.add(id, [timer, executor, decided] {
-    decided->store(true);
+  // to this connection's executor, where the timer lives. A wake-up means "read again": the
+  // entry may be the hold's own creation, whose batch can be published after its answer.
+  const uint64_t ticket = waiters_.add(id, [timer, executor, nudged] {
+    nudged->store(true);
     boost::asio::post(executor, [timer] { timer->cancel(); });
   });
   // Removed however the coroutine ends, even if it is destroyed while suspended (a server
@@ -175,57 +131,41 @@ awaitable<Result<ledger::Hold>> Handler::wait_for_decision(const std::string& id
   // Read again after registering, so that a decision committed in between is not missed.
   auto hold = co_await load_hold(id);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(wait);
-  while (hold.ok() && !decided->load() &&
-         hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
+  while (hold.ok() && hold->status_at(context_.clock()) == ledger::HoldStatus::pending_approval) {
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline)
       break;
     // Wakes at least every key_recheck_interval: a key revoked or expired meanwhile ends
     // the wait at once instead of at the deadline.
-    timer->expires_after(
-        std::min<std::chrono::steady_clock::duration>(deadline - now, key_recheck_interval));
-    boost::system::error_code ignored;
-    co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
-    if (decided->load())
-      break;
+    if (!nudged->load()) {
+      timer->expires_after(
+          std::min<std::chrono::steady_clock::duration>(deadline - now, key_recheck_interval));
+      boost::system::error_code ignored;
+      co_await timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
+    }
     if (!principal_.admin) {
       if (Status usable = co_await api_.key_still_usable(principal_.key.id); !usable.ok())
         co_return usable.error();
     }
+    // Cleared before the read, so an entry committed during it nudges the next round.
+    nudged->store(false);
+    hold = co_await load_hold(id);
   }
-  co_return co_await load_hold(id);
+  co_return hold;
 }
 
 awaitable<ApiReply> Handler::settle(const std::string& id, bool capture) {
-  if (Status known = capture ? reject_unknown_fields(body_, {"amount", "receipt"})
-                             : reject_unknown_fields(body_, {});
-      !known.ok()) {
-    co_return error_reply(known.error());
-  }
-  std::optional<ledger::Money> amount;
-  std::string receipt = "null";
-  if (capture) {
-    auto given = money_field(body_, "amount");
-    if (!given.ok())
-      co_return error_reply(given.error());
-    if (given.value() && !given.value()->is_positive()) {
-      co_return error_reply(Error::invalid(
-          "invalid_amount", "Field \"amount\" must be above zero; void the hold to release it."));
-    }
-    amount = *given;
-    auto parsed_receipt = receipt_field(body_);
-    if (!parsed_receipt.ok())
-      co_return error_reply(parsed_receipt.error());
-    receipt = *parsed_receipt;
-  }
+  auto fields = decode_settle(body_, capture);
+  if (!fields.ok())
+    co_return error_reply(fields.error());
   auto hold = co_await load_hold(id);
   if (!hold.ok())
     co_return error_reply(hold.error());
   Command command = new_command(capture ? CommandKind::capture : CommandKind::void_hold,
                                 *BudgetPath::parse(hold->budget));
   command.hold_id = id;
-  command.amount = amount;
-  command.receipt_json = receipt;
+  command.amount = fields->amount;
+  command.receipt_json = fields->receipt_json;
   command.request_hash = money_fingerprint(command, capture ? "capture" : "void");
   co_return co_await execute(std::move(command));
 }

@@ -4,10 +4,11 @@
 
 #include "http/async_bridge.hpp"
 #include "http/handler.hpp"
+#include "http/render.hpp"
+#include "http/request_decoders.hpp"
 #include "http/request_fields.hpp"
 #include "http/text_checks.hpp"
 #include "ledger/budget_path.hpp"
-#include "ledger/views.hpp"
 #include "webhooks/events.hpp"
 #include "webhooks/sender.hpp"
 
@@ -33,15 +34,6 @@ awaitable<std::optional<ApiReply>> Handler::route_webhooks() {
   co_return std::nullopt;
 }
 
-Status Handler::check_webhook_name(const std::string& name) {
-  const auto parsed = BudgetPath::parse(name);
-  if (!parsed || !parsed->is_root()) {
-    return Error::invalid("invalid_webhook_name",
-                          "Webhook name \"" + name + "\" is not [a-z0-9][a-z0-9_-]{0,62}.");
-  }
-  return Status::success();
-}
-
 // Reads a webhook (admin only), or the error to answer.
 awaitable<Result<ledger::Webhook>> Handler::load_webhook(const std::string& name) {
   // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
@@ -57,56 +49,11 @@ awaitable<Result<ledger::Webhook>> Handler::load_webhook(const std::string& name
 awaitable<ApiReply> Handler::put_webhook(const std::string& name) {
   if (!principal_.admin)
     co_return error_reply(admin_only());
-  if (Status valid = check_webhook_name(name); !valid.ok())
-    co_return error_reply(valid.error());
-  if (Status known = reject_unknown_fields(body_, {"root", "url", "events", "secret"});
-      !known.ok()) {
-    co_return error_reply(known.error());
-  }
-  ledger::WebhookSettings settings;
-  settings.name = name;
-  if (body_.object.contains("url")) {
-    auto url = text_field(body_, "url", 2'048);
-    if (!url.ok())
-      co_return error_reply(url.error());
-    if (!webhooks::valid_url(*url)) {
-      co_return error_reply(Error::invalid(
-          "invalid_url", "Field \"url\" must be an http:// or https:// URL with a host."));
-    }
-    settings.url = *url;
-  }
-  if (const auto* events = body_.object.if_contains("events")) {
-    std::set<std::string> names;
-    bool valid = events->is_array() && !events->get_array().empty();
-    for (const auto& event : valid ? events->get_array() : boost::json::array{}) {
-      if (!event.is_string() || !webhooks::known_event(event.get_string())) {
-        valid = false;
-        break;
-      }
-      names.emplace(event.get_string());
-    }
-    if (!valid) {
-      std::string known;
-      for (const std::string& event : webhooks::event_names())
-        known += (known.empty() ? "" : ", ") + event;
-      co_return error_reply(Error::invalid(
-          "invalid_events", "Field \"events\" must be a non-empty list of: " + known + "."));
-    }
-    settings.events = std::vector<std::string>(names.begin(), names.end());
-  }
-  if (const auto* secret = body_.object.if_contains("secret")) {
-    if (!secret->is_string() || secret->get_string().size() < webhook_secret_length_min ||
-        secret->get_string().size() > webhook_secret_length_max) {
-      co_return error_reply(Error::invalid(
-          "invalid_secret", "Field \"secret\" must be a string of 16 to 256 bytes."));
-    }
-    if (Status clean = check_text(secret->get_string(), "secret"); !clean.ok())
-      co_return error_reply(clean.error());
-    settings.secret = std::string(secret->get_string());
-  }
-  auto root = text_field(body_, "root");
-  if (!root.ok())
-    co_return error_reply(root.error());
+  auto fields = decode_webhook(body_, name);
+  if (!fields.ok())
+    co_return error_reply(fields.error());
+  ledger::WebhookSettings& settings = fields->settings;
+  std::string* root = &fields->root;
   if (root->empty()) {
     // An update may leave the root out: a webhook keeps the root it was created in.
     auto existing = co_await load_webhook(name);
@@ -134,7 +81,7 @@ awaitable<ApiReply> Handler::get_webhook(const std::string& name) {
   auto webhook = co_await load_webhook(name);
   if (!webhook.ok())
     co_return error_reply(webhook.error());
-  co_return json_reply(200, ledger::webhook_to_json(*webhook));
+  co_return json_reply(200, webhook_to_json(*webhook));
 }
 
 awaitable<ApiReply> Handler::list_webhooks() {
@@ -149,7 +96,7 @@ awaitable<ApiReply> Handler::list_webhooks() {
   boost::json::array out;
   for (const ledger::Webhook& webhook : *all) {
     if (root.empty() || webhook.root == root)
-      out.push_back(ledger::webhook_to_json(webhook));
+      out.push_back(webhook_to_json(webhook));
   }
   co_return json_reply(200, boost::json::object{{"webhooks", std::move(out)}});
 }

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cassert>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -109,7 +111,15 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
       parser.body_limit(server_.options_.body_bytes_max);
       expires_after(server_.options_.read_timeout);
       auto [read_error, bytes] =
-          co_await bhttp::async_read(stream_, buffer, parser, as_tuple_awaitable);
+          co_await bhttp::async_read_header(stream_, buffer, parser, as_tuple_awaitable);
+      if (!read_error) {
+        // A proxied call carries the agent's whole prompt: its own, larger, limit.
+        if (server_.proxy_ && Proxy::owns(parser.get().target()))
+          parser.body_limit(server_.options_.proxy.request_bytes_max);
+        auto [body_error, body_bytes] =
+            co_await bhttp::async_read(stream_, buffer, parser, as_tuple_awaitable);
+        read_error = body_error;
+      }
       if (read_error == bhttp::error::body_limit || read_error == bhttp::error::header_limit) {
         co_await write_error(413, "too_large", "The request is larger than the server accepts.");
         break;
@@ -119,12 +129,32 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
       bhttp::request<bhttp::string_body> request = parser.release();
       deadline_ = Clock::time_point::max();  // Handling is bounded by the engine, not the socket.
 
+      if (server_.proxy_ && Proxy::owns(request.target())) {
+        bool keep = false;
+        {
+          CountGuard in_flight(server_.requests_in_flight_);
+          keep = co_await server_.proxy_->serve(stream_, request, [this](Clock::duration limit) {
+            deadline_ =
+                limit == Clock::duration::zero() ? Clock::time_point::max() : Clock::now() + limit;
+          });
+        }
+        if (!keep || server_.stopping_.load())
+          break;
+        continue;
+      }
+
       ApiRequest api_request;
       api_request.method = std::string(request.method_string());
       api_request.target = std::string(request.target());
       api_request.authorization = std::string(request[bhttp::field::authorization]);
       api_request.idempotency_key = std::string(request["Idempotency-Key"]);
       api_request.body = std::move(request.body());
+      api_request.cookie = std::string(request[bhttp::field::cookie]);
+      api_request.origin = std::string(request[bhttp::field::origin]);
+      api_request.host = std::string(request[bhttp::field::host]);
+      api_request.csrf_token = std::string(request["X-Stub-CSRF"]);
+      api_request.if_none_match = std::string(request[bhttp::field::if_none_match]);
+      api_request.accept_encoding = std::string(request[bhttp::field::accept_encoding]);
 
       if (api_request.method == "GET" &&
           (api_request.target == "/v1/events" || api_request.target.starts_with("/v1/events?"))) {
@@ -142,11 +172,19 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
           reply.route, reply.status,
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 
+      const bool keep_alive = request.keep_alive() && !server_.stopping_.load();
+      if (reply.stream) {
+        if (!co_await send_streamed(reply, request.version(), keep_alive) || !keep_alive)
+          break;
+        continue;
+      }
       bhttp::response<bhttp::string_body> response{static_cast<bhttp::status>(reply.status),
                                                    request.version()};
       response.set(bhttp::field::server, "stub");
-      response.set(bhttp::field::content_type, reply.content_type);
-      const bool keep_alive = request.keep_alive() && !server_.stopping_.load();
+      if (reply.status != 304)
+        response.set(bhttp::field::content_type, reply.content_type);
+      for (const auto& [name, value] : reply.headers)
+        response.insert(name, value);
       response.keep_alive(keep_alive);
       response.body() = std::move(reply.body);
       response.prepare_payload();
@@ -158,6 +196,44 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
     }
     beast::error_code ignored;
     stream_.shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // Sends a streamed reply with chunked transfer: each piece is written before the next is
+  // produced. Answers whether the whole body went out (the last chunk included); if not, the
+  // connection must close.
+  awaitable<bool> send_streamed(ApiReply& reply, unsigned version, bool keep_alive) {
+    assert(reply.stream && reply.body.empty());
+    bhttp::response<bhttp::empty_body> header{static_cast<bhttp::status>(reply.status), version};
+    header.set(bhttp::field::server, "stub");
+    header.set(bhttp::field::content_type, reply.content_type);
+    for (const auto& [name, value] : reply.headers)
+      header.insert(name, value);
+    header.keep_alive(keep_alive);
+    header.chunked(true);
+    bhttp::response_serializer<bhttp::empty_body> serializer(header);
+    expires_after(server_.options_.write_timeout);
+    auto [header_error, header_bytes] =
+        co_await bhttp::async_write_header(stream_, serializer, as_tuple_awaitable);
+    if (header_error)
+      co_return false;
+    while (true) {
+      deadline_ = Clock::time_point::max();  // Producing a piece is bounded by the store.
+      Result<std::string> piece = co_await reply.stream->next();
+      if (!piece.ok()) {
+        spdlog::warn("streamed reply cut off: {}", piece.error().message);
+        co_return false;
+      }
+      expires_after(server_.options_.write_timeout);
+      if (piece->empty()) {
+        auto [error, written] =
+            co_await asio::async_write(stream_, bhttp::make_chunk_last(), as_tuple_awaitable);
+        co_return !error;
+      }
+      auto [error, written] = co_await asio::async_write(
+          stream_, bhttp::make_chunk(asio::buffer(*piece)), as_tuple_awaitable);
+      if (error)
+        co_return false;
+    }
   }
 
   awaitable<void> write_error(int status, std::string code, std::string message) {
@@ -248,9 +324,21 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
 
     asio::steady_timer heartbeat(co_await asio::this_coro::executor);
     auto key_checked = Clock::now();
+    auto session_checked = Clock::now();
     while (!server_.stopping_.load() && !overflowed->load()) {
       // An agent key revoked or expired while it streams is cut off within a second: the
-      // stream says why in a last event, then closes.
+      // stream says why in a last event, then closes. So is a browser session that ended.
+      if (!filter->session_id.empty() && Clock::now() - session_checked >= key_recheck_interval &&
+          !context.sessions.find(filter->session_id, context.clock())) {
+        co_await send_text(
+            "event: error\ndata: " +
+            error_reply(Error{ErrorCode::unauthorized, "session_expired", "The session has ended."})
+                .body +
+            "\n\n");
+        co_return;
+      }
+      if (Clock::now() - session_checked >= key_recheck_interval)
+        session_checked = Clock::now();
       if (!filter->key_id.empty() && Clock::now() - key_checked >= key_recheck_interval) {
         key_checked = Clock::now();
         const Status usable = co_await server_.api_.key_still_usable(filter->key_id);
@@ -322,6 +410,15 @@ Result<uint16_t> Server::start() {
                      ": " + error.message()};
   }
   const uint16_t port = acceptor_.local_endpoint().port();
+  if (options_.proxy_enabled) {
+    try {
+      proxy_ = std::make_unique<Proxy>(api_, options_.proxy, io_.get_executor());
+    } catch (const std::exception& failure) {
+      return Error::invalid("invalid_upstream_ca_file", "Cannot load the upstream CA file " +
+                                                            options_.proxy.upstream_ca_file + ": " +
+                                                            failure.what());
+    }
+  }
 
   asio::co_spawn(
       io_,

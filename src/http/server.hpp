@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "http/api.hpp"
+#include "http/proxy.hpp"
 
 namespace stub::http {
 
@@ -31,6 +32,9 @@ struct ServerOptions {
   size_t connections_max = 4'096;
   std::chrono::seconds event_heartbeat{15};
   size_t event_backlog_max = 1'024;  // batches queued for one slow SSE client before it is cut
+  // The metering proxy under /proxy/ (docs/proxy.md); its requests may be larger.
+  bool proxy_enabled = true;
+  ProxyOptions proxy;
 };
 
 class Server {
@@ -56,6 +60,7 @@ class Server {
   std::atomic<bool> stopping_{false};
   std::atomic<size_t> connections_{0};
   std::atomic<size_t> requests_in_flight_{0};
+  std::unique_ptr<Proxy> proxy_;
 };
 
 }  // namespace stub::http

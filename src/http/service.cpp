@@ -1,5 +1,7 @@
 #include "http/service.hpp"
 
+#include "http/render.hpp"
+
 #include <boost/asio/thread_pool.hpp>
 
 namespace stub::http {
@@ -27,6 +29,9 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
     if (user_hook)
       user_hook(stats);
   };
+  // The HTTP edge renders what the core answers: the sequencer renders each answer with it
+  // before the batch commits, so that idempotency records keep the bytes callers were sent.
+  options.sequencer.render = render_answer;
   service->sequencer_ = std::make_unique<engine::Sequencer>(*service->store_, options.clock,
                                                             options.sequencer, &service->events_);
   service->sweeper_ = std::make_unique<engine::HoldSweeper>(*service->store_, *service->sequencer_,
@@ -39,23 +44,43 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
     service->dispatcher_ = std::make_unique<webhooks::Dispatcher>(
         *service->store_, service->events_, options.clock, options.webhooks);
   }
+  if (options.signing_key) {
+    service->signer_ = std::make_unique<checkpoints::CheckpointSigner>(
+        *service->store_, std::move(*options.signing_key), options.clock, options.checkpoints);
+  }
   service->read_pool_ = std::make_unique<boost::asio::thread_pool>(options.read_threads);
   service->authenticator_ =
       std::make_unique<Authenticator>(service->admin_token_, *service->store_);
-  service->api_ = std::make_unique<Api>(
-      ApiContext{*service->store_, *service->sequencer_, service->events_, *service->authenticator_,
-                 service->metrics_, *service->read_pool_, options.clock});
+  service->sessions_ = std::make_unique<SessionStore>(options.sessions);
+  if (options.replays)
+    service->replays_ = options.replays();
+  service->secret_box_ = std::move(options.secret_box);
+  service->api_ = std::make_unique<Api>(ApiContext{
+      *service->store_, *service->sequencer_, service->events_, *service->authenticator_,
+      service->metrics_, *service->read_pool_, options.clock, *service->sessions_,
+      service->replays_.get(), service->signer_ ? &service->signer_->public_key() : nullptr,
+      service->secret_box_ ? &*service->secret_box_ : nullptr});
   if (options.listen) {
     service->server_ = std::make_unique<Server>(*service->api_, options.server);
     auto port = service->server_->start();
     if (!port.ok())
       return port.error();
     service->port_ = *port;
+    if (service->replays_) {
+      // Replays reach this server over loopback when it listens on every address.
+      const std::string host = options.server.address == "0.0.0.0" ? "127.0.0.1"
+                               : options.server.address == "::"    ? "::1"
+                                                                   : options.server.address;
+      service->replays_->bind(ReplayTarget{host, service->port_, service->admin_token_});
+    }
   }
   return service;
 }
 
 void Service::stop() {
+  // Replays are clients of this server: they finish (cancelled) before it stops.
+  if (replays_)
+    replays_->stop();
   if (server_)
     server_->stop();
   sweeper_.reset();
@@ -63,6 +88,8 @@ void Service::stop() {
   dispatcher_.reset();
   if (sequencer_)
     sequencer_->stop();
+  // After the sequencer: its last pass signs what the final batches committed.
+  signer_.reset();
   if (read_pool_)
     read_pool_->join();
 }

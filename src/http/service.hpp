@@ -4,9 +4,12 @@
 // and stopped in reverse. `stub serve`, `stub demo`, the benchmarks and the tests all use it.
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "checkpoints/checkpoint_signer.hpp"
 #include "engine/event_bus.hpp"
 #include "engine/hold_sweeper.hpp"
 #include "engine/idempotency_pruner.hpp"
@@ -14,7 +17,9 @@
 #include "http/api.hpp"
 #include "http/credentials.hpp"
 #include "http/metrics.hpp"
+#include "http/replays.hpp"
 #include "http/server.hpp"
+#include "http/sessions.hpp"
 #include "store/store.hpp"
 #include "webhooks/dispatcher.hpp"
 
@@ -31,7 +36,15 @@ struct ServiceOptions {
   engine::PrunerOptions retention;       // idempotency records: kept 7 days by default
   webhooks::DispatcherOptions webhooks;  // poll_interval 0: no delivery thread
   engine::Clock clock = engine::system_clock_micros;
-  bool listen = true;  // false: no HTTP server (in-process benchmarks)
+  bool listen = true;       // false: no HTTP server (in-process benchmarks)
+  SessionOptions sessions;  // the dashboard's browser sessions
+  // Runs the dashboard's runaway replays (src/loadgen plugs it in); null: none.
+  std::function<std::unique_ptr<ReplayRunner>()> replays;
+  // Signed checkpoints: a key turns the signer on (docs/design.md, "Signed checkpoints").
+  std::optional<checkpoints::SigningKey> signing_key;
+  checkpoints::SignerOptions checkpoints;
+  // Seals vendor credentials at rest (docs/proxy.md); none: vendors cannot be given one.
+  std::optional<proxy::SecretBox> secret_box;
 };
 
 class Service {
@@ -47,6 +60,11 @@ class Service {
   store::Store& store() { return *store_; }
   engine::Sequencer& sequencer() { return *sequencer_; }
   engine::EventBus& events() { return events_; }
+  // The checkpoint signer's public key; null when no key was given.
+  const checkpoints::VerifyingKey* checkpoint_key() const {
+    return signer_ ? &signer_->public_key() : nullptr;
+  }
+  checkpoints::CheckpointSigner* checkpoint_signer() { return signer_.get(); }
   void stop();
 
  private:
@@ -58,12 +76,16 @@ class Service {
   std::unique_ptr<store::Store> store_;
   engine::EventBus events_;
   Metrics metrics_;
+  std::optional<proxy::SecretBox> secret_box_;
   std::unique_ptr<engine::Sequencer> sequencer_;
   std::unique_ptr<engine::HoldSweeper> sweeper_;
   std::unique_ptr<engine::IdempotencyPruner> pruner_;
   std::unique_ptr<webhooks::Dispatcher> dispatcher_;
+  std::unique_ptr<checkpoints::CheckpointSigner> signer_;
   std::unique_ptr<boost::asio::thread_pool> read_pool_;
   std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<SessionStore> sessions_;
+  std::unique_ptr<ReplayRunner> replays_;
   std::unique_ptr<Api> api_;
   std::unique_ptr<Server> server_;
 };

@@ -1,13 +1,16 @@
 #include "ledger/batch.hpp"
 
+#include <algorithm>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <cassert>
+#include <limits>
+#include <span>
 
 #include "ledger/budget_path.hpp"
 #include "ledger/canonical_json.hpp"
 #include "ledger/chain.hpp"
 #include "ledger/decision.hpp"
-#include "ledger/views.hpp"
 
 namespace stub::ledger {
 
@@ -74,35 +77,14 @@ Entry make_entry(const Command& command, std::string_view kind, Micros now) {
   return entry;
 }
 
-Response respond(WorkingSet& state, const Command& command, int status, std::string body,
-                 Micros now) {
-  Response response{status, std::move(body)};
-  if (!command.idempotency_key.empty()) {
-    IdempotencyRecord record{command.root,         scoped_idempotency_key(command),
-                             command.request_hash, status,
-                             response.body,        now};
-    state.idempotency[idempotency_slot(record.root, record.key)] = record;
-    state.new_idempotency.push_back(std::move(record));
-  }
-  return response;
-}
+using Decided = Result<AnswerValue>;
 
-Response respond(WorkingSet& state, const Command& command, int status,
-                 const boost::json::object& body, Micros now) {
-  return respond(state, command, status, boost::json::serialize(body), now);
-}
-
-// The answer to an accepted spend, written directly: it is on the hot path of every spend.
-std::string spend_body(const Command& command, Money amount, int64_t seq, Micros now) {
-  std::string out;
-  out.reserve(256);
-  out += "{\"id\":";
-  append_json_string(out, command.hold_id);
-  out += ",\"status\":\"captured\",\"budget\":";
-  append_json_string(out, command.budget);
-  out += ",\"amount\":\"" + amount.to_string() + "\",\"vendor\":";
-  append_json_string(out, command.vendor);
-  out += ",\"seq\":" + std::to_string(seq) + ",\"created_at\":\"" + format_timestamp(now) + "\"}";
+// The budget state of `path` as it stands now, root first.
+BudgetState budget_state(WorkingSet& state, const std::string& path) {
+  BudgetState out;
+  for (const BudgetNode* node : lineage_of(state, path))
+    out.lineage.push_back(*node);
+  assert(!out.lineage.empty() && out.lineage.back().path == path);
   return out;
 }
 
@@ -129,7 +111,7 @@ void trip_breaker(WorkingSet& state, const Command& command, const Decision& dec
   append_entry(state, std::move(entry));
 }
 
-Outcome deny(WorkingSet& state, const Command& command, const Decision& decision, Micros now) {
+Decided deny(WorkingSet& state, const Command& command, const Decision& decision, Micros now) {
   Entry entry = make_entry(command, "deny", now);
   entry.amount = decision.requested;
   entry.vendor = command.vendor;
@@ -143,33 +125,32 @@ Outcome deny(WorkingSet& state, const Command& command, const Decision& decision
       {"available", decision.available ? boost::json::value(decision.available->to_string())
                                        : boost::json::value(nullptr)}};
   // A vendor cap names its rule, in the books and in the answer.
-  std::optional<boost::json::object> vendor_limit;
   if (decision.vendor_rule) {
     const BudgetNode& level = state.budgets.at(decision.level);
     assert(*decision.vendor_rule < level.policies.vendor_limits.size());
-    vendor_limit = vendor_limit_to_json(level.policies.vendor_limits[*decision.vendor_rule]);
-    (*vendor_limit)["index"] = *decision.vendor_rule;
-    detail["vendor_limit"] = *vendor_limit;
+    boost::json::object vendor_limit =
+        vendor_limit_to_json(level.policies.vendor_limits[*decision.vendor_rule]);
+    vendor_limit["index"] = *decision.vendor_rule;
+    detail["vendor_limit"] = std::move(vendor_limit);
   }
   entry.detail_json = canonical_json(detail);
   append_entry(state, std::move(entry));
 
-  boost::json::object error{
-      {"type", "denied"},
-      {"code", denial_code_name(decision.code)},
-      {"message", decision.message},
-      {"budget", decision.level},
-      {"requested", decision.requested.to_string()},
-      {"available", decision.available ? boost::json::value(decision.available->to_string())
-                                       : boost::json::value(nullptr)},
-      {"seq", state.new_entries.back().seq}};
-  if (!decision.hint.empty())
-    error["hint"] = decision.hint;
-  if (vendor_limit)
-    error["vendor_limit"] = std::move(*vendor_limit);
+  Denied denied;
+  denied.code = decision.code;
+  denied.message = decision.message;
+  denied.level = decision.level;
+  denied.requested = decision.requested;
+  denied.available = decision.available;
+  denied.seq = state.new_entries.back().seq;
+  if (decision.vendor_rule) {
+    denied.vendor_limit =
+        state.budgets.at(decision.level).policies.vendor_limits[*decision.vendor_rule];
+    denied.vendor_limit_index = *decision.vendor_rule;
+  }
   if (decision.code == DenialCode::breaker_tripped)
     trip_breaker(state, command, decision, now);
-  return respond(state, command, 402, boost::json::object{{"error", std::move(error)}}, now);
+  return AnswerValue(denied);
 }
 
 // Moves `amount` into (positive) or out of (negative) `reserved`, and into `spent`, on every
@@ -184,6 +165,45 @@ void adjust_path(WorkingSet& state, const std::vector<BudgetNode*>& path, Money 
     assert(!node->reserved.is_negative() && !node->spent.is_negative());
     state.dirty_budgets.insert(node->path);
   }
+}
+
+// The deepest node of `path` with an active delegation, or nullptr.
+BudgetNode* funding_delegation(const std::vector<BudgetNode*>& path) {
+  for (auto node = path.rbegin(); node != path.rend(); ++node) {
+    if ((*node)->active_delegation())
+      return *node;
+  }
+  return nullptr;
+}
+
+// After `delta` was added to spent + reserved on every node of `path` (root first): the levels
+// above the deepest active delegation on it carry that delegation's unused headroom as reserved,
+// and the headroom just changed by -delta, so their reserved moves by -delta (net zero there).
+// Chained as a posting on delegations:<node> (the carried reservation) balanced by one on
+// budget:<node> (the delegation's own funds). Nothing when no delegation is on the path.
+void carry_through_delegation(WorkingSet& state, const std::vector<BudgetNode*>& path,
+                              int64_t delta, Micros now, Entry& entry) {
+  BudgetNode* delegated = funding_delegation(path);
+  if (delegated == nullptr || delta == 0)
+    return;
+  for (BudgetNode* node : path) {
+    if (node == delegated)
+      break;
+    node->roll_period(now);
+    node->reserved = Money::from_micros(node->reserved.micros() - delta);
+    node->updated_at = now;
+    assert(!node->reserved.is_negative());
+    state.dirty_budgets.insert(node->path);
+  }
+  Delegation& delegation = *delegated->delegation;
+  delegation.carried = Money::from_micros(delegation.carried.micros() - delta);
+  assert(!delegation.carried.is_negative());
+  assert(delegated->limit && delegation.carried.micros() == delegated->limit->micros() -
+                                                                delegated->spent.micros() -
+                                                                delegated->reserved.micros());
+  state.dirty_budgets.insert(delegated->path);
+  entry.postings.push_back({"delegations:" + delegated->path, Money::from_micros(-delta)});
+  entry.postings.push_back({"budget:" + delegated->path, Money::from_micros(delta)});
 }
 
 // The counter of a vendor rule on `node`, made on first use if the node's usage lacks it (a rule
@@ -335,7 +355,90 @@ void raise_threshold_alerts(WorkingSet& state, const Command& command,
   }
 }
 
-Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
+// Every tag key a node on the path requires (require_tags) must be in the command's tags with
+// a non-empty value. A refusal is a 400 like any malformed request, not a denial: nothing was
+// decided about the money, so no entry records it.
+Status check_required_tags(std::span<BudgetNode* const> path, const Command& command) {
+  const bool any = std::any_of(path.begin(), path.end(), [](const BudgetNode* node) {
+    return !node->policies.require_tags.empty();
+  });
+  if (!any)
+    return Status::success();
+  boost::system::error_code error;
+  const boost::json::value tags = boost::json::parse(command.tags_json, error);
+  // The edge made tags_json from a checked object; anything else is a caller bug.
+  assert(!error && tags.is_object());
+  const boost::json::object* object = error ? nullptr : tags.if_object();
+  std::string missing;
+  std::string level;
+  for (const BudgetNode* node : path) {
+    for (const std::string& key : node->policies.require_tags) {
+      const boost::json::value* value = object == nullptr ? nullptr : object->if_contains(key);
+      const bool present = value != nullptr && value->is_string() && !value->get_string().empty();
+      if (present || missing.find("\"" + key + "\"") != std::string::npos)
+        continue;
+      missing += (missing.empty() ? "" : ", ") + ("\"" + key + "\"");
+      if (level.empty())
+        level = node->path;
+    }
+  }
+  if (missing.empty())
+    return Status::success();
+  return Error::invalid("missing_required_tags",
+                        "Budget " + level + " requires the tags " + missing +
+                            " on every spend and hold; give them in \"tags\".");
+}
+
+// The tags a spend or hold gets from vendor_categories when it names no category of its own:
+// the deepest node with a pattern matching the vendor decides; on a node, an exact name beats a
+// wildcard and a longer wildcard a shorter one. nullopt: the tags stay as given.
+std::optional<std::string> tags_with_vendor_category(std::span<BudgetNode* const> path,
+                                                     const Command& command) {
+  if (command.vendor.empty() || std::none_of(path.begin(), path.end(), [](const BudgetNode* node) {
+        return !node->policies.vendor_categories.empty();
+      }))
+    return std::nullopt;
+  const std::string* category = nullptr;
+  for (auto node = path.rbegin(); node != path.rend() && category == nullptr; ++node) {
+    size_t best = 0;
+    for (const VendorCategory& rule : (*node)->policies.vendor_categories) {
+      if (!vendor_matches(rule.vendor, command.vendor))
+        continue;
+      const size_t strength =
+          rule.vendor.starts_with("*.") ? rule.vendor.size() : std::numeric_limits<size_t>::max();
+      if (strength > best) {
+        best = strength;
+        category = &rule.category;
+      }
+    }
+  }
+  if (category == nullptr)
+    return std::nullopt;
+  boost::system::error_code error;
+  boost::json::value tags = boost::json::parse(command.tags_json, error);
+  assert(!error && tags.is_object());
+  if (error || !tags.is_object() || tags.get_object().contains("category") ||
+      tags.get_object().size() >= tags_with_default_category_max)
+    return std::nullopt;
+  tags.get_object()["category"] = *category;
+  return canonical_json(tags);
+}
+
+Decided apply_spend_or_hold_as_tagged(WorkingSet& state, const Command& command, Micros now);
+
+// A spend or hold, with the default category of its vendor filled in first (so that it is in
+// the entry, the hold, a denial and the require_tags check alike).
+Decided apply_spend_or_hold(WorkingSet& state, const Command& command, Micros now) {
+  std::vector<BudgetNode*> path = lineage_of(state, command.budget);
+  if (std::optional<std::string> tags = tags_with_vendor_category(path, command)) {
+    Command categorized = command;
+    categorized.tags_json = std::move(*tags);
+    return apply_spend_or_hold_as_tagged(state, categorized, now);
+  }
+  return apply_spend_or_hold_as_tagged(state, command, now);
+}
+
+Decided apply_spend_or_hold_as_tagged(WorkingSet& state, const Command& command, Micros now) {
   assert(command.amount && command.amount->is_positive());
   // A hold's id is fixed at the edge; one that already exists is never overwritten (a batch
   // recomputed after a lost answer would otherwise reserve twice for one hold).
@@ -345,6 +448,8 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
   std::vector<BudgetNode*> path = lineage_of(state, command.budget);
   if (path.empty())
     return not_found("budget_not_found", "No budget " + command.budget + ".");
+  if (Status tagged = check_required_tags(path, command); !tagged.ok())
+    return tagged.error();
   const std::vector<const BudgetNode*> view = const_view(path);
   const Decision decision = decide(
       view, SpendRequest{*command.amount, command.vendor, command.kind == CommandKind::hold}, now);
@@ -364,11 +469,13 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
     entry.receipt_json = command.receipt_json;
     entry.hold_id = command.hold_id;
     entry.postings = {{budget_account, amount.negated()}, {vendor_account(command.vendor), amount}};
+    carry_through_delegation(state, path, amount.micros(), now, entry);
     append_entry(state, std::move(entry));
     const int64_t seq = state.new_entries.back().seq;
     raise_threshold_alerts(state, command, path, now);
     raise_vendor_alerts(state, command, path, command.vendor, now);
-    return respond(state, command, 201, spend_body(command, amount, seq, now), now);
+    return AnswerValue(
+        SpendCommitted{command.hold_id, command.budget, amount, command.vendor, seq});
   }
 
   // A hold above an approval threshold reserves its amount like any hold (it passed every later
@@ -395,6 +502,7 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
   entry.tags_json = command.tags_json;
   entry.hold_id = hold.id;
   entry.postings = {{budget_account, amount.negated()}, {"holds:" + command.budget, amount}};
+  carry_through_delegation(state, path, amount.micros(), now, entry);
   if (decision.needs_approval) {
     const BudgetNode& level = state.budgets.at(decision.approval_level);
     entry.detail_json = canonical_json(
@@ -404,15 +512,14 @@ Outcome apply_spend_or_hold(WorkingSet& state, const Command& command, Micros no
                             {"decide_by", format_timestamp(hold.expires_at)}});
   }
   append_entry(state, std::move(entry));
-  boost::json::object body = hold_to_json(hold, now);
-  body["seq"] = state.new_entries.back().seq;
+  HoldPlaced placed{hold, state.new_entries.back().seq, std::nullopt};
   if (decision.needs_approval)
-    body["approval_level"] = decision.approval_level;
+    placed.approval_level = decision.approval_level;
   state.holds[hold.id] = std::move(hold);
   state.dirty_holds.insert(command.hold_id);
   raise_threshold_alerts(state, command, path, now);
   raise_vendor_alerts(state, command, path, command.vendor, now);
-  return respond(state, command, decision.needs_approval ? 202 : 201, body, now);
+  return AnswerValue(placed);
 }
 
 // Settles an open hold: captures `captured` (zero for a void or a rejection) and releases the
@@ -447,6 +554,7 @@ void settle_hold(WorkingSet& state, const Command& command, Hold& hold, HoldStat
     entry.postings.push_back({"budget:" + hold.budget, released});
   if (!captured.is_zero())
     entry.postings.push_back({vendor_account(hold.vendor), captured});
+  carry_through_delegation(state, path, captured.micros() - hold.amount.micros(), now, entry);
   append_entry(state, std::move(entry));
 }
 
@@ -481,15 +589,15 @@ bool settle_if_lapsed(WorkingSet& state, const Command& command, Hold& hold, Mic
   return true;
 }
 
-Outcome hold_answer(WorkingSet& state, const Command& command, const Hold& hold, Micros now) {
-  boost::json::object body = hold_to_json(hold, now);
-  body["seq"] = state.new_entries.back().seq;
-  return respond(state, command, 200, body, now);
+// The hold as this command settled it, with the settlement's entry (the last one appended).
+HoldSettled hold_answer(const WorkingSet& state, const Hold& hold) {
+  assert(!state.new_entries.empty() && state.new_entries.back().hold_id == hold.id);
+  return HoldSettled{hold, state.new_entries.back().seq};
 }
 
 // An admin's answer to a hold waiting for approval. Approving changes no money (the amount was
 // reserved when it was requested) and starts the hold's ttl; rejecting releases the reservation.
-Outcome apply_approval(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
+Decided apply_approval(WorkingSet& state, const Command& command, Hold& hold, Micros now) {
   if (hold.status != HoldStatus::pending_approval) {
     return conflict("hold_not_pending", "Hold " + hold.id + " is " +
                                             std::string(hold_status_name(hold.status)) +
@@ -498,7 +606,7 @@ Outcome apply_approval(WorkingSet& state, const Command& command, Hold& hold, Mi
   const std::string detail = canonical_json(boost::json::object{{"reason", command.reason}});
   if (command.kind == CommandKind::reject_hold) {
     settle_hold(state, command, hold, HoldStatus::rejected, Money::zero(), "reject", now, detail);
-    return hold_answer(state, command, hold, now);
+    return AnswerValue(hold_answer(state, hold));
   }
   const std::vector<BudgetNode*> path = lineage_of(state, hold.budget);
   for (const BudgetNode* node : path) {
@@ -519,10 +627,10 @@ Outcome apply_approval(WorkingSet& state, const Command& command, Hold& hold, Mi
   entry.hold_id = hold.id;
   entry.detail_json = detail;
   append_entry(state, std::move(entry));
-  return hold_answer(state, command, hold, now);
+  return AnswerValue(hold_answer(state, hold));
 }
 
-Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros now) {
+Decided apply_hold_settlement(WorkingSet& state, const Command& command, Micros now) {
   auto found = state.holds.find(command.hold_id);
   if (found == state.holds.end() || found->second.root != command.root) {
     return not_found("hold_not_found", "No hold " + command.hold_id + ".");
@@ -530,7 +638,7 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
   Hold& hold = found->second;
   if (command.kind == CommandKind::expire) {
     settle_if_lapsed(state, command, hold, now);
-    return Response{200, boost::json::serialize(hold_to_json(hold, now))};
+    return AnswerValue(HoldChecked{hold});
   }
   settle_if_lapsed(state, command, hold, now);
   if (command.kind == CommandKind::approve || command.kind == CommandKind::reject_hold)
@@ -538,7 +646,7 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
   // The agent may withdraw a request that is still waiting for approval; it cannot capture it.
   if (command.kind == CommandKind::void_hold && hold.status == HoldStatus::pending_approval) {
     settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now);
-    return hold_answer(state, command, hold, now);
+    return AnswerValue(hold_answer(state, hold));
   }
   if (hold.status != HoldStatus::held) {
     return conflict(
@@ -547,7 +655,7 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
   }
   if (command.kind == CommandKind::void_hold) {
     settle_hold(state, command, hold, HoldStatus::voided, Money::zero(), "void", now);
-    return hold_answer(state, command, hold, now);
+    return AnswerValue(hold_answer(state, hold));
   }
   const Money captured = command.amount.value_or(hold.amount);
   if (captured > hold.amount) {
@@ -556,10 +664,10 @@ Outcome apply_hold_settlement(WorkingSet& state, const Command& command, Micros 
                                                 hold.amount.to_string() + ".");
   }
   settle_hold(state, command, hold, HoldStatus::captured, captured, "capture", now);
-  return hold_answer(state, command, hold, now);
+  return AnswerValue(hold_answer(state, hold));
 }
 
-Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) {
+Decided apply_set_budget(WorkingSet& state, const Command& command, Micros now) {
   const auto path = BudgetPath::parse(command.budget);
   assert(path.has_value());
   const BudgetSettings& settings = command.settings;
@@ -578,6 +686,12 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
     node.created_at = now;
   } else {
     node = existing->second;
+  }
+  if (node.active_delegation() && (settings.limit_given || settings.period)) {
+    // What the parent chain carries for it is its limit minus what it used: fixed for its life.
+    return conflict("delegation_fixed", "Budget " + node.path +
+                                            " is an active delegation: its limit and period are "
+                                            "fixed until its key is revoked or expires.");
   }
   node.roll_period(now);
   if (settings.limit_given)
@@ -603,6 +717,10 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
     node.policies.vendors = *settings.vendors;
   if (settings.vendor_limits)
     node.policies.vendor_limits = *settings.vendor_limits;
+  if (settings.require_tags)
+    node.policies.require_tags = *settings.require_tags;
+  if (settings.vendor_categories)
+    node.policies.vendor_categories = *settings.vendor_categories;
   if (settings.approval_above_given)
     node.policies.approval_above = settings.approval_above;
   if (settings.breaker_given)
@@ -647,21 +765,13 @@ Outcome apply_set_budget(WorkingSet& state, const Command& command, Micros now) 
   const std::vector<BudgetNode*> lineage = lineage_of(state, node.path);
   // A lower limit (or new thresholds) can put what is already used past a threshold.
   raise_threshold_alerts(state, command, {lineage.back()}, now);
-  const std::vector<const BudgetNode*> view = const_view(lineage);
-  return respond(state, command, created ? 201 : 200, budget_to_json(*lineage.back(), view, now),
-                 now);
+  return AnswerValue(BudgetWritten{budget_state(state, node.path), created});
 }
 
 bool within_subtree(std::string_view path, std::string_view subtree) {
   return path == subtree ||
          (path.size() > subtree.size() && path.starts_with(subtree) && path[subtree.size()] == '/');
 }
-
-struct VoidedShare {
-  int64_t voided = 0;
-  int64_t expired = 0;    // already past their expiry: settled as the sweeper would
-  int64_t remaining = 0;  // outstanding holds left for another commit (at least this many)
-};
 
 // Voids the outstanding holds below a frozen node, in id order, as many as fit in
 // void_rows_per_command_max written rows (each hold: its row, its entry, and any budget row not
@@ -704,13 +814,7 @@ VoidedShare void_open_holds(WorkingSet& state, const Command& command, Micros no
   return share;
 }
 
-void add_share(boost::json::object& body, const VoidedShare& share) {
-  body["holds_voided"] = share.voided;
-  body["holds_expired"] = share.expired;
-  body["holds_remaining"] = share.remaining;
-}
-
-Outcome apply_void_holds(WorkingSet& state, const Command& command, Micros now) {
+Decided apply_void_holds(WorkingSet& state, const Command& command, Micros now) {
   std::vector<BudgetNode*> lineage = lineage_of(state, command.budget);
   if (lineage.empty())
     return not_found("budget_not_found", "No budget " + command.budget + ".");
@@ -720,13 +824,10 @@ Outcome apply_void_holds(WorkingSet& state, const Command& command, Micros now) 
                                       "outstanding holds.");
   }
   const VoidedShare share = void_open_holds(state, command, now);
-  const std::vector<const BudgetNode*> view = const_view(lineage_of(state, command.budget));
-  boost::json::object body = budget_to_json(*view.back(), view, now);
-  add_share(body, share);
-  return respond(state, command, 200, body, now);
+  return AnswerValue(HoldsVoided{budget_state(state, command.budget), share});
 }
 
-Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
+Decided apply_freeze(WorkingSet& state, const Command& command, Micros now) {
   std::vector<BudgetNode*> lineage = lineage_of(state, command.budget);
   if (lineage.empty())
     return not_found("budget_not_found", "No budget " + command.budget + ".");
@@ -752,14 +853,10 @@ Outcome apply_freeze(WorkingSet& state, const Command& command, Micros now) {
   std::optional<VoidedShare> share;
   if (freeze && command.void_holds)
     share = void_open_holds(state, command, now);
-  const std::vector<const BudgetNode*> view = const_view(lineage_of(state, command.budget));
-  boost::json::object body = budget_to_json(*view.back(), view, now);
-  if (share)
-    add_share(body, *share);
-  return respond(state, command, 200, body, now);
+  return AnswerValue(BudgetFrozen{budget_state(state, command.budget), share});
 }
 
-Outcome apply_create_key(WorkingSet& state, const Command& command, Micros now) {
+Decided apply_create_key(WorkingSet& state, const Command& command, Micros now) {
   if (!state.budgets.contains(command.key.budget)) {
     return not_found("budget_not_found", "No budget " + command.key.budget + ".");
   }
@@ -774,21 +871,140 @@ Outcome apply_create_key(WorkingSet& state, const Command& command, Micros now) 
       {"expires_at",
        key.expires_at ? boost::json::value(format_timestamp(key.expires_at)) : nullptr}});
   append_entry(state, std::move(entry));
-  // The secret is added by the edge to the first answer only; it is never stored, so a replay
-  // of this request answers with "key": null.
-  boost::json::object body = key_to_json(key);
-  body["key"] = nullptr;
-  return respond(state, command, 201, body, now);
+  // The secret is added by the edge to the first answer only; it is never stored.
+  return AnswerValue(KeyCreated{std::move(key)});
 }
 
-Outcome apply_revoke_key(WorkingSet& state, const Command& command, Micros now) {
+// Ends the delegations rooted at `roots` (paths of active delegations, read with their whole
+// subtree: ReadSet::open_hold_subtrees) and every active delegation below them, in one commit:
+// first every open hold below them is settled as an expiry would (captured at its held amount
+// unless made with on_expiry "void"; a pending approval is rejected), while the delegations are
+// still active so that each settlement returns its release to the right one; then, deepest
+// first, what each still carries returns to its parent chain (to the delegation above it, if
+// any), chained as a delegation_ended entry, and the node is frozen. With `revoke`, the ended
+// delegations' keys are revoked too. Returns how many delegations ended.
+Result<int64_t> end_delegations(WorkingSet& state, const Command& command,
+                                const std::vector<std::string>& roots, const std::string& reason,
+                                bool revoke, Micros now) {
+  std::vector<std::string> ending;  // path order: parents before children
+  for (const auto& [key, node] : state.budgets) {
+    if (!node.active_delegation())
+      continue;
+    const std::string& path = key;
+    if (std::any_of(roots.begin(), roots.end(),
+                    [&](const std::string& root) { return within_subtree(path, root); }))
+      ending.push_back(path);
+  }
+  if (ending.empty())
+    return int64_t{0};
+  std::sort(ending.begin(), ending.end());
+  for (const std::string& subtree : state.open_holds_truncated) {
+    if (std::any_of(ending.begin(), ending.end(), [&](const std::string& path) {
+          return within_subtree(path, subtree) || within_subtree(subtree, path);
+        })) {
+      return conflict("too_many_open_holds",
+                      "The delegations below " + subtree +
+                          " have more open holds than one commit settles; freeze " + subtree +
+                          " with void_holds first, then retry.");
+    }
+  }
+  const auto below_ending = [&](const std::string& budget) {
+    return std::any_of(ending.begin(), ending.end(),
+                       [&](const std::string& path) { return within_subtree(budget, path); });
+  };
+  Command system = command;
+  system.receipt_json = "null";
+  // Every open hold below: those read with the subtree, and any placed earlier in this batch
+  // (in `holds` too), in id order.
+  std::vector<std::string> open;
+  for (const auto& [id, hold] : state.holds) {
+    if (hold.open() && below_ending(hold.budget))
+      open.push_back(id);
+  }
+  std::sort(open.begin(), open.end());
+  for (const std::string& id : open) {
+    Hold& hold = state.holds.at(id);
+    if (hold.status == HoldStatus::held) {
+      expire_hold(state, system, hold, now);
+    } else {
+      reject_unanswered(state, system, hold, now);
+    }
+  }
+  for (auto path = ending.rbegin(); path != ending.rend(); ++path) {
+    BudgetNode& node = state.budgets.at(*path);
+    assert(node.active_delegation());
+    std::vector<BudgetNode*> lineage = lineage_of(state, *path);
+    assert(!lineage.empty() && lineage.back() == &node);
+    const Money returned = node.delegation->carried;
+    Entry entry = make_entry(command, "delegation_ended", now);
+    entry.budget = *path;
+    entry.actor = command.actor == admin_actor ? command.actor : std::string(system_actor);
+    entry.amount = returned;
+    lineage.pop_back();  // the levels above it, which carried `returned`
+    if (!returned.is_zero()) {
+      entry.postings.push_back({"delegations:" + *path, returned.negated()});
+      adjust_path(state, lineage, returned.negated(), Money::zero(), now);
+      BudgetNode* above = funding_delegation(lineage);
+      if (above != nullptr) {
+        // Back to the delegation above, whose levels above carry it again.
+        carry_through_delegation(state, lineage, -returned.micros(), now, entry);
+        // carry_through_delegation balanced with budget:<above>; the delegation's carried
+        // reservation is what balances here.
+        entry.postings.pop_back();
+        entry.postings.pop_back();
+        entry.postings.push_back({"delegations:" + above->path, returned});
+      } else {
+        entry.postings.push_back({"budget:" + node.parent, returned});
+      }
+    }
+    node.delegation->carried = Money::zero();
+    node.delegation->ended_at = now;
+    node.frozen = true;
+    node.frozen_reason = "delegation ended: " + reason;
+    node.updated_at = now;
+    state.dirty_budgets.insert(*path);
+    entry.detail_json = canonical_json(boost::json::object{{"key_id", node.delegation->key_id},
+                                                           {"reason", reason},
+                                                           {"returned", returned.to_string()},
+                                                           {"run", node.delegation->run}});
+    append_entry(state, std::move(entry));
+    if (revoke) {
+      auto key = state.keys.find(node.delegation->key_id);
+      if (key != state.keys.end() && key->second.revoked_at == 0) {
+        key->second.revoked_at = now;
+        state.dirty_keys.insert(key->first);
+      }
+    }
+  }
+  return static_cast<int64_t>(ending.size());
+}
+
+Decided apply_revoke_key(WorkingSet& state, const Command& command, Micros now) {
   auto found = state.keys.find(command.key.id);
   if (found == state.keys.end() ||
       BudgetPath::parse(found->second.budget)->root() != command.root) {
     return not_found("key_not_found", "No key " + command.key.id + ".");
   }
-  ApiKey& key = found->second;
-  if (key.revoked_at == 0) {
+  const std::string key_id = found->second.id;
+  const bool was_revoked = found->second.revoked_at != 0;
+  // The delegations this key made, and the one it is the key of: each ends with everything
+  // below it (every delegation below was made by a key at or below it).
+  std::vector<std::string> roots;
+  for (const auto& [path, node] : state.budgets) {
+    if (node.active_delegation() &&
+        (node.delegation->key_id == key_id || node.delegation->parent_key == key_id) &&
+        within_subtree(path, found->second.budget))
+      roots.push_back(path);
+  }
+  int64_t ended = 0;
+  if (!roots.empty()) {
+    auto done = end_delegations(state, command, roots, "key " + key_id + " revoked", true, now);
+    if (!done.ok())
+      return done.error();
+    ended = done.value();
+  }
+  ApiKey& key = state.keys.at(key_id);
+  if (!was_revoked) {
     key.revoked_at = now;
     state.dirty_keys.insert(key.id);
     Entry entry = make_entry(command, "key_revoked", now);
@@ -796,17 +1012,199 @@ Outcome apply_revoke_key(WorkingSet& state, const Command& command, Micros now) 
     entry.detail_json = canonical_json(boost::json::object{{"key_id", key.id}});
     append_entry(state, std::move(entry));
   }
-  return respond(state, command, 200, key_to_json(key), now);
+  return AnswerValue(KeyRevoked{key, ended});
 }
 
+// The sweeper's expiry check of a delegation: ends it (and everything below it) once its key's
+// life is over; an answer either way.
+Decided apply_end_delegation(WorkingSet& state, const Command& command, Micros now) {
+  auto found = state.budgets.find(command.budget);
+  if (found == state.budgets.end())
+    return not_found("budget_not_found", "No budget " + command.budget + ".");
+  const BudgetNode& node = found->second;
+  if (!node.active_delegation() || node.delegation->expires_at == 0 ||
+      now < node.delegation->expires_at)
+    return AnswerValue(DelegationsEnded{command.budget, 0});
+  auto done = end_delegations(state, command, {command.budget},
+                              "key " + node.delegation->key_id + " expired", false, now);
+  if (!done.ok())
+    return done.error();
+  return AnswerValue(DelegationsEnded{command.budget, done.value()});
+}
+
+// Whether every pattern of `child` is admitted by some pattern of `allow` (a wildcard admits
+// the names and narrower wildcards it matches).
+bool narrower_allow_list(const std::vector<std::string>& allow,
+                         const std::vector<std::string>& child) {
+  return std::all_of(child.begin(), child.end(), [&](const std::string& pattern) {
+    return std::any_of(allow.begin(), allow.end(), [&](const std::string& parent) {
+      return parent == pattern || vendor_matches(parent, pattern);
+    });
+  });
+}
+
+// A delegation: the child node and its key in one commit. The child's limit is reserved on every
+// level above it (what each level has available now bounds it), its key lives no longer than the
+// acting key (and any delegation above), and its vendor allow list, if given, is narrower than
+// every allow list above it.
+Decided apply_delegate(WorkingSet& state, const Command& command, Micros now) {
+  assert(command.amount && command.amount->is_positive());
+  const auto child_path = BudgetPath::parse(command.budget);
+  assert(child_path && child_path->parent());
+  const std::string parent = child_path->parent()->str();
+  if (state.budgets.contains(command.budget)) {
+    return conflict("budget_exists", "Budget " + command.budget +
+                                         " already exists; give the delegation another name.");
+  }
+  if (state.keys.contains(command.key.id))
+    return conflict("key_id_exists", "Key " + command.key.id + " already exists.");
+  std::vector<BudgetNode*> lineage = lineage_of(state, parent);
+  if (lineage.empty())
+    return not_found("budget_not_found", "No budget " + parent + ".");
+  for (const BudgetNode* node : lineage) {
+    if (node->frozen) {
+      return conflict(
+          "budget_frozen",
+          "Budget " + node->path + " is frozen" +
+              (node->frozen_reason.empty() ? std::string(".") : ": " + node->frozen_reason + ".") +
+              " It cannot delegate.");
+    }
+  }
+  const Money limit = *command.amount;
+  Micros expires_at = now + command.ttl;
+  const auto life_bound = [&](Micros bound, const std::string& whose) -> Status {
+    if (bound != 0 && expires_at > bound) {
+      return Error::invalid("ttl_exceeds_parent",
+                            "ttl would outlive " + whose + ", which expires at " +
+                                format_timestamp(bound) + " (at most " +
+                                format_duration(std::max<Micros>(0, bound - now)) + " from now).");
+    }
+    return Status::success();
+  };
+  if (command.actor != admin_actor) {
+    const ApiKey& acting = state.keys.at(command.actor);  // check_actor read it
+    if (Status bounded = life_bound(acting.expires_at, "the key " + acting.id); !bounded.ok())
+      return bounded.error();
+  }
+  for (const BudgetNode* node : lineage) {
+    if (!node->active_delegation())
+      continue;
+    if (Status bounded = life_bound(node->delegation->expires_at, "the delegation " + node->path);
+        !bounded.ok())
+      return bounded.error();
+  }
+  // What the levels that pay for it have available now (above an active delegation, its
+  // reservation pays).
+  const std::vector<const BudgetNode*> view = const_view(lineage);
+  const size_t from = funded_from(view);
+  for (size_t index = from; index < lineage.size(); ++index) {
+    const BudgetNode& node = *lineage[index];
+    const int64_t used = node.spent_at(now).micros() + node.reserved.micros();
+    if (used > Money::micros_max - limit.micros()) {
+      return conflict("delegation_exceeds_available",
+                      "A limit of " + limit.to_string() + " would take " + node.path +
+                          " beyond the largest total a budget can track.");
+    }
+    const std::optional<Money> room = node.available_at(now);
+    if (room && limit > *room) {
+      return conflict("delegation_exceeds_available",
+                      "A limit of " + limit.to_string() + " is more than " + node.path +
+                          " has available now (" + std::max(*room, Money::zero()).to_string() +
+                          "); delegate at most that.");
+    }
+  }
+  if (command.allow_vendors) {
+    for (const BudgetNode* node : lineage) {
+      const std::vector<std::string>& allow = node->policies.vendors.allow;
+      if (!allow.empty() && !narrower_allow_list(allow, *command.allow_vendors)) {
+        return Error::invalid("vendors_not_narrower",
+                              "The vendor allow list must be narrower than the allow list of " +
+                                  node->path + "; every pattern must be one it admits.");
+      }
+    }
+  }
+
+  BudgetNode child;
+  child.path = command.budget;
+  child.root = child_path->root();
+  child.parent = parent;
+  child.limit = limit;
+  child.period = Period::none;
+  child.period_start = period_start(Period::none, now);
+  child.currency = state.budgets.at(command.root).currency;
+  child.created_at = now;
+  child.updated_at = now;
+  if (command.allow_vendors)
+    child.policies.vendors.allow = *command.allow_vendors;
+  sync_usage(child.usage, child.policies, now);
+  Delegation delegation;
+  delegation.key_id = command.key.id;
+  delegation.parent_key = command.actor == admin_actor ? "" : command.actor;
+  delegation.expires_at = command.ttl > 0 ? expires_at : 0;
+  delegation.carried = limit;
+  delegation.run = command.run;
+  child.delegation = delegation;
+  if (command.ttl == 0)
+    expires_at = 0;
+
+  Entry entry = make_entry(command, "delegate", now);
+  entry.amount = limit;
+  entry.postings.push_back({"delegations:" + command.budget, limit});
+  // The reservation: every level above carries the child's limit...
+  adjust_path(state, lineage, limit, Money::zero(), now);
+  if (BudgetNode* above = funding_delegation(lineage)) {
+    // ...and a delegation above hands it down out of what it carries.
+    carry_through_delegation(state, lineage, limit.micros(), now, entry);
+    entry.postings.pop_back();
+    entry.postings.pop_back();
+    entry.postings.push_back({"delegations:" + above->path, limit.negated()});
+  } else {
+    entry.postings.push_back({"budget:" + parent, limit.negated()});
+  }
+  boost::json::array vendors;
+  if (command.allow_vendors) {
+    for (const std::string& pattern : *command.allow_vendors)
+      vendors.emplace_back(pattern);
+  }
+  entry.detail_json = canonical_json(boost::json::object{
+      {"key_id", command.key.id},
+      {"name", command.key.name},
+      {"parent_key", delegation.parent_key},
+      {"limit", limit.to_string()},
+      {"period", period_name(Period::none)},
+      {"expires_at", expires_at ? boost::json::value(format_timestamp(expires_at)) : nullptr},
+      {"vendors", command.allow_vendors ? boost::json::value(std::move(vendors)) : nullptr},
+      {"run", command.run}});
+  state.budgets[child.path] = std::move(child);
+  state.dirty_budgets.insert(command.budget);
+  append_entry(state, std::move(entry));
+  const int64_t seq = state.new_entries.back().seq;
+
+  ApiKey key = command.key;
+  key.budget = command.budget;
+  key.created_at = now;
+  key.expires_at = expires_at;
+  key.revoked_at = 0;
+  state.keys[key.id] = key;
+  state.dirty_keys.insert(key.id);
+  std::vector<BudgetNode*> parents = lineage_of(state, parent);
+  raise_threshold_alerts(state, command, parents, now);
+  return AnswerValue(DelegationCreated{budget_state(state, command.budget), key, seq});
+}
+
+// A webhook as its entries record it (never its secret).
 boost::json::object webhook_detail(const Webhook& webhook) {
-  boost::json::object detail = webhook_to_json(webhook);
-  detail.erase("created_at");
-  detail.erase("updated_at");
-  return detail;
+  boost::json::array events;
+  for (const std::string& event : webhook.events)
+    events.emplace_back(event);
+  return boost::json::object{{"name", webhook.name},
+                             {"root", webhook.root},
+                             {"url", webhook.url},
+                             {"events", std::move(events)},
+                             {"since_seq", webhook.since_seq}};
 }
 
-Outcome apply_set_webhook(WorkingSet& state, const Command& command, Micros now) {
+Decided apply_set_webhook(WorkingSet& state, const Command& command, Micros now) {
   const WebhookSettings& settings = command.webhook;
   auto existing = state.webhooks.find(settings.name);
   const bool created = existing == state.webhooks.end();
@@ -849,19 +1247,18 @@ Outcome apply_set_webhook(WorkingSet& state, const Command& command, Micros now)
   entry.detail_json = canonical_json(detail);
   append_entry(state, std::move(entry));
   assert(webhook.since_seq >= 1 && webhook.root == command.root);
-  const boost::json::object body = webhook_to_json(webhook);
+  WebhookWritten written{webhook, created};
   state.webhooks[webhook.name] = std::move(webhook);
   state.dirty_webhooks.insert(settings.name);
   state.deleted_webhooks.erase(settings.name);
-  return respond(state, command, created ? 201 : 200, body, now);
+  return AnswerValue(written);
 }
 
-Outcome apply_delete_webhook(WorkingSet& state, const Command& command, Micros now) {
+Decided apply_delete_webhook(WorkingSet& state, const Command& command, Micros now) {
   auto existing = state.webhooks.find(command.webhook.name);
   if (existing == state.webhooks.end() || existing->second.root != command.root)
     return not_found("webhook_not_found", "No webhook " + command.webhook.name + ".");
-  boost::json::object body = webhook_to_json(existing->second);
-  body["deleted"] = true;
+  WebhookDeleted deleted{existing->second};
   Entry entry = make_entry(command, "webhook_deleted", now);
   entry.budget = command.root;
   entry.detail_json = canonical_json(webhook_detail(existing->second));
@@ -869,13 +1266,94 @@ Outcome apply_delete_webhook(WorkingSet& state, const Command& command, Micros n
   state.webhooks.erase(existing);
   state.dirty_webhooks.erase(command.webhook.name);
   state.deleted_webhooks.insert(command.webhook.name);
-  return respond(state, command, 200, body, now);
+  return AnswerValue(deleted);
+}
+
+// A vendor as its entries record it: its settings, never its credential.
+boost::json::object vendor_detail(const Vendor& vendor) {
+  return boost::json::object{{"name", vendor.name},
+                             {"root", vendor.root},
+                             {"settings", boost::json::parse(vendor.settings_json)}};
+}
+
+Decided apply_set_vendor(WorkingSet& state, const Command& command, Micros now) {
+  const VendorSettings& settings = command.vendor_settings;
+  auto existing = state.vendors.find(settings.name);
+  const bool created = existing == state.vendors.end();
+  if (!created && existing->second.root != command.root) {
+    return conflict("vendor_root_mismatch", "Vendor " + settings.name + " belongs to root " +
+                                                existing->second.root +
+                                                "; delete it first to use the name elsewhere.");
+  }
+  Vendor vendor;
+  if (created) {
+    vendor.name = settings.name;
+    vendor.root = command.root;
+    vendor.created_at = now;
+  } else {
+    vendor = existing->second;
+  }
+  boost::json::value merged = boost::json::parse(vendor.settings_json);
+  const boost::json::value patch = boost::json::parse(settings.settings_patch_json);
+  if (!merged.is_object() || !patch.is_object())
+    return Error{ErrorCode::internal, "vendor_settings_invalid", "Vendor settings unreadable."};
+  for (const auto& member : patch.get_object()) {
+    if (member.value().is_null())
+      merged.get_object().erase(member.key());
+    else
+      merged.get_object()[member.key()] = member.value();
+  }
+  if (settings.credential)
+    vendor.credential = *settings.credential;
+  if (created) {
+    for (const char* field : {"kind", "base_url"}) {
+      if (!merged.get_object().contains(field)) {
+        return Error::invalid("missing_field", std::string("Field \"") + field +
+                                                   "\" is required to create a vendor.");
+      }
+    }
+    if (vendor.credential.empty()) {
+      return Error::invalid("missing_field",
+                            "Field \"credential\" is required to create a vendor.");
+    }
+  }
+  vendor.settings_json = canonical_json(merged);
+  vendor.updated_at = now;
+
+  boost::json::object detail = vendor_detail(vendor);
+  detail["created"] = created;
+  detail["credential_changed"] = settings.credential.has_value();
+  Entry entry = make_entry(command, "vendor_set", now);
+  entry.budget = command.root;
+  entry.detail_json = canonical_json(detail);
+  append_entry(state, std::move(entry));
+  VendorWritten written{vendor, created};
+  state.vendors[vendor.name] = std::move(vendor);
+  state.dirty_vendors.insert(settings.name);
+  state.deleted_vendors.erase(settings.name);
+  return AnswerValue(written);
+}
+
+Decided apply_delete_vendor(WorkingSet& state, const Command& command, Micros now) {
+  auto existing = state.vendors.find(command.vendor_settings.name);
+  if (existing == state.vendors.end() || existing->second.root != command.root)
+    return not_found("vendor_not_found", "No vendor " + command.vendor_settings.name + ".");
+  VendorDeleted deleted{existing->second};
+  Entry entry = make_entry(command, "vendor_deleted", now);
+  entry.budget = command.root;
+  entry.detail_json = canonical_json(vendor_detail(existing->second));
+  append_entry(state, std::move(entry));
+  state.vendors.erase(existing);
+  state.dirty_vendors.erase(command.vendor_settings.name);
+  state.deleted_vendors.insert(command.vendor_settings.name);
+  return AnswerValue(deleted);
 }
 
 // Re-checks the acting key against the row read in this commit, so that a revoke or an expiry
 // takes effect at once on every instance whatever the edge cached.
 Status check_actor(const WorkingSet& state, const Command& command, Micros now) {
-  if (command.actor == admin_actor || command.kind == CommandKind::expire)
+  if (command.actor == admin_actor || command.kind == CommandKind::expire ||
+      command.kind == CommandKind::end_delegation)
     return Status::success();
   auto found = state.keys.find(command.actor);
   if (found == state.keys.end() || !found->second.usable_at(now)) {
@@ -898,8 +1376,10 @@ Status check_privilege(const Command& command) {
     case CommandKind::hold:
     case CommandKind::capture:
     case CommandKind::void_hold:
+    case CommandKind::delegate:
       return Status::success();
     case CommandKind::expire:
+    case CommandKind::end_delegation:
       if (command.actor == system_actor || command.actor == admin_actor)
         return Status::success();
       break;
@@ -913,6 +1393,8 @@ Status check_privilege(const Command& command) {
     case CommandKind::reject_hold:
     case CommandKind::set_webhook:
     case CommandKind::delete_webhook:
+    case CommandKind::set_vendor:
+    case CommandKind::delete_vendor:
       if (command.actor == admin_actor)
         return Status::success();
       break;
@@ -990,6 +1472,14 @@ std::string_view command_kind_name(CommandKind kind) {
       return "set_webhook";
     case CommandKind::delete_webhook:
       return "delete_webhook";
+    case CommandKind::delegate:
+      return "delegate";
+    case CommandKind::end_delegation:
+      return "end_delegation";
+    case CommandKind::set_vendor:
+      return "set_vendor";
+    case CommandKind::delete_vendor:
+      return "delete_vendor";
   }
   return "unknown";
 }
@@ -1036,14 +1526,19 @@ ReadSet read_set_for(std::span<const Command> commands) {
       read.holds.insert(command.hold_id);
     if (command.actor != admin_actor)
       read.keys.insert(command.actor);
-    if (command.kind == CommandKind::revoke_key)
+    if (command.kind == CommandKind::revoke_key || command.kind == CommandKind::delegate)
       read.keys.insert(command.key.id);
+    // Ending delegations reads the whole subtree: its nodes, open holds and keys.
+    if (command.kind == CommandKind::revoke_key || command.kind == CommandKind::end_delegation)
+      read.open_hold_subtrees.insert(command.budget);
     if ((command.kind == CommandKind::freeze && command.void_holds) ||
         command.kind == CommandKind::void_holds) {
       read.open_hold_subtrees.insert(command.budget);
     }
     if (command.kind == CommandKind::set_webhook || command.kind == CommandKind::delete_webhook)
       read.webhooks.insert(command.webhook.name);
+    if (command.kind == CommandKind::set_vendor || command.kind == CommandKind::delete_vendor)
+      read.vendors.insert(command.vendor_settings.name);
     if (!command.idempotency_key.empty()) {
       read.idempotency.emplace_back(command.root, scoped_idempotency_key(command));
     }
@@ -1051,21 +1546,10 @@ ReadSet read_set_for(std::span<const Command> commands) {
   return read;
 }
 
-Outcome apply_command(WorkingSet& state, const Command& command, Micros wall_clock) {
-  const Micros now = decision_time(state, command, wall_clock);
-  assert(now >= wall_clock);
-  if (!command.idempotency_key.empty()) {
-    auto found =
-        state.idempotency.find(idempotency_slot(command.root, scoped_idempotency_key(command)));
-    if (found != state.idempotency.end()) {
-      if (found->second.request_hash != command.request_hash) {
-        return conflict("idempotency_key_reused",
-                        "Idempotency-Key " + command.idempotency_key +
-                            " was already used with a different request.");
-      }
-      return Response{found->second.status, found->second.body};
-    }
-  }
+namespace {
+
+// Checks the actor and the state, then applies the command: its typed answer, or why not.
+Decided decide_command(WorkingSet& state, const Command& command, Micros now) {
   if (Status allowed = check_privilege(command); !allowed.ok())
     return allowed.error();
   if (Status actor = check_actor(state, command, now); !actor.ok())
@@ -1102,8 +1586,55 @@ Outcome apply_command(WorkingSet& state, const Command& command, Micros wall_clo
       return apply_set_webhook(state, command, now);
     case CommandKind::delete_webhook:
       return apply_delete_webhook(state, command, now);
+    case CommandKind::delegate:
+      return apply_delegate(state, command, now);
+    case CommandKind::end_delegation:
+      return apply_end_delegation(state, command, now);
+    case CommandKind::set_vendor:
+      return apply_set_vendor(state, command, now);
+    case CommandKind::delete_vendor:
+      return apply_delete_vendor(state, command, now);
   }
   return Error{ErrorCode::internal, "unknown_command", "Unknown command."};
+}
+
+}  // namespace
+
+Outcome apply_command(WorkingSet& state, const Command& command, Micros wall_clock,
+                      const AnswerRenderer& render) {
+  assert(render);
+  const Micros now = decision_time(state, command, wall_clock);
+  assert(now >= wall_clock);
+  const bool keyed = !command.idempotency_key.empty();
+  if (keyed) {
+    auto found =
+        state.idempotency.find(idempotency_slot(command.root, scoped_idempotency_key(command)));
+    if (found != state.idempotency.end()) {
+      if (found->second.request_hash != command.request_hash) {
+        return conflict("idempotency_key_reused",
+                        "Idempotency-Key " + command.idempotency_key +
+                            " was already used with a different request.");
+      }
+      // The bytes answered the first time, whatever the renderer would make of it today.
+      RenderedAnswer recorded{found->second.status, found->second.body};
+      return Answered{Answer{Replayed{recorded}, now}, std::move(recorded)};
+    }
+  }
+  Decided decided = decide_command(state, command, now);
+  if (!decided.ok())
+    return decided.error();
+  Answered answered{Answer{std::move(decided).value(), now}, {}};
+  answered.rendered = render(answered.answer);
+  assert(answered.rendered.status != 0);
+  // An expiry check is the system's and answers the hold as it stands: never recorded.
+  if (keyed && command.kind != CommandKind::expire) {
+    IdempotencyRecord record{command.root,           scoped_idempotency_key(command),
+                             command.request_hash,   answered.rendered.status,
+                             answered.rendered.body, now};
+    state.idempotency[idempotency_slot(record.root, record.key)] = record;
+    state.new_idempotency.push_back(std::move(record));
+  }
+  return answered;
 }
 
 }  // namespace stub::ledger

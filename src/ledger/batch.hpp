@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "ledger/answer.hpp"
 #include "ledger/command.hpp"
 #include "ledger/model.hpp"
 #include "ledger/result.hpp"
@@ -30,8 +31,10 @@ struct ReadSet {
   std::vector<std::pair<std::string, std::string>> idempotency;  // (root, scoped key)
   // Subtrees whose outstanding holds a command voids (a freeze with void_holds): the store reads
   // (and locks) every budget row below each, and up to open_holds_read_max of its open holds.
+  // Those subtrees' keys are read too (revoking a key ends the delegations below it).
   std::set<std::string> open_hold_subtrees;
   std::set<std::string> webhooks;  // by name
+  std::set<std::string> vendors;   // by name
 };
 
 // The most open holds a store reads for one subtree, in id order; more are flagged.
@@ -56,7 +59,8 @@ std::string idempotency_slot(std::string_view root, std::string_view scoped_key)
 inline size_t rows_written_max(const Command& command) {
   constexpr size_t base = 5;
   if ((command.kind == CommandKind::freeze && command.void_holds) ||
-      command.kind == CommandKind::void_holds) {
+      command.kind == CommandKind::void_holds || command.kind == CommandKind::revoke_key ||
+      command.kind == CommandKind::end_delegation) {
     return base + void_rows_per_command_max;
   }
   if (command.kind == CommandKind::spend || command.kind == CommandKind::hold)
@@ -92,18 +96,21 @@ struct WorkingSet {
   std::unordered_map<std::string, Webhook> webhooks;
   std::unordered_set<std::string> dirty_webhooks;
   std::unordered_set<std::string> deleted_webhooks;
+
+  // Vendors, the same way.
+  std::unordered_map<std::string, Vendor> vendors;
+  std::unordered_set<std::string> dirty_vendors;
+  std::unordered_set<std::string> deleted_vendors;
 };
 
-// The answer to one command. Status is 200, 201, 202 or 402 (a denial, which is recorded as an
-// entry and replayed like any answer); failures that change nothing are Errors.
-struct Response {
-  int status = 200;
-  std::string body;
-};
-using Outcome = Result<Response>;
+using Outcome = Result<Answered>;
 
-// Applies one command to the working set. On an Error the working set is unchanged, except that
-// an expired hold met by a capture or void is expired first (that settlement is real).
-Outcome apply_command(WorkingSet& state, const Command& command, Micros now);
+// Applies one command to the working set and renders its answer with `render`; a command with
+// an Idempotency-Key keeps the rendered answer as its record (in `idempotency`, so that a retry
+// later in the same batch is answered from it, and in `new_idempotency`, for the store). On an
+// Error the working set is unchanged, except that an expired hold met by a capture or void is
+// expired first (that settlement is real).
+Outcome apply_command(WorkingSet& state, const Command& command, Micros now,
+                      const AnswerRenderer& render);
 
 }  // namespace stub::ledger

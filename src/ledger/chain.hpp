@@ -31,6 +31,16 @@ struct VerifyReport {
   std::string head_hash = std::string(genesis_hash);
   std::optional<int64_t> first_bad_seq;
   std::string problem;  // one sentence naming what is wrong at first_bad_seq
+  // Reconciliation (ledger/balances.hpp): every budget's spent and reserved against the
+  // postings of its entries. Empty balance_problem: all budgets_checked agree.
+  int64_t budgets_checked = 0;
+  std::string bad_budget;
+  std::string balance_problem;
+  // Signed checkpoints (ledger/checkpoint.hpp), when some were given.
+  int64_t checkpoints_checked = 0;
+  std::optional<int64_t> latest_checkpoint_seq;  // the newest checkpoint the chain agrees with
+  std::optional<int64_t> first_bad_checkpoint_seq;
+  std::string checkpoint_problem;
 };
 
 // Checks one root's chain fed in ascending seq order: seqs are gap-free from 1, every prev_hash

@@ -30,6 +30,14 @@ enum class CommandKind {
   reject_hold,  // ...or rejects it
   set_webhook,
   delete_webhook,
+  // Creates a child node and its key in one commit, reserving the child's limit from the
+  // parent chain (POST /v1/delegations, and POST /v1/keys with `run`).
+  delegate,
+  // Ends a delegation whose key has expired (the sweeper's): settles its holds, returns what it
+  // still carries to the parent chain and freezes it, with every delegation below it.
+  end_delegation,
+  set_vendor,
+  delete_vendor,
 };
 
 // A PUT of a webhook: the fields given (url, events and secret are required to create one).
@@ -38,6 +46,14 @@ struct WebhookSettings {
   std::optional<std::string> url;
   std::optional<std::vector<std::string>> events;
   std::optional<std::string> secret;
+};
+
+// A PUT of a vendor: the settings given (merged over the vendor's, field by field) and the
+// credential, sealed at the edge, when one was given (required to create a vendor).
+struct VendorSettings {
+  std::string name;
+  std::string settings_patch_json = "{}";  // a JSON object; a null member removes that setting
+  std::optional<std::string> credential;   // sealed, never plain
 };
 
 // A PUT of a budget node: every field that was given, and only those.
@@ -51,7 +67,9 @@ struct BudgetSettings {
   // Policies: each one given replaces the node's (null or empty clears it); absent keeps it.
   std::optional<std::vector<WindowCap>> windows;
   std::optional<VendorRules> vendors;
-  std::optional<std::vector<VendorLimit>> vendor_limits;  // null or empty clears them
+  std::optional<std::vector<VendorLimit>> vendor_limits;         // null or empty clears them
+  std::optional<std::vector<std::string>> require_tags;          // null or empty clears them
+  std::optional<std::vector<VendorCategory>> vendor_categories;  // null or empty clears them
   bool approval_above_given = false;
   std::optional<Money> approval_above;
   bool breaker_given = false;
@@ -60,8 +78,8 @@ struct BudgetSettings {
   std::optional<std::vector<int>> thresholds;  // null: back to the default 50 / 80 / 100
 
   bool touches_policies() const {
-    return windows || vendors || vendor_limits || approval_above_given || breaker_given ||
-           thresholds_given;
+    return windows || vendors || vendor_limits || require_tags || vendor_categories ||
+           approval_above_given || breaker_given || thresholds_given;
   }
 };
 
@@ -87,6 +105,11 @@ struct Command {
   bool void_holds = false;  // freeze: also void the subtree's outstanding holds, same commit
   ApiKey key;               // create_key (secret_hash set, secret never here), revoke_key (id)
   WebhookSettings webhook;  // set_webhook, delete_webhook (name)
+  // delegate: `budget` is the new child, `amount` its limit, `ttl` its key's life, `key` the new
+  // key (id, name, secret_hash; budget is the child); an optional vendor allow list.
+  std::optional<std::vector<std::string>> allow_vendors;
+  bool run = false;                // a per-run key (POST /v1/keys with `run`)
+  VendorSettings vendor_settings;  // set_vendor, delete_vendor (name)
 };
 
 std::string_view command_kind_name(CommandKind kind);

@@ -27,9 +27,18 @@ std::string_view denial_code_name(DenialCode code) {
   return "budget_exceeded";
 }
 
+size_t funded_from(std::span<const BudgetNode* const> path) {
+  for (size_t index = path.size(); index > 0; --index) {
+    if (path[index - 1]->active_delegation())
+      return index - 1;
+  }
+  return 0;
+}
+
 std::optional<Money> available_on_path(std::span<const BudgetNode* const> path, Micros now) {
   std::optional<Money> lowest;
-  for (const BudgetNode* node : path) {
+  // Above an active delegation, its reservation pays: those levels' room does not bind.
+  for (const BudgetNode* node : path.subspan(funded_from(path))) {
     const std::optional<Money> room = node->available_at(now);
     if (room && (!lowest || *room < *lowest))
       lowest = room;
@@ -113,7 +122,6 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
       deny(DenialCode::approval_required, *node,
            "Amount " + amount_text + " is above the approval threshold " + threshold->to_string() +
                " of " + node->path + ".");
-      decision.hint = "Reserve it with a hold instead: a hold waits for an admin's approval.";
       return decision;
     }
     decision.needs_approval = true;
@@ -159,7 +167,10 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
       return decision;
     }
   }
-  for (const BudgetNode* node : path) {
+  // Money below an active delegation comes out of what the delegation reserved on the levels
+  // above it (net zero there): only the delegation and the levels below it can run short.
+  const std::span<const BudgetNode* const> funding = path.subspan(funded_from(path));
+  for (const BudgetNode* node : funding) {
     // Every node, limited or not, tracks at most Money::micros_max: sums stay far from INT64_MAX,
     // so the running totals can never wrap.
     const int64_t used = node->spent_at(now).micros() + node->reserved.micros();
@@ -173,7 +184,7 @@ Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& req
   // a tie): it is the binding level, so `budget` and `available` in the denial agree.
   const BudgetNode* binding = nullptr;
   std::optional<Money> least_room;
-  for (const BudgetNode* node : path) {
+  for (const BudgetNode* node : funding) {
     const std::optional<Money> room = node->available_at(now);
     if (room && (!least_room || *room < *least_room)) {
       least_room = room;

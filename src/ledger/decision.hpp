@@ -43,7 +43,6 @@ struct Decision {
   Money requested;
   std::optional<Money> available;  // min over the path, nullopt when nothing on it has a limit
   std::string message;
-  std::string hint;           // approval_required: what to do instead
   std::string freeze_reason;  // breaker_tripped: the reason the level is frozen with
   // vendor_limit_exceeded: the index of the rule in the level's Policies::vendor_limits.
   std::optional<size_t> vendor_rule;
@@ -55,7 +54,12 @@ struct Decision {
 // `path` is every node from the root to the target, root first. Pure: reads `now`, no clock.
 Decision decide(std::span<const BudgetNode* const> path, const SpendRequest& request, Micros now);
 
-// Min over the path of each node's remaining room, nullopt when no node has a limit.
+// The index in `path` of the deepest node with an active delegation (0 when none): the levels
+// above it are funded by its reservation, so their own room never binds a spend below it.
+size_t funded_from(std::span<const BudgetNode* const> path);
+
+// Min over the path (from funded_from down) of each node's remaining room, nullopt when no node has
+// a limit.
 std::optional<Money> available_on_path(std::span<const BudgetNode* const> path, Micros now);
 
 }  // namespace stub::ledger

@@ -1,7 +1,8 @@
 #include "ledger/model.hpp"
 
 #include <algorithm>
-
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <cassert>
 
 namespace stub::ledger {
@@ -31,6 +32,45 @@ std::optional<Money> BudgetNode::available_at(Micros now) const {
   if (!limit)
     return std::nullopt;
   return Money::from_micros(limit->micros() - spent_at(now).micros() - reserved.micros());
+}
+
+std::string delegation_to_storage(const std::optional<Delegation>& delegation) {
+  if (!delegation)
+    return "";
+  boost::json::object out{{"key_id", delegation->key_id},
+                          {"parent_key", delegation->parent_key},
+                          {"expires_at", delegation->expires_at},
+                          {"ended_at", delegation->ended_at},
+                          {"carried", delegation->carried.micros()},
+                          {"run", delegation->run}};
+  return boost::json::serialize(out);
+}
+
+std::optional<Delegation> delegation_from_storage(std::string_view text) {
+  if (text.empty())
+    return std::nullopt;
+  boost::system::error_code error;
+  const boost::json::value parsed = boost::json::parse(text, error);
+  if (error || !parsed.is_object())
+    return std::nullopt;
+  const boost::json::object& object = parsed.get_object();
+  Delegation delegation;
+  const auto text_of = [&](const char* name) -> std::string {
+    const auto* value = object.if_contains(name);
+    return value != nullptr && value->is_string() ? std::string(value->get_string()) : "";
+  };
+  const auto int_of = [&](const char* name) -> int64_t {
+    const auto* value = object.if_contains(name);
+    return value != nullptr && value->is_int64() ? value->get_int64() : 0;
+  };
+  delegation.key_id = text_of("key_id");
+  delegation.parent_key = text_of("parent_key");
+  delegation.expires_at = int_of("expires_at");
+  delegation.ended_at = int_of("ended_at");
+  delegation.carried = Money::from_micros(int_of("carried"));
+  const auto* run = object.if_contains("run");
+  delegation.run = run != nullptr && run->is_bool() && run->get_bool();
+  return delegation;
 }
 
 std::string_view hold_status_name(HoldStatus status) {

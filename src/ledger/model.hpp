@@ -20,6 +20,28 @@ inline constexpr std::string_view admin_actor = "admin";
 // The actor of what the ledger does by itself: expiries, breaker freezes.
 inline constexpr std::string_view system_actor = "system";
 
+// A node made by a delegation (POST /v1/delegations), or a run (POST /v1/keys with `run`): its
+// own key, its fixed limit and its life. While active, the node's unused headroom (limit - spent -
+// reserved; the node's period is "none", so it never rolls over) is carried as reserved on every
+// ancestor, so that what was handed down can never be spent twice; a spend below the node moves
+// amount from that carried reservation to spent on the ancestors (net zero there). When it ends
+// (its key revoked or expired, or its parent's), its holds are settled and what it still
+// carries returns to the parent chain, in one commit.
+struct Delegation {
+  std::string key_id;      // the node's own key, created with it
+  std::string parent_key;  // the key that created it; empty when the admin did
+  Micros expires_at = 0;   // the key's expiry: the delegation ends then (zero: never)
+  Micros ended_at = 0;     // zero while active
+  Money carried;           // what every ancestor holds reserved for it now
+  bool run = false;        // made by POST /v1/keys with `run` (a per-run key)
+
+  bool active() const { return ended_at == 0; }
+};
+
+// The delegation record as stored in the budget row ("" for none), and back.
+std::string delegation_to_storage(const std::optional<Delegation>& delegation);
+std::optional<Delegation> delegation_from_storage(std::string_view text);
+
 struct BudgetNode {
   std::string path;
   std::string root;
@@ -42,8 +64,11 @@ struct BudgetNode {
   Micros created_at = 0;
   Micros updated_at = 0;
   // Set when the stored row could not be read whole (its policies or usage are malformed):
-  // nothing is decided on such a node, and reads refuse it (500 ledger_state_invalid).
+  // nothing is decided on such a node, and reads refuse it (internal: ledger_state_invalid).
   std::string state_error;
+  std::optional<Delegation> delegation;  // set on a node made by a delegation or a run
+
+  bool active_delegation() const { return delegation && delegation->active(); }
 
   // The start of the period the node is in as of `now`: the recorded one, or a later one once
   // `now` has passed its end. Never an earlier one, whatever `now` says (time only moves
@@ -115,6 +140,20 @@ struct Webhook {
   Micros updated_at = 0;
 };
 
+// A vendor: an upstream the metering proxy forwards to (docs/proxy.md). Its configuration is
+// ledger state (changes are chained `vendor_set` / `vendor_deleted` entries, never with the
+// credential). `settings_json` is a canonical JSON object of the non-secret settings (kind,
+// base_url, credential_header, cost, timeouts); `credential` is the vendor's secret sealed by
+// the edge (AES-256-GCM, "v1:" + base64), never plain, never shown or chained.
+struct Vendor {
+  std::string name;
+  std::string root;  // the root whose chain records the vendor's changes
+  std::string settings_json = "{}";
+  std::string credential;
+  Micros created_at = 0;
+  Micros updated_at = 0;
+};
+
 struct Posting {
   std::string account;
   Money amount;
@@ -140,13 +179,14 @@ struct Entry {
   std::string hash;
 };
 
-// The stored answer to a mutating request, replayed verbatim for the same idempotency key.
+// The stored answer to a mutating request, replayed verbatim for the same idempotency key:
+// the answer as the edge rendered it the first time (ledger::RenderedAnswer), opaque to the core.
 struct IdempotencyRecord {
   std::string root;
   std::string key;  // "<actor>:<Idempotency-Key>": keys are scoped to whoever sent them
   std::string request_hash;
-  int status = 0;
-  std::string body;
+  int status = 0;    // as rendered; the core never reads it
+  std::string body;  // as rendered, byte for byte
   Micros created_at = 0;
 };
 

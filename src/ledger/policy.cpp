@@ -262,6 +262,15 @@ std::string policies_to_storage(const Policies& policies) {
     }
     out["vl"] = std::move(rules);
   }
+  if (!policies.require_tags.empty())
+    out["rt"] = string_array(policies.require_tags);
+  if (!policies.vendor_categories.empty()) {
+    boost::json::array rules;
+    for (const VendorCategory& rule : policies.vendor_categories)
+      rules.push_back(
+          boost::json::array{boost::json::string(rule.vendor), boost::json::string(rule.category)});
+    out["vc"] = std::move(rules);
+  }
   if (policies.approval_above)
     out["aa"] = policies.approval_above->micros();
   if (policies.breaker) {
@@ -413,6 +422,19 @@ Result<Policies> policies_from_storage(std::string_view text) {
         if (valid)
           policies.vendor_limits.push_back(std::move(rule));
       }
+    } else if (name == "rt") {
+      valid = read_strings(value, policies.require_tags);
+    } else if (name == "vc") {
+      valid = value.is_array();
+      for (size_t i = 0; valid && i < value.get_array().size(); ++i) {
+        const auto* rule = value.get_array()[i].if_array();
+        valid = rule != nullptr && rule->size() == 2 && (*rule)[0].is_string() &&
+                (*rule)[1].is_string();
+        if (valid) {
+          policies.vendor_categories.push_back(VendorCategory{
+              std::string((*rule)[0].get_string()), std::string((*rule)[1].get_string())});
+        }
+      }
     } else if (name == "aa") {
       valid = is_int(value) && value.get_int64() >= 0;
       if (valid)
@@ -540,6 +562,11 @@ boost::json::object policies_to_json(const Policies& policies) {
   for (const VendorLimit& rule : policies.vendor_limits)
     vendor_limits.push_back(vendor_limit_to_json(rule));
   out["vendor_limits"] = std::move(vendor_limits);
+  out["require_tags"] = string_array(policies.require_tags);
+  boost::json::object categories;
+  for (const VendorCategory& rule : policies.vendor_categories)
+    categories[rule.vendor] = rule.category;
+  out["vendor_categories"] = std::move(categories);
   out["approval_above"] = policies.approval_above
                               ? boost::json::value(policies.approval_above->to_string())
                               : boost::json::value(nullptr);

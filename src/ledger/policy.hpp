@@ -34,6 +34,13 @@ inline constexpr int64_t breaker_count_max = 1'000'000'000;
 // Per-vendor caps across a subtree (vendor_limits): rules per node, patterns per rule.
 inline constexpr size_t vendor_limits_per_node_max = 16;
 inline constexpr size_t vendor_limit_patterns_max = 16;
+// Tag keys a node requires on every spend and hold below it (require_tags).
+inline constexpr size_t require_tags_max = 16;
+inline constexpr size_t required_tag_key_length_max = 64;
+// Vendor -> category defaults on a node (vendor_categories).
+inline constexpr size_t vendor_categories_max = 64;
+// A default category is added only to tags below the edge's limit of 16 (it counts as one).
+inline constexpr size_t tags_with_default_category_max = 16;
 
 struct WindowCap {
   Micros duration = 0;
@@ -72,10 +79,22 @@ struct VendorLimit {
   friend bool operator==(const VendorLimit&, const VendorLimit&) = default;
 };
 
+// The category a spend or hold with this vendor gets when it names none (vendor_categories).
+struct VendorCategory {
+  std::string vendor;    // a pattern as in VendorRules, lower-cased
+  std::string category;  // a category token (llm, data-api, ...)
+  friend bool operator==(const VendorCategory&, const VendorCategory&) = default;
+};
+
 struct Policies {
   std::vector<WindowCap> windows;  // distinct durations, ascending
   VendorRules vendors;
   std::vector<VendorLimit> vendor_limits;  // distinct counter keys, in the order given
+  // Tag keys every spend and hold under the node must carry with a non-empty value; distinct,
+  // in the order given.
+  std::vector<std::string> require_tags;
+  // Default categories by vendor pattern, distinct patterns in ascending order.
+  std::vector<VendorCategory> vendor_categories;
   std::optional<Money> approval_above;
   std::optional<BreakerSettings> breaker;
   // Percentages of the limit that raise a threshold_crossed alert, ascending. nullopt: the
@@ -86,8 +105,9 @@ struct Policies {
   std::string unknown_json;
 
   bool empty() const {
-    return windows.empty() && vendors.empty() && vendor_limits.empty() && !approval_above &&
-           !breaker && !thresholds && unknown_json.empty();
+    return windows.empty() && vendors.empty() && vendor_limits.empty() && require_tags.empty() &&
+           vendor_categories.empty() && !approval_above && !breaker && !thresholds &&
+           unknown_json.empty();
   }
   std::vector<int> effective_thresholds() const;
   friend bool operator==(const Policies&, const Policies&) = default;
@@ -177,7 +197,8 @@ Result<Policies> policies_from_storage(std::string_view text);
 std::string usage_to_storage(const Usage& usage);
 Result<Usage> usage_from_storage(std::string_view text);
 
-// The public JSON form, as PUT /v1/budgets takes it and budget states show it.
+// The policies' JSON form: the books record a budget change in it (budget_set entries), and the
+// API takes and shows the same form.
 boost::json::object policies_to_json(const Policies& policies);
 // One vendor rule as PUT /v1/budgets takes it: {"vendors", "limit", "period" | "window"}.
 boost::json::object vendor_limit_to_json(const VendorLimit& rule);

@@ -1,7 +1,8 @@
 #pragma once
 
 // A small typed result for fallible calls in the core and the stores. Expected failures are
-// values, never exceptions; the HTTP edge maps ErrorCode to a status in exactly one place.
+// values, never exceptions. An ErrorCode says what kind of failure it is, in domain terms; the
+// HTTP edge maps it to a status in exactly one place (src/http/error_mapping.cpp).
 
 #include <cassert>
 #include <optional>
@@ -12,15 +13,15 @@
 namespace stub {
 
 enum class ErrorCode {
-  invalid_input,  // 400
-  unauthorized,   // 401
-  forbidden,      // 403
-  not_found,      // 404
-  conflict,       // 409
-  too_large,      // 413
-  overloaded,     // 503, retry later
-  unavailable,    // 503, the store stopped accepting writes
-  internal,       // 500
+  invalid_input,  // the request itself is wrong: a retry as is fails again
+  unauthorized,   // no usable credential
+  forbidden,      // a credential that may not do this
+  not_found,      // what the request names does not exist
+  conflict,       // the state does not allow it now (a hold not held, a key reused...)
+  too_large,      // over a size bound
+  overloaded,     // nothing was done: retry later with the same Idempotency-Key
+  unavailable,    // the store cannot take writes now (or has stopped taking them)
+  internal,       // a bug or a damaged row: nothing was decided
 };
 
 struct Error {

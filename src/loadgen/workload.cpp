@@ -148,7 +148,7 @@ RunStats drive_in_process(engine::Sequencer& sequencer, const BenchTree& tree,
                 std::chrono::duration_cast<std::chrono::microseconds>(now - started).count());
             if (!outcome.ok()) {
               ++shared->stats.failed;
-            } else if (outcome->status == 402) {
+            } else if (std::holds_alternative<ledger::Denied>(outcome->answer.value)) {
               ++shared->stats.refused;
               ++shared->consecutive_refusals[caller];
             } else {

@@ -26,6 +26,31 @@ std::string redact_password_parameters(std::string text) {
   return text;
 }
 
+// A libpq keyword/value connection string ("host=a,b,c port=5432 dbname=stub
+// target_session_attrs=read-write"): the text before its first '=' is one of libpq's keywords.
+// Multi-host failover setups are usually written this way, so it must not be taken for a SQLite
+// file name (a file really named so is still reachable as "sqlite:host=...").
+bool is_keyword_connection_string(std::string_view location) {
+  constexpr std::string_view keywords[] = {
+      "host",    "hostaddr", "port",    "dbname",          "user",
+      "service", "sslmode",  "options", "connect_timeout", "target_session_attrs"};
+  size_t start = location.find_first_not_of(' ');
+  if (start == std::string_view::npos)
+    return false;
+  location.remove_prefix(start);
+  const size_t equals = location.find('=');
+  if (equals == std::string_view::npos)
+    return false;
+  std::string_view name = location.substr(0, equals);
+  while (!name.empty() && name.back() == ' ')
+    name.remove_suffix(1);
+  for (std::string_view keyword : keywords) {
+    if (name == keyword)
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string redact_database_url(std::string_view url) {
@@ -47,7 +72,8 @@ std::string redact_database_url(std::string_view url) {
 
 Result<std::unique_ptr<Store>> open_store(const std::string& url, const StoreOptions& options) {
   std::string_view location = url;
-  if (location.starts_with("postgres://") || location.starts_with("postgresql://")) {
+  if (location.starts_with("postgres://") || location.starts_with("postgresql://") ||
+      is_keyword_connection_string(location)) {
     auto store = postgres::PgStore::open(url, options);
     if (!store.ok())
       return store.error();

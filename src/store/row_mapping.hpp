@@ -21,6 +21,13 @@ std::optional<ledger::Money> optional_money(const Row& row, int column) {
   return ledger::Money::from_micros(*micros);
 }
 
+// When the sweeper should end the node's delegation: its key's expiry while it is active.
+inline std::optional<int64_t> delegation_ends_at_of(const ledger::BudgetNode& node) {
+  if (!node.active_delegation() || node.delegation->expires_at == 0)
+    return std::nullopt;
+  return node.delegation->expires_at;
+}
+
 inline std::optional<int64_t> optional_micros(const std::optional<ledger::Money>& money) {
   if (!money)
     return std::nullopt;
@@ -29,7 +36,7 @@ inline std::optional<int64_t> optional_micros(const std::optional<ledger::Money>
 
 // path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max,
 // frozen (0/1), frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy,
-// usage (NULL or empty: nothing set)
+// usage (NULL or empty: nothing set), delegation (NULL or empty: none), delegation_ends_at
 template <typename Row>
 ledger::BudgetNode read_budget(const Row& row) {
   ledger::BudgetNode node;
@@ -61,6 +68,10 @@ ledger::BudgetNode read_budget(const Row& row) {
     node.usage = std::move(usage).value();
   else if (node.state_error.empty())
     node.state_error = usage.error().message;
+  const std::string delegation = row.column_text(18);
+  node.delegation = ledger::delegation_from_storage(delegation);
+  if (!delegation.empty() && !node.delegation && node.state_error.empty())
+    node.state_error = "its delegation record is malformed";
   return node;
 }
 
@@ -154,6 +165,19 @@ ledger::Webhook read_webhook(const Row& row) {
   webhook.created_at = row.column_int(6);
   webhook.updated_at = row.column_int(7);
   return webhook;
+}
+
+// name, root, settings, credential, created_at, updated_at
+template <typename Row>
+ledger::Vendor read_vendor(const Row& row) {
+  ledger::Vendor vendor;
+  vendor.name = row.column_text(0);
+  vendor.root = row.column_text(1);
+  vendor.settings_json = row.column_text(2);
+  vendor.credential = row.column_text(3);
+  vendor.created_at = row.column_int(4);
+  vendor.updated_at = row.column_int(5);
+  return vendor;
 }
 
 // webhook, event_id, root, seq, event, payload, status, attempts, last_status, last_error,

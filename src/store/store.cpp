@@ -6,6 +6,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "ledger/balances.hpp"
 #include "ledger/budget_path.hpp"
 #include "store/row_mapping.hpp"
 
@@ -87,19 +88,24 @@ Result<std::vector<ledger::BudgetNode>> Store::get_lineage(const std::string& pa
   return out;
 }
 
-Result<ledger::VerifyReport> Store::verify(const std::string& root,
-                                           const VerifyProgress& progress) {
-  auto head = get_budget(root);
-  if (!head.ok())
-    return head.error();
-  if (!head.value() || !head.value()->parent.empty()) {
+Result<ledger::VerifyReport> Store::verify(const std::string& root, const VerifyProgress& progress,
+                                           const VerifyOptions& options) {
+  // The subtree is read in one statement, so its rows and the root's head come from one
+  // snapshot; entries are then checked up to that head, so verifying a live ledger checks the
+  // prefix that existed when it started, and the budget rows read are those of that prefix.
+  auto nodes = list_subtree(root);
+  if (!nodes.ok())
+    return nodes.error();
+  const auto head = std::find_if(nodes->begin(), nodes->end(), [&root](const auto& node) {
+    return node.path == root && node.parent.empty();
+  });
+  if (head == nodes->end())
     return Error{ErrorCode::not_found, "root_not_found", "No root budget " + root + "."};
-  }
-  // The head is read first and entries are checked up to it, so verifying a live ledger checks
-  // the prefix that existed when it started, whatever commits meanwhile.
   constexpr size_t page_size = 10'000;
-  const int64_t total = head.value()->head_seq;
+  const int64_t total = head->head_seq;
   ledger::ChainVerifier verifier;
+  ledger::BalanceReplay balances;
+  ledger::CheckpointMatcher checkpoints(options.checkpoints);
   int64_t after = 0;
   bool done = false;
   while (!done) {
@@ -111,6 +117,8 @@ Result<ledger::VerifyReport> Store::verify(const std::string& root,
         done = true;
         break;
       }
+      balances.feed(entry);
+      checkpoints.feed(entry);
     }
     if (progress)
       progress(verifier.checked(), total);
@@ -118,7 +126,8 @@ Result<ledger::VerifyReport> Store::verify(const std::string& root,
       done = true;
     after = page->next_after;
   }
-  ledger::VerifyReport report = verifier.finish(head.value()->head_seq, head.value()->head_hash);
+  const int64_t verified_seq = verifier.checked();
+  ledger::VerifyReport report = verifier.finish(head->head_seq, head->head_hash);
   if (report.ok) {
     // A commit writes its entries and the head in one transaction, so in any one snapshot no
     // entry lies beyond the head; one that does was inserted behind the ledger's back.
@@ -131,6 +140,29 @@ Result<ledger::VerifyReport> Store::verify(const std::string& root,
       report.problem = "entry was inserted after the recorded head";
     }
   }
+  if (report.ok) {
+    // Totals can only be replayed over a whole, unbroken chain.
+    const ledger::BalanceReplay::Report reconciled = balances.finish(*nodes);
+    report.budgets_checked = reconciled.budgets_checked;
+    if (!reconciled.problem.empty()) {
+      report.ok = false;
+      report.bad_budget = reconciled.first_bad_budget;
+      report.balance_problem = reconciled.problem;
+    }
+  }
+  if (!options.checkpoints.empty()) {
+    const ledger::CheckpointMatcher::Report matched =
+        checkpoints.finish(verified_seq, head->head_seq);
+    report.checkpoints_checked = matched.checked;
+    report.latest_checkpoint_seq = matched.latest_seq;
+    if (matched.first_contradicted) {
+      report.ok = false;
+      report.first_bad_checkpoint_seq = matched.first_contradicted->seq;
+      report.checkpoint_problem = matched.problem;
+    }
+  }
+  assert(report.ok || report.first_bad_seq || !report.balance_problem.empty() ||
+         report.first_bad_checkpoint_seq);
   return report;
 }
 

@@ -16,8 +16,10 @@
 
 #include "ledger/batch.hpp"
 #include "ledger/chain.hpp"
+#include "ledger/checkpoint.hpp"
 #include "ledger/model.hpp"
 #include "ledger/result.hpp"
+#include "query/compiled_query.hpp"
 
 namespace stub::store {
 
@@ -95,6 +97,10 @@ class Store {
   // every batch in flight and send it again (with none in flight it never returns nullptr).
   // The default is depth one: send_batch commits at once and finish_batch reports it.
   virtual size_t pipeline_depth() const { return 1; }
+  // How many batches the store would keep in flight for the next one, at most
+  // pipeline_depth(): the sequencer sizes batches by it (a store that commits one at a time for
+  // now, on its locked path, gets whole batches rather than halves). Committing thread only.
+  virtual size_t pipeline_depth_now() const { return pipeline_depth(); }
   virtual std::unique_ptr<BatchInFlight> send_batch(const ledger::ReadSet& read,
                                                     const ApplyBatch& apply,
                                                     const OnCommitted& committed);
@@ -115,6 +121,14 @@ class Store {
   // all racing on the same oldest ones. Chosen among the oldest few times `limit` expired.
   Result<std::vector<ledger::Hold>> list_expired_holds_from(ledger::Micros now,
                                                             const std::string& pivot, size_t limit);
+  // Active delegations (and runs) whose key's life ended at or before `now`, soonest first:
+  // (root, path) of each, at most `limit`.
+  struct LapsedDelegation {
+    std::string root;
+    std::string path;
+  };
+  virtual Result<std::vector<LapsedDelegation>> list_lapsed_delegations(ledger::Micros now,
+                                                                        size_t limit) = 0;
   // Holds waiting for approval in a root, oldest first.
   virtual Result<std::vector<ledger::Hold>> list_pending_approvals(const std::string& root,
                                                                    size_t limit) = 0;
@@ -123,8 +137,17 @@ class Store {
   virtual Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(
       const std::string& root, const std::string& key) = 0;
 
-  // Re-verifies a root's whole chain from the stored entries (SPEC guarantee 5).
-  Result<ledger::VerifyReport> verify(const std::string& root, const VerifyProgress& progress);
+  // Re-verifies a root's whole chain from the stored entries (SPEC guarantee 5), reconciles
+  // every budget of the root with its entries' postings, and compares the chain with the
+  // given signed checkpoints (their signatures already checked by the caller).
+  struct VerifyOptions {
+    std::vector<ledger::Checkpoint> checkpoints;  // this root's
+  };
+  Result<ledger::VerifyReport> verify(const std::string& root, const VerifyProgress& progress,
+                                      const VerifyOptions& options);
+  Result<ledger::VerifyReport> verify(const std::string& root, const VerifyProgress& progress) {
+    return verify(root, progress, VerifyOptions{});
+  }
 
   // The highest stored seq of a root's entries and its recorded head seq, read in ONE snapshot
   // (verify uses it to find entries inserted behind the ledger's back).
@@ -134,9 +157,28 @@ class Store {
   };
   virtual Result<EntryBounds> entry_bounds(const std::string& root) = 0;
 
+  // ---- Signed checkpoints (ledger/checkpoint.hpp), written by the checkpoint signer outside
+  // the ledger's commits (SQLite: a short transaction of its own on the maintenance
+  // connection, interleaved with the committer's by SQLite's lock). -------------------------
+  //
+  // Stores a checkpoint; false when the root already has one at that seq (another instance,
+  // or a restart, signed it first), which is kept.
+  virtual Result<bool> record_checkpoint(const ledger::Checkpoint& checkpoint) = 0;
+  // A root's checkpoints after `after_seq`, ascending, at most `limit`.
+  virtual Result<std::vector<ledger::Checkpoint>> list_checkpoints(const std::string& root,
+                                                                   int64_t after_seq,
+                                                                   size_t limit) = 0;
+  // The root's checkpoint with the highest seq, if any.
+  virtual Result<std::optional<ledger::Checkpoint>> latest_checkpoint(const std::string& root) = 0;
+
   // ---- Webhooks. The configuration is ledger state, written by commits. --------------------
   virtual Result<std::vector<ledger::Webhook>> list_webhooks() = 0;
   virtual Result<std::optional<ledger::Webhook>> get_webhook(const std::string& name) = 0;
+
+  // ---- Vendors (the proxy's upstreams). The configuration is ledger state, written by
+  // commits; the credential in a row is sealed. ------------------------------------------------
+  virtual Result<std::vector<ledger::Vendor>> list_vendors() = 0;
+  virtual Result<std::optional<ledger::Vendor>> get_vendor(const std::string& name) = 0;
 
   // ---- Webhook deliveries: the dispatcher's bookkeeping, never in a ledger commit (SQLite
   // keeps it in a file of its own, so it never takes the ledger's write lock). -------------
@@ -160,6 +202,14 @@ class Store {
   // The delivery log of a webhook, newest first.
   virtual Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
                                                                size_t limit) = 0;
+
+  // ---- Constrained queries (src/query). ------------------------------------------------------
+  // The SQL dialect the query compiler writes for this store.
+  virtual query::Dialect query_dialect() const = 0;
+  // Runs a compiled aggregate on a read connection: its leading `key_columns` columns are group
+  // keys, then the sum of amounts and the count. More than `rows_max` rows is an error
+  // (invalid_input "query_too_broad") rather than an unbounded read.
+  virtual Result<std::vector<query::AggregateRow>> run_query(const query::CompiledQuery& query) = 0;
 
   // ---- Retention. ---------------------------------------------------------------------------
   // Deletes up to `limit` idempotency records created before `created_before`; returns how many.
@@ -198,7 +248,8 @@ struct StoreOptions {
 // password= parameter) and of a key=value connection string is replaced by ***.
 std::string redact_database_url(std::string_view url);
 
-// Opens a store from a URL: a path, "sqlite:PATH", or "postgres://..." (postgresql:// too).
+// Opens a store from a URL: a path, "sqlite:PATH", "postgres://..." (postgresql:// too, with
+// libpq's multi-host "host=a:1,b:2" authority) or a libpq keyword string ("host=a,b,c ...").
 Result<std::unique_ptr<Store>> open_store(const std::string& url, const StoreOptions& options);
 
 }  // namespace stub::store

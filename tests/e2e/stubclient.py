@@ -56,7 +56,7 @@ def _moves_money(path: str) -> bool:
     route = path.split("?", 1)[0].rstrip("/").split("/")
     if route[:2] != ["", "v1"]:
         return False
-    if len(route) == 3 and route[2] in ("spends", "holds"):
+    if len(route) == 3 and route[2] in ("spends", "holds", "delegations"):
         return True
     return len(route) == 5 and route[2] == "holds" and route[4] in ("capture", "void", "approve", "reject")
 

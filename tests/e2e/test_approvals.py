@@ -89,6 +89,33 @@ def test_long_poll_times_out_and_rejection_releases(server, admin):
     assert agent.post(f"/v1/holds/{hold_id}/approve", {}, idem=new_key()).error_code == "admin_only"
 
 
+def test_long_poll_started_at_once_waits_for_a_decision(server, admin):
+    """A poll sent the moment its hold is answered 202 must not be woken by the hold's own
+    creation entry, whose batch can be published after the answer went out."""
+    admin.put_budget("eager", "100.00")
+    admin.ok("PUT", "/v1/budgets/eager/agent", {"limit": "100.00", "approval_above": "0.50"})
+    token = admin.create_key("eager/agent")["key"]
+    seconds: list[float] = []
+    statuses: list[str] = []
+
+    def create_and_wait() -> None:
+        client = Client(server.port, token)
+        hold_id = client.ok("POST", "/v1/holds", {"amount": "1.00"}, idem=new_key(),
+                            expect=(202,))["id"]
+        started = time.monotonic()
+        waited = client.get(f"/v1/holds/{hold_id}?wait=1s")
+        seconds.append(time.monotonic() - started)
+        statuses.append(waited.json["status"])
+
+    threads = [threading.Thread(target=create_and_wait) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert statuses == ["pending_approval"] * 16
+    assert min(seconds) >= 0.9, f"a poll returned undecided before its wait: {sorted(seconds)}"
+
+
 def test_unanswered_approval_expires_as_rejected(server, admin):
     admin.ok("PUT", f"/v1/budgets/{ROOT}/late", {"limit": "10.00", "approval_above": "1.00"})
     agent = server.client(admin.create_key(f"{ROOT}/late")["key"])

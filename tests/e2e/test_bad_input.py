@@ -21,10 +21,12 @@ def ctx(server, admin):
     admin.put_budget(ROOT, "100.00")
     admin.put_budget(f"{ROOT}/a", "20.00")
     admin.put_budget(f"{ROOT}/b", "20.00")
+    admin.put_budget(f"{ROOT}/tagged", "20.00", require_tags=["customer", "feature"])
     keys = {
         "admin": server.admin_token,
         "agent": admin.create_key(f"{ROOT}/a", name="agent")["key"],
         "other": admin.create_key(f"{ROOT}/b", name="other")["key"],
+        "tagged": admin.create_key(f"{ROOT}/tagged", name="tagged")["key"],
     }
     expiring = admin.create_key(f"{ROOT}/a", name="short-lived", expires_in="1s")
     keys["expired"] = expiring["key"]
@@ -42,6 +44,7 @@ def ctx(server, admin):
     assert agent.post(f"/v1/holds/{voided.json['id']}/void", idem=new_key()).status == 200
     return {
         "keys": keys,
+        "revoked_token": revoked["key"],
         "held": held.json["id"],
         "voided": voided.json["id"],
         "expired_at": parse_ts(expiring["expires_at"]),
@@ -212,6 +215,15 @@ CASES = [
     ("entries_limit_zero", "GET", f"/v1/entries?root={ROOT}&limit=0", "admin", None, 400,
      "invalid_query"),
     ("entries_root_not_root", "GET", f"/v1/entries?root={ROOT}/a", "admin", None, 400, "invalid_root"),
+    ("checkpoints_root_not_root", "GET", f"/v1/checkpoints?root={ROOT}/a", "admin", None, 400,
+     "invalid_root"),
+    ("checkpoints_after_negative", "GET", f"/v1/checkpoints?root={ROOT}&after=-1", "admin", None, 400,
+     "invalid_query"),
+    ("checkpoints_limit_too_big", "GET", f"/v1/checkpoints?root={ROOT}&limit=1001", "admin", None, 400,
+     "invalid_query"),
+    ("checkpoints_other_root", "GET", "/v1/checkpoints?root=elsewhere", "agent", None, 403,
+     "outside_key_subtree"),
+    ("checkpoints_no_token", "GET", f"/v1/checkpoints?root={ROOT}", None, None, 401, "invalid_token"),
     # --- auth -------------------------------------------------------------------------------
     ("no_token", "POST", "/v1/spends", None, {"amount": "1", "budget": f"{ROOT}/a"}, 401,
      "invalid_token"),
@@ -344,6 +356,27 @@ CASES = [
           ("threshold_fraction", {"thresholds": [50.5]}, "invalid_thresholds"),
           ("thresholds_not_list", {"thresholds": 80}, "invalid_thresholds"),
           ("thresholds_too_many", {"thresholds": list(range(10, 100, 10))}, "invalid_thresholds"),
+          # require_tags (issue 13): a list of distinct, clean tag keys.
+          ("require_tags_not_list", {"require_tags": "customer"}, "invalid_require_tags"),
+          ("require_tags_item_not_string", {"require_tags": [7]}, "invalid_require_tags"),
+          ("require_tags_empty_key", {"require_tags": [""]}, "invalid_require_tags"),
+          ("require_tags_key_too_long", {"require_tags": ["k" * 65]}, "invalid_require_tags"),
+          ("require_tags_too_many", {"require_tags": [f"k{i}" for i in range(17)]},
+           "invalid_require_tags"),
+          ("require_tags_duplicate", {"require_tags": ["customer", "customer"]},
+           "invalid_require_tags"),
+          ("require_tags_control", {"require_tags": ["cust\u0007omer"]}, "invalid_text"),
+          # vendor_categories (issue 13): {pattern: category}.
+          ("vendor_categories_not_object", {"vendor_categories": ["openai=llm"]},
+           "invalid_vendor_categories"),
+          ("vendor_categories_too_many", {"vendor_categories": {f"v{i}.com": "llm" for i in range(65)}},
+           "invalid_vendor_categories"),
+          ("vendor_categories_bad_pattern", {"vendor_categories": {"*": "llm"}}, "invalid_vendor_pattern"),
+          ("vendor_categories_bad_category", {"vendor_categories": {"openai": "LLM!"}}, "invalid_category"),
+          ("vendor_categories_category_not_string", {"vendor_categories": {"openai": 1}},
+           "invalid_category"),
+          ("vendor_categories_same_pattern_twice", {"vendor_categories": {"OpenAI": "llm", "openai": "x"}},
+           "invalid_vendor_categories"),
           # vendor_limits (issue 16): every field of a rule, and the list itself.
           ("vendor_limits_not_list", {"vendor_limits": {"vendors": ["a.com"], "limit": "5",
                                                          "period": "month"}},
@@ -407,6 +440,47 @@ CASES = [
                                          "breaker": {"duration": "1m", "max_count": -1}},
            "invalid_breaker"),
       ]],
+    # --- dashboard sessions and replays (no bearer token: sign-in needs none) -----------------
+    ("session_token_missing", "POST", "/v1/sessions", None, {}, 400, "missing_field"),
+    ("session_token_not_string", "POST", "/v1/sessions", None, {"token": 5}, 400, "invalid_field"),
+    ("session_token_control", "POST", "/v1/sessions", None, {"token": "a\u0001b"}, 400, "invalid_text"),
+    ("session_token_too_long", "POST", "/v1/sessions", None, {"token": "x" * 600}, 400, "field_too_long"),
+    ("session_unknown_field", "POST", "/v1/sessions", None, {"token": "x", "remember": True}, 400,
+     "unknown_field"),
+    ("session_malformed_json", "POST", "/v1/sessions", None, '{"token":', 400, "malformed_json"),
+    ("session_bad_token", "POST", "/v1/sessions", None, {"token": "not-a-token"}, 401, "invalid_token"),
+    ("session_revoked_key", "POST", "/v1/sessions", None, {"token": "{revoked_token}"}, 401,
+     "key_not_usable"),
+    ("session_without_cookie", "GET", "/v1/session", None, None, 401, "no_session"),
+    ("replay_unknown", "GET", "/v1/replays/replay_nope", "admin", None, 404, "replay_not_found"),
+    ("replay_by_agent", "POST", "/v1/replays", "agent", {}, 403, "admin_only"),
+    # --- queries, questions, exports, categories --------------------------------------------
+    ("query_metric_unknown", "POST", "/v1/query", "admin", {"metric": "sum", "filters": {"subtree": ROOT}},
+     400, "invalid_query"),
+    ("query_sql_in_group", "POST", "/v1/query", "admin",
+     {"metric": "spend", "group_by": ["vendor) OR 1=1 --"], "filters": {"subtree": ROOT}}, 400, "invalid_query"),
+    ("query_outside_scope", "POST", "/v1/query", "agent", {"metric": "spend", "filters": {"subtree": f"{ROOT}/b"}},
+     403, "outside_key_subtree"),
+    ("query_not_object", "POST", "/v1/query", "admin", '["spend"]', 400, "malformed_json"),
+    ("ask_question_missing", "POST", "/v1/ask", "admin", {"subtree": ROOT}, 400, "invalid_question"),
+    ("ask_unknown_field", "POST", "/v1/ask", "admin", {"question": "how much", "sql": "1"}, 400, "unknown_field"),
+    ("ask_control_text", "POST", "/v1/ask", "admin", {"question": "how much\u0007"}, 400, "invalid_text"),
+    ("ask_outside_scope", "POST", "/v1/ask", "agent", {"question": "how much", "subtree": f"{ROOT}/b"}, 403,
+     "outside_key_subtree"),
+    ("export_bad_format", "GET", f"/v1/export?subtree={ROOT}&format=xlsx", "admin", None, 400, "invalid_format"),
+    ("export_bad_period", "GET", f"/v1/export?subtree={ROOT}&period=someday", "admin", None, 400, "invalid_range"),
+    ("spend_without_required_tags", "POST", "/v1/spends", "tagged", {"amount": "1.00"}, 400,
+     "missing_required_tags"),
+    ("spend_missing_one_required_tag", "POST", "/v1/spends", "tagged",
+     {"amount": "1.00", "tags": {"customer": "c1"}}, 400, "missing_required_tags"),
+    ("spend_required_tag_empty", "POST", "/v1/spends", "tagged",
+     {"amount": "1.00", "tags": {"customer": "c1", "feature": ""}}, 400, "missing_required_tags"),
+    ("hold_without_required_tags", "POST", "/v1/holds", "tagged", {"amount": "1.00"}, 400,
+     "missing_required_tags"),
+    ("spend_category_invalid", "POST", "/v1/spends", "agent", {"amount": "1.00", "category": "LLM!"}, 400,
+     "invalid_category"),
+    ("hold_category_not_text", "POST", "/v1/holds", "agent", {"amount": "1.00", "category": 3}, 400,
+     "invalid_category"),
 ]
 
 

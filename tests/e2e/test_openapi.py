@@ -22,7 +22,21 @@ REQUIRED = {
     ("post", "/v1/holds/{id}/approve"), ("post", "/v1/holds/{id}/reject"), ("get", "/v1/approvals"),
     ("put", "/v1/webhooks/{name}"), ("get", "/v1/webhooks/{name}"), ("delete", "/v1/webhooks/{name}"),
     ("get", "/v1/webhooks"), ("get", "/v1/webhooks/{name}/deliveries"),
+    ("post", "/v1/query"), ("post", "/v1/ask"), ("get", "/v1/export"),
+    ("get", "/v1/checkpoints"), ("get", "/v1/checkpoints/key"),
 }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """This module's server signs checkpoints, so GET /v1/checkpoints/key answers 200."""
+    from stubclient import StubServer
+    workdir = tmp_path_factory.mktemp("openapi")
+    running = StubServer(workdir, extra_args=("--signing-key-file", str(workdir / "signing.pem"))).start()
+    try:
+        yield running
+    finally:
+        assert running.stop() == 0
 
 
 def route_missing(status: int, body: bytes) -> str | None:
@@ -111,6 +125,11 @@ def test_every_documented_operation_answers(server, admin, document):
         ("get", "/v1/budget"): ("/v1/budget", None, key["key"]),
         ("get", "/v1/entries"): (f"/v1/entries?root={ROOT}", None, None),
         ("get", "/v1/audit/verify"): (f"/v1/audit/verify?root={ROOT}", None, None),
+        ("post", "/v1/query"): ("/v1/query", {"metric": "spend", "filters": {"subtree": ROOT}}, None),
+        ("post", "/v1/ask"): ("/v1/ask", {"question": "how much did we spend", "subtree": ROOT}, None),
+        ("get", "/v1/export"): (f"/v1/export?subtree={ROOT}&format=hledger", None, None),
+        ("get", "/v1/checkpoints"): (f"/v1/checkpoints?root={ROOT}", None, None),
+        ("get", "/v1/checkpoints/key"): ("/v1/checkpoints/key", None, None),
         ("get", "/healthz"): ("/healthz", None, None),
         ("get", "/metrics"): ("/metrics", None, None),
         ("get", "/openapi.json"): ("/openapi.json", None, None),
@@ -172,4 +191,5 @@ def test_budget_body_documents_every_policy(document):
     operation = document["paths"]["/v1/budgets/{path}"]["put"]
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert {"limit", "period", "per_txn_max", "currency", "windows", "vendors", "vendor_limits",
-            "approval_above", "breaker", "thresholds"} == set(schema["properties"])
+            "require_tags", "vendor_categories", "approval_above", "breaker",
+            "thresholds"} == set(schema["properties"])

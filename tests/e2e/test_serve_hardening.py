@@ -90,3 +90,24 @@ def test_serve_never_prints_the_database_password(tmp_path):
                           env=dict(os.environ, STUB_ADMIN_TOKEN="t"))
     assert done.returncode != 0
     assert secret not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_a_short_idempotency_retention_needs_the_unsafe_flag(tmp_path):
+    """Below 1h only with --unsafe-short-retention (for soaks), and never below 5s."""
+    base = [str(stub_binary()), "serve", "--addr", "127.0.0.1:0", "--db", str(tmp_path / "x.db")]
+    env = dict(os.environ, STUB_ADMIN_TOKEN="t")
+    for args in (["--idempotency-retention", "30s"],
+                 ["--idempotency-retention", "4s", "--unsafe-short-retention"]):
+        done = subprocess.run(base + args, capture_output=True, text=True, timeout=30, env=env)
+        assert done.returncode != 0, args
+        assert "--idempotency-retention" in done.stderr, done.stderr
+    process = subprocess.Popen(base + ["--idempotency-retention", "30s", "--unsafe-short-retention"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        assert "serving on http://127.0.0.1:" in line, line + process.stderr.read()
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "below 1h" in err, err

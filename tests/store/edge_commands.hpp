@@ -14,6 +14,8 @@
 
 #include <unistd.h>
 
+#include "engine/sequencer.hpp"
+#include "http/render.hpp"
 #include "ledger/chain.hpp"
 #include "ledger/command.hpp"
 #include "ledger/model.hpp"
@@ -24,6 +26,13 @@ using ledger::Command;
 using ledger::CommandKind;
 using ledger::Micros;
 using ledger::Money;
+
+// Sequencer options as the server assembles them: answers rendered by the HTTP edge's renderer,
+// so that the suites compare the statuses and bytes callers get (and records keep).
+inline engine::SequencerOptions edge_options(engine::SequencerOptions options = {}) {
+  options.render = http::render_answer;
+  return options;
+}
 
 inline constexpr Micros second = ledger::micros_per_second;
 // 2024-02-29T12:00:00Z.
@@ -161,6 +170,20 @@ inline Command create_key(const std::string& budget, const std::string& id, cons
 inline Command revoke_key(const std::string& root, const std::string& id) {
   Command command = command_for(CommandKind::revoke_key, root);
   command.key.id = id;
+  return command;
+}
+
+// A delegation below `parent` named `name`, by `actor` (a key id, or the admin), with its key.
+inline Command delegate(const std::string& parent, const std::string& name, Money limit, Micros ttl,
+                        const std::string& key_id, const std::string& actor) {
+  Command command = command_for(CommandKind::delegate, parent + "/" + name);
+  command.actor = actor;
+  command.amount = limit;
+  command.ttl = ttl;
+  command.key.id = key_id;
+  command.key.budget = parent + "/" + name;
+  command.key.name = name;
+  command.key.secret_hash = ledger::sha256_hex("secret-for-" + key_id);
   return command;
 }
 

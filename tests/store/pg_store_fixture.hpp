@@ -51,7 +51,7 @@ class PgStoreTest : public ::testing::Test {
              {"acme/team/agent", std::nullopt}}) {
       const auto outcome = sequencer.execute(set_budget(path, limit, ledger::Period::none));
       ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-      ASSERT_EQ(outcome->status, 201) << outcome->body;
+      ASSERT_EQ(outcome->rendered.status, 201) << outcome->rendered.body;
     }
   }
 
@@ -75,7 +75,7 @@ struct HandBatch {
     apply = [this](ledger::WorkingSet& state) {
       outcomes.clear();
       for (const ledger::Command& command : commands)
-        outcomes.push_back(ledger::apply_command(state, command, t0));
+        outcomes.push_back(ledger::apply_command(state, command, t0, http::render_answer));
     };
   }
   std::vector<ledger::Command> commands;
@@ -91,10 +91,10 @@ inline void spend_elsewhere(const std::string& url, const std::string& hold_id) 
   auto other = postgres::PgStore::open(url, StoreOptions{});
   ASSERT_TRUE(other.ok()) << other.error().message;
   engine::Sequencer sequencer(
-      **other, [] { return t0; }, {}, nullptr);
+      **other, [] { return t0; }, edge_options(), nullptr);
   const auto outcome = sequencer.execute(spend("acme/team/agent", units(5), hold_id));
   ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-  ASSERT_EQ(outcome->status, 201) << outcome->body;
+  ASSERT_EQ(outcome->rendered.status, 201) << outcome->rendered.body;
 }
 
 // A clock that moves forward a millisecond per reading, as a real one does between batches.

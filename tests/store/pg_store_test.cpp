@@ -130,7 +130,7 @@ TEST_F(PgStoreTest, StatementsIssuedAtRunTimeStayInTheSubset) {
   {
     auto store = open_pg();
     ASSERT_NE(store, nullptr);
-    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    engine::Sequencer sequencer(*store, fixed_clock(), edge_options(), nullptr);
     create_tree(sequencer);
     const auto spent =
         sequencer.execute(with_key(spend("acme/team/agent", units(1), "hold_s1"), "k1", "h1"));
@@ -177,7 +177,7 @@ TEST_F(PgStoreTest, ManyInstancesStartingAtOnceMigrateOnce) {
   EXPECT_EQ(opened.load(), instances);
   auto store = open_pg();
   ASSERT_NE(store, nullptr);
-  engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+  engine::Sequencer sequencer(*store, fixed_clock(), edge_options(), nullptr);
   create_tree(sequencer);
   EXPECT_TRUE(store->verify("acme", nullptr)->ok);
 }
@@ -185,13 +185,13 @@ TEST_F(PgStoreTest, ManyInstancesStartingAtOnceMigrateOnce) {
 TEST_F(PgStoreTest, ACommitWhoseAnswerWasLostIsNotAppliedAgain) {
   auto store = open_pg();
   ASSERT_NE(store, nullptr);
-  engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+  engine::Sequencer sequencer(*store, fixed_clock(), edge_options(), nullptr);
   create_tree(sequencer);
   store->faults().lose_after_commit = 1;
   const auto outcome =
       sequencer.execute(with_key(spend("acme/team/agent", units(3), "hold_a1"), "ka", "ha"));
   ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-  EXPECT_EQ(outcome->status, 201);
+  EXPECT_EQ(outcome->rendered.status, 201);
   EXPECT_EQ(store->counters().ambiguous.load(), 1u);
   EXPECT_EQ(store->counters().found_committed.load(), 1u);
   EXPECT_EQ(count_spends(*store), 1);
@@ -200,7 +200,7 @@ TEST_F(PgStoreTest, ACommitWhoseAnswerWasLostIsNotAppliedAgain) {
   // The store reconnected and carries on; the chain is whole.
   const auto next = sequencer.execute(spend("acme/team/agent", units(1), "hold_a2"));
   ASSERT_TRUE(next.ok()) << next.error().message;
-  EXPECT_EQ(next->status, 201);
+  EXPECT_EQ(next->rendered.status, 201);
   EXPECT_EQ(count_spends(*store), 2);
   EXPECT_TRUE(store->verify("acme", nullptr)->ok);
 }
@@ -208,13 +208,13 @@ TEST_F(PgStoreTest, ACommitWhoseAnswerWasLostIsNotAppliedAgain) {
 TEST_F(PgStoreTest, AConnectionLostBeforeCommitIsRecomputedOnce) {
   auto store = open_pg("serializable");
   ASSERT_NE(store, nullptr);
-  engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+  engine::Sequencer sequencer(*store, fixed_clock(), edge_options(), nullptr);
   create_tree(sequencer);
   store->faults().lose_before_commit = 1;
   const auto outcome =
       sequencer.execute(with_key(spend("acme/team/agent", units(3), "hold_b1"), "kb", "hb"));
   ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-  EXPECT_EQ(outcome->status, 201);
+  EXPECT_EQ(outcome->rendered.status, 201);
   EXPECT_EQ(store->counters().ambiguous.load(), 1u);
   EXPECT_EQ(store->counters().found_committed.load(), 0u);
   EXPECT_EQ(count_spends(*store), 1);
@@ -225,7 +225,7 @@ TEST_F(PgStoreTest, AConnectionLostBeforeCommitIsRecomputedOnce) {
   const auto replay =
       sequencer.execute(with_key(spend("acme/team/agent", units(3), "hold_b9"), "kb", "hb"));
   ASSERT_TRUE(replay.ok());
-  EXPECT_EQ(replay->body, outcome->body);
+  EXPECT_EQ(replay->rendered.body, outcome->rendered.body);
   EXPECT_EQ(count_spends(*store), 1);
 }
 
@@ -233,7 +233,7 @@ TEST_F(PgStoreTest, OldCommitMarkersArePrunedInBoundedSteps) {
   auto store = open_pg();
   ASSERT_NE(store, nullptr);
   {
-    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    engine::Sequencer sequencer(*store, fixed_clock(), edge_options(), nullptr);
     create_tree(sequencer);  // three commits, three fresh markers
   }
   // 25 markers from two hours ago.
@@ -271,7 +271,7 @@ TEST_F(PgStoreTest, BatchesStayUnderTheRowBound) {
     while (stats.commands > seen && !largest.compare_exchange_weak(seen, stats.commands)) {
     }
   };
-  engine::Sequencer sequencer(*store, fixed_clock(), options, nullptr);
+  engine::Sequencer sequencer(*store, fixed_clock(), edge_options(options), nullptr);
   create_tree(sequencer);
   // Submitted faster than one commit takes, so most of them queue into large batches.
   constexpr int spends = 3'000;
@@ -281,7 +281,7 @@ TEST_F(PgStoreTest, BatchesStayUnderTheRowBound) {
     const std::string id = std::to_string(i);
     sequencer.submit(with_key(spend("acme/team/agent", cents(1), "hold_r" + id), "r" + id, id),
                      [&](ledger::Outcome outcome) {
-                       created += outcome.ok() && outcome->status == 201 ? 1 : 0;
+                       created += outcome.ok() && outcome->rendered.status == 201 ? 1 : 0;
                        answered.count_down();
                      });
   }
@@ -302,11 +302,11 @@ TEST_F(PgStoreTest, DataTheDatabaseRefusesFailsOnlyItsCommandNeverTheStore) {
     ASSERT_EQ(postgres_exec(url_,
                             "DROP TABLE IF EXISTS budgets, holds, api_keys, entries, "
                             "idempotency, commit_markers, webhooks, webhook_cursors, "
-                            "webhook_deliveries, stub_migrations"),
+                            "webhook_deliveries, entry_rollup, stub_migrations"),
               "");
     auto store = open_pg(isolation);
     ASSERT_NE(store, nullptr);
-    engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
+    engine::Sequencer sequencer(*store, advancing_clock(), edge_options(), nullptr);
     create_tree(sequencer);
 
     // Straight at the store: a NUL byte (text parameters are C strings) and a byte that is not
@@ -349,7 +349,7 @@ TEST_F(PgStoreTest, DataTheDatabaseRefusesFailsOnlyItsCommandNeverTheStore) {
     }
     answered.wait();
     ASSERT_TRUE(outcomes[0].ok()) << outcomes[0].error().message;
-    EXPECT_EQ(outcomes[0]->status, 201);
+    EXPECT_EQ(outcomes[0]->rendered.status, 201);
     ASSERT_FALSE(outcomes[1].ok());
     EXPECT_EQ(outcomes[1].error().subcode, "invalid_data");
     // No driver or SQL text reaches the caller; the log has it under the incident id.
@@ -360,7 +360,7 @@ TEST_F(PgStoreTest, DataTheDatabaseRefusesFailsOnlyItsCommandNeverTheStore) {
     ASSERT_FALSE(outcomes[3].ok());
     EXPECT_EQ(outcomes[3].error().subcode, "invalid_data");
     ASSERT_TRUE(outcomes[4].ok()) << outcomes[4].error().message;
-    EXPECT_EQ(outcomes[4]->status, 201);
+    EXPECT_EQ(outcomes[4]->rendered.status, 201);
     EXPECT_EQ(sequencer.health().state, engine::HealthState::ok);
     EXPECT_FALSE(sequencer.failed());
 
@@ -372,7 +372,7 @@ TEST_F(PgStoreTest, DataTheDatabaseRefusesFailsOnlyItsCommandNeverTheStore) {
     EXPECT_EQ(store->get_budget("acme").value()->spent, units(1 + 1 + 1 + 3 + 6));
     const auto next = sequencer.execute(spend("acme/team/agent", units(1), "hold_after"));
     ASSERT_TRUE(next.ok()) << next.error().message;
-    EXPECT_EQ(next->status, 201);
+    EXPECT_EQ(next->rendered.status, 201);
     EXPECT_TRUE(store->verify("acme", nullptr)->ok);
   }
 }
@@ -386,11 +386,11 @@ TEST_F(PgStoreTest, ABackendThatOutlivesItsClientNeverCommitsAfterTheCheck) {
     ASSERT_EQ(postgres_exec(url_,
                             "DROP TABLE IF EXISTS budgets, holds, api_keys, entries, "
                             "idempotency, commit_markers, webhooks, webhook_cursors, "
-                            "webhook_deliveries, stub_migrations"),
+                            "webhook_deliveries, entry_rollup, stub_migrations"),
               "");
     auto store = open_pg();
     ASSERT_NE(store, nullptr);
-    engine::Sequencer sequencer(*store, advancing_clock(), {}, nullptr);
+    engine::Sequencer sequencer(*store, advancing_clock(), edge_options(), nullptr);
     create_tree(sequencer);  // the rows are cached: the next batch goes speculative
 
     // Another session holds the hot row.
@@ -434,7 +434,7 @@ TEST_F(PgStoreTest, ABackendThatOutlivesItsClientNeverCommitsAfterTheCheck) {
     const ledger::Outcome outcome = future.get();
     store->faults().long_speculative_lock_wait = false;
     ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-    EXPECT_EQ(outcome->status, 201);
+    EXPECT_EQ(outcome->rendered.status, 201);
     EXPECT_EQ(store->counters().ambiguous.load(), 1u);
     EXPECT_EQ(store->counters().found_committed.load(), 0u);
     // Exactly one application, whatever the old backend did after the check.
@@ -451,7 +451,7 @@ TEST_F(PgStoreTest, IdempotencyRecordsArePrunedOldestFirstInBoundedSteps) {
   auto store = open_pg();
   ASSERT_NE(store, nullptr);
   {
-    engine::Sequencer sequencer(*store, fixed_clock(), {}, nullptr);
+    engine::Sequencer sequencer(*store, fixed_clock(), edge_options(), nullptr);
     create_tree(sequencer);
     for (int i = 0; i < 5; ++i) {
       const std::string n = std::to_string(i);
@@ -463,7 +463,7 @@ TEST_F(PgStoreTest, IdempotencyRecordsArePrunedOldestFirstInBoundedSteps) {
   }
   {
     engine::Sequencer sequencer(
-        *store, [] { return t0 + 3'600 * second; }, {}, nullptr);
+        *store, [] { return t0 + 3'600 * second; }, edge_options(), nullptr);
     ASSERT_TRUE(
         sequencer.execute(with_key(spend("acme/team/agent", units(1), "hold_new"), "new", "hn"))
             .ok());

@@ -35,8 +35,8 @@ TEST_F(SequencerLimitsTest, TheQueueIsBoundedInBytesAsWellAsInCommands) {
   engine::SequencerOptions options;
   options.queue_bytes_max = 64 * 1024;
   engine::Sequencer sequencer(
-      *store_, [] { return t0; }, options, nullptr);
-  ASSERT_EQ(sequencer.execute(set_budget("acme", units(1000))).value().status, 201);
+      *store_, [] { return t0; }, edge_options(options), nullptr);
+  ASSERT_EQ(sequencer.execute(set_budget("acme", units(1000))).value().rendered.status, 201);
   EXPECT_EQ(sequencer.health().state, engine::HealthState::ok);
 
   // One command above the bound on its own is refused at once.
@@ -69,13 +69,13 @@ TEST_F(SequencerLimitsTest, TheQueueIsBoundedInBytesAsWellAsInCommands) {
   release.count_down();
   answered.wait();
   ASSERT_TRUE(first.ok()) << first.error().message;
-  EXPECT_EQ(first->status, 201);
+  EXPECT_EQ(first->rendered.status, 201);
   EXPECT_EQ(sequencer.queue_bytes(), 0u);
 
   // Room again once the queue drained.
   const auto later = sequencer.execute(spend_with_tags("hold_c", 40 * 1024));
   ASSERT_TRUE(later.ok()) << later.error().message;
-  EXPECT_EQ(later->status, 201);
+  EXPECT_EQ(later->rendered.status, 201);
 }
 
 TEST(SequencerCommandBytes, CountsTheTextACommandCarries) {

@@ -42,7 +42,7 @@ class SqliteStoreTest : public ::testing::Test {
 
   void execute(const ledger::Command& command) {
     engine::Sequencer sequencer(
-        *store_, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+        *store_, [this] { return clock_.load(); }, edge_options(), nullptr);
     const ledger::Outcome outcome = sequencer.execute(command);
     ASSERT_TRUE(outcome.ok()) << outcome.error().message;
     clock_ += second;

@@ -24,13 +24,17 @@
 #include <thread>
 #include <vector>
 
+#include "checkpoints/checkpoint_signer.hpp"
 #include "edge_commands.hpp"
 #include "engine/event_bus.hpp"
 #include "engine/hold_sweeper.hpp"
 #include "engine/sequencer.hpp"
+#include "export/journal_export.hpp"
+#include "http/render.hpp"
 #include "ledger/batch.hpp"
-#include "ledger/views.hpp"
 #include "postgres_fixture.hpp"
+#include "query/compiler.hpp"
+#include "query/query.hpp"
 #include "store/store.hpp"
 
 namespace stub::store::conformance {
@@ -105,7 +109,7 @@ class StoreConformance : public ::testing::TestWithParam<StoreKind> {
     options.batch_size_max = 256;
     options.queue_capacity = 4'096;
     sequencer_ = std::make_unique<engine::Sequencer>(
-        *store_, [this] { return clock_.load(); }, std::move(options), &events_);
+        *store_, [this] { return clock_.load(); }, edge_options(std::move(options)), &events_);
   }
 
   void close() {
@@ -121,14 +125,14 @@ class StoreConformance : public ::testing::TestWithParam<StoreKind> {
     EXPECT_TRUE(outcome.ok()) << (outcome.ok() ? "" : outcome.error().message);
     if (!outcome.ok())
       return {};
-    EXPECT_EQ(outcome->status, status) << outcome->body;
-    return boost::json::parse(outcome->body).as_object();
+    EXPECT_EQ(outcome->rendered.status, status) << outcome->rendered.body;
+    return boost::json::parse(outcome->rendered.body).as_object();
   }
 
   // Runs a command that must fail with `subcode`.
   Error expect_error(const ledger::Command& command, const std::string& subcode) {
     const Outcome outcome = run(command);
-    EXPECT_FALSE(outcome.ok()) << (outcome.ok() ? outcome->body : "");
+    EXPECT_FALSE(outcome.ok()) << (outcome.ok() ? outcome->rendered.body : "");
     if (outcome.ok())
       return Error{};
     EXPECT_EQ(outcome.error().subcode, subcode) << outcome.error().message;
@@ -459,7 +463,7 @@ TEST_P(StoreConformanceWithTree, SweeperSettlesExpiriesInBatchedCommits) {
       ++commits;
   };
   engine::Sequencer counted(
-      *store_, [this] { return clock_.load(); }, std::move(options), nullptr);
+      *store_, [this] { return clock_.load(); }, edge_options(std::move(options)), nullptr);
   engine::HoldSweeper sweeper(
       *store_, counted, [this] { return clock_.load(); }, std::chrono::milliseconds(0));
   EXPECT_EQ(sweeper.sweep_once(), static_cast<size_t>(holds));
@@ -530,6 +534,124 @@ TEST_P(StoreConformanceWithTree, KeysAreCreatedUsedAndRevoked) {
   EXPECT_EQ(budget("acme").spent, units(1));
 }
 
+// Delegation: the child node and its key in one commit; its limit reserved above it; a spend
+// below it moves that reservation to spent above (net zero); a revocation ends it and the
+// delegations below it transitively, settling holds and returning the rest; expiry via the
+// sweeper does the same; every balance reconciles with the postings in verify.
+TEST_P(StoreConformanceWithTree, DelegationsReserveSpendThroughAndEnd) {
+  expect_status(create_key("acme/research", "key_planner", "planner", now() + 3'600 * second), 201);
+  const boost::json::object child = expect_status(
+      delegate("acme/research", "sub", units(4), 600 * second, "key_sub", "key_planner"), 201);
+  EXPECT_EQ(child.at("path").as_string(), "acme/research/sub");
+  EXPECT_EQ(child.at("parent_key").as_string(), "key_planner");
+  EXPECT_EQ(budget("acme/research").reserved, units(4));
+  EXPECT_EQ(budget("acme").reserved, units(4));
+  const ledger::BudgetNode sub = budget("acme/research/sub");
+  ASSERT_TRUE(sub.delegation.has_value());
+  EXPECT_EQ(sub.delegation->key_id, "key_sub");
+  EXPECT_EQ(sub.delegation->carried, units(4));
+  EXPECT_EQ(sub.delegation->expires_at, now() + 600 * second);
+  EXPECT_EQ(store_->get_key("key_sub").value()->budget, "acme/research/sub");
+  // Too much for what research has left (40 - 4), or a life past the planner's key.
+  expect_error(delegate("acme/research", "big", units(37), 60 * second, "key_big", "key_planner"),
+               "delegation_exceeds_available");
+  expect_error(
+      delegate("acme/research", "long", units(1), 7'200 * second, "key_long", "key_planner"),
+      "ttl_exceeds_parent");
+  expect_error(delegate("acme/research", "sub", units(1), 60 * second, "key_dup", "key_planner"),
+               "budget_exists");
+
+  expect_status(as_actor(spend("acme/research/sub", units(1), "hold_d1"), "key_sub"), 201);
+  expect_status(as_actor(hold("acme/research/sub", units(2), "hold_d2", 3'600 * second), "key_sub"),
+                201);
+  EXPECT_EQ(budget("acme/research").spent, units(1));
+  EXPECT_EQ(budget("acme/research").reserved, units(3));  // 4 - 1 spent; the hold nets zero
+  EXPECT_EQ(budget("acme/research/sub").delegation->carried, units(1));
+  // A grandchild from the child's key: carried moves down, nothing changes above the child.
+  expect_status(delegate("acme/research/sub", "g", cents(50), 300 * second, "key_g", "key_sub"),
+                201);
+  EXPECT_EQ(budget("acme/research").reserved, units(3));
+  EXPECT_EQ(budget("acme/research/sub").reserved, Money::from_micros(2'500'000));
+  EXPECT_EQ(budget("acme/research/sub").delegation->carried, cents(50));
+  EXPECT_TRUE(verify("acme").ok) << verify("acme").balance_problem;
+
+  const boost::json::object revoked = expect_status(revoke_key("acme", "key_planner"), 200);
+  EXPECT_EQ(revoked.at("delegations_ended").as_int64(), 2);
+  // The hold was captured at its held amount (on_expiry capture), the rest returned.
+  EXPECT_EQ(hold_row("hold_d2").status, ledger::HoldStatus::expired);
+  EXPECT_EQ(budget("acme/research").spent, units(3));
+  EXPECT_EQ(budget("acme/research").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  EXPECT_TRUE(budget("acme/research/sub").frozen);
+  EXPECT_FALSE(budget("acme/research/sub").delegation->active());
+  EXPECT_FALSE(budget("acme/research/sub/g").delegation->active());
+  EXPECT_NE(store_->get_key("key_sub").value()->revoked_at, 0);
+  EXPECT_NE(store_->get_key("key_g").value()->revoked_at, 0);
+  expect_error(as_actor(spend("acme/research/sub/g", cents(1), "hold_d3"), "key_g"),
+               "key_not_usable");
+  const ledger::VerifyReport report = verify("acme");
+  EXPECT_TRUE(report.ok) << report.problem << report.balance_problem;
+
+  // Expiry: the sweeper ends a delegation whose key's life is over.
+  expect_status(create_key("acme/research", "key_p2", "planner 2", now() + 3'600 * second), 201);
+  expect_status(delegate("acme/research", "brief", units(2), 30 * second, "key_brief", "key_p2"),
+                201);
+  expect_status(as_actor(hold("acme/research/brief", cents(30), "hold_b1", 3'600 * second,
+                              ledger::OnExpiry::void_hold),
+                         "key_brief"),
+                201);
+  EXPECT_TRUE(store_->list_lapsed_delegations(now(), 10).value().empty());
+  advance(31 * second);
+  const auto lapsed = store_->list_lapsed_delegations(now(), 10);
+  ASSERT_TRUE(lapsed.ok());
+  ASSERT_EQ(lapsed->size(), 1u);
+  EXPECT_EQ(lapsed->front().path, "acme/research/brief");
+  engine::HoldSweeper sweeper(
+      *store_, *sequencer_, [this] { return clock_.load(); }, std::chrono::milliseconds(0));
+  EXPECT_EQ(sweeper.sweep_delegations(), 1u);
+  EXPECT_TRUE(store_->list_lapsed_delegations(now(), 10).value().empty());
+  EXPECT_EQ(hold_row("hold_b1").captured, Money::zero());
+  EXPECT_EQ(budget("acme/research").reserved, Money::zero());
+  EXPECT_EQ(budget("acme/research").spent, units(3));
+  EXPECT_TRUE(budget("acme/research/brief").frozen);
+  std::vector<std::string> kinds;
+  for (const Entry& entry : all_entries("acme"))
+    kinds.push_back(entry.kind);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "delegate"), 3);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "delegation_ended"), 3);
+  const ledger::VerifyReport after = verify("acme");
+  EXPECT_TRUE(after.ok) << after.problem << after.balance_problem;
+}
+
+// One commit that delegates, holds below the new child and revokes the planner: the hold placed
+// in the same batch is settled by the revocation, and the books still reconcile.
+TEST_P(StoreConformanceWithTree, DelegationHoldAndRevokeInOneBatch) {
+  expect_status(create_key("acme/research", "key_pb", "planner", now() + 3'600 * second), 201);
+  const std::vector<ledger::Command> commands = {
+      delegate("acme/research", "sub", units(3), 600 * second, "key_sb", "key_pb"),
+      as_actor(hold("acme/research/sub", units(1), "hold_sb1", 3'600 * second), "key_sb"),
+      revoke_key("acme", "key_pb"),
+      as_actor(spend("acme/research/sub", cents(1), "hold_sb2"), "key_sb"),
+  };
+  const ledger::ReadSet read = ledger::read_set_for(commands);
+  std::vector<Outcome> outcomes;
+  const Status status = store_->commit_batch(read, [&](ledger::WorkingSet& state) {
+    outcomes.clear();
+    for (const ledger::Command& command : commands)
+      outcomes.push_back(ledger::apply_command(state, command, now(), http::render_answer));
+  });
+  ASSERT_TRUE(status.ok()) << status.error().message;
+  ASSERT_EQ(outcomes.size(), 4u);
+  EXPECT_TRUE(outcomes[0].ok() && outcomes[1].ok() && outcomes[2].ok());
+  EXPECT_FALSE(outcomes[3].ok());  // the child's key was revoked earlier in the batch
+  EXPECT_EQ(hold_row("hold_sb1").status, ledger::HoldStatus::expired);
+  EXPECT_EQ(budget("acme/research").spent, units(1));
+  EXPECT_EQ(budget("acme/research").reserved, Money::zero());
+  EXPECT_EQ(budget("acme").reserved, Money::zero());
+  const ledger::VerifyReport report = verify("acme");
+  EXPECT_TRUE(report.ok) << report.problem << report.balance_problem;
+}
+
 TEST_P(StoreConformanceWithTree, EntriesPageWithAfterAndLimit) {
   // Shared with the subscriber: a publish may still be running when unsubscribe returns.
   struct Published {
@@ -598,12 +720,56 @@ TEST_P(StoreConformanceWithTree, EntriesPageWithAfterAndLimit) {
   }
 }
 
+// A record keeps the answer as it was rendered, not the typed answer: a later version whose
+// renderer answers differently still replays the first bytes, on every store (records written
+// before the core returned typed answers replay the same way).
+TEST_P(StoreConformanceWithTree, ReplayAnswersTheRecordedBytesWhateverTheRendererSays) {
+  const ledger::Command first =
+      with_key(spend("acme/research/agent", units(2), "hold_b1"), "key-b", "hash-b");
+  const Outcome original = run(first);
+  ASSERT_TRUE(original.ok());
+  ASSERT_TRUE(std::holds_alternative<ledger::SpendCommitted>(original->answer.value));
+  ASSERT_EQ(original->rendered.status, 201);
+
+  // The same store, served by a sequencer whose renderer says something else.
+  sequencer_.reset();
+  engine::SequencerOptions options;
+  options.render = [](const ledger::Answer& answer) {
+    if (const auto* replayed = std::get_if<ledger::Replayed>(&answer.value))
+      return replayed->recorded;
+    return ledger::RenderedAnswer{299, "{\"rendered\":\"later\"}"};
+  };
+  sequencer_ = std::make_unique<engine::Sequencer>(
+      *store_, [this] { return clock_.load(); }, std::move(options), &events_);
+
+  ledger::Command retry = first;
+  retry.hold_id = "hold_b2";
+  const Outcome replay = run(retry);
+  ASSERT_TRUE(replay.ok());
+  EXPECT_TRUE(std::holds_alternative<ledger::Replayed>(replay->answer.value));
+  EXPECT_EQ(replay->rendered.status, original->rendered.status);
+  EXPECT_EQ(replay->rendered.body, original->rendered.body);
+  EXPECT_EQ(budget("acme").spent, units(2));
+
+  // A new request is answered, and recorded, as the renderer of the day renders it.
+  const Outcome fresh =
+      run(with_key(spend("acme/research/agent", units(1), "hold_b3"), "key-c", "hash-c"));
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_TRUE(std::holds_alternative<ledger::SpendCommitted>(fresh->answer.value));
+  EXPECT_EQ(fresh->rendered.status, 299);
+  const auto record = store_->get_idempotency("acme", "admin:key-c");
+  ASSERT_TRUE(record.ok() && record->has_value());
+  EXPECT_EQ(record->value().status, 299);
+  EXPECT_EQ(record->value().body, fresh->rendered.body);
+  EXPECT_EQ(budget("acme").spent, units(3));
+}
+
 TEST_P(StoreConformanceWithTree, IdempotentReplayReturnsTheOriginalAnswer) {
   const ledger::Command first =
       with_key(spend("acme/research/agent", units(2), "hold_i1"), "key-1", "hash-1");
   const Outcome original = run(first);
   ASSERT_TRUE(original.ok());
-  ASSERT_EQ(original->status, 201);
+  ASSERT_EQ(original->rendered.status, 201);
   const int64_t head = budget("acme").head_seq;
 
   // The edge would give the retry a new hold id; the answer must still be the first one.
@@ -612,8 +778,8 @@ TEST_P(StoreConformanceWithTree, IdempotentReplayReturnsTheOriginalAnswer) {
   for (int i = 0; i < 3; ++i) {
     const Outcome replay = run(retry);
     ASSERT_TRUE(replay.ok());
-    EXPECT_EQ(replay->status, original->status);
-    EXPECT_EQ(replay->body, original->body);
+    EXPECT_EQ(replay->rendered.status, original->rendered.status);
+    EXPECT_EQ(replay->rendered.body, original->rendered.body);
   }
   EXPECT_EQ(budget("acme").head_seq, head);
   EXPECT_EQ(budget("acme").spent, units(2));
@@ -623,7 +789,7 @@ TEST_P(StoreConformanceWithTree, IdempotentReplayReturnsTheOriginalAnswer) {
   ASSERT_TRUE(record.ok() && record->has_value());
   EXPECT_EQ(record->value().request_hash, "hash-1");
   EXPECT_EQ(record->value().status, 201);
-  EXPECT_EQ(record->value().body, original->body);
+  EXPECT_EQ(record->value().body, original->rendered.body);
   EXPECT_EQ(record->value().created_at, now());
 
   // The same key with a different request is a conflict, and writes nothing.
@@ -640,12 +806,12 @@ TEST_P(StoreConformanceWithTree, IdempotentReplayReturnsTheOriginalAnswer) {
   expect_status(set_budget("acme/research", units(3)), 200);
   const Outcome denied = run(big);
   ASSERT_TRUE(denied.ok());
-  ASSERT_EQ(denied->status, 402);
+  ASSERT_EQ(denied->rendered.status, 402);
   expect_status(set_budget("acme/research", units(40)), 200);
   const Outcome denied_again = run(big);
   ASSERT_TRUE(denied_again.ok());
-  EXPECT_EQ(denied_again->status, 402);
-  EXPECT_EQ(denied_again->body, denied->body);
+  EXPECT_EQ(denied_again->rendered.status, 402);
+  EXPECT_EQ(denied_again->rendered.body, denied->rendered.body);
   EXPECT_EQ(budget("acme").spent, units(2));
 }
 
@@ -683,13 +849,13 @@ TEST_P(StoreConformanceWithTree, IdempotencyRecordsArePrunedAfterTheRetention) {
   const Outcome replay_recent =
       run(with_key(spend("acme/research/agent", cents(10), "hold_x"), "new-1", "hash-new"));
   ASSERT_TRUE(replay_recent.ok());
-  EXPECT_EQ(replay_recent->body, recent->body);
+  EXPECT_EQ(replay_recent->rendered.body, recent->rendered.body);
   const Micros spent_before = budget("acme").spent.micros();
   const Outcome replay_old =
       run(with_key(spend("acme/research/agent", cents(10), "hold_y"), "old-0", "hash-old"));
   ASSERT_TRUE(replay_old.ok());
-  EXPECT_EQ(replay_old->status, 201);
-  EXPECT_NE(replay_old->body, old_answers[0]->body);
+  EXPECT_EQ(replay_old->rendered.status, 201);
+  EXPECT_NE(replay_old->rendered.body, old_answers[0]->rendered.body);
   EXPECT_EQ(budget("acme").spent.micros(), spent_before + cents(10).micros());
 
   // Records survive a reopen exactly as pruned (SQLite rebuilds its index from the log).
@@ -711,12 +877,12 @@ TEST_P(StoreConformanceWithTree, IdempotencyKeyIsUsedOnceWithinOneBatch) {
   const Status status = store_->commit_batch(read, [&](ledger::WorkingSet& state) {
     outcomes.clear();
     for (const ledger::Command& command : commands)
-      outcomes.push_back(ledger::apply_command(state, command, now()));
+      outcomes.push_back(ledger::apply_command(state, command, now(), http::render_answer));
   });
   ASSERT_TRUE(status.ok()) << status.error().message;
   ASSERT_EQ(outcomes.size(), 2u);
   ASSERT_TRUE(outcomes[0].ok() && outcomes[1].ok());
-  EXPECT_EQ(outcomes[1]->body, outcomes[0]->body);
+  EXPECT_EQ(outcomes[1]->rendered.body, outcomes[0]->rendered.body);
   EXPECT_EQ(budget("acme").spent, units(1));
   EXPECT_EQ(budget("acme").head_seq, 4);
   EXPECT_TRUE(verify("acme").ok);
@@ -748,7 +914,7 @@ TEST_P(StoreConformanceWithTree, EveryApplyStartsFromTheCommittedState) {
                     has_budgets ? state.budgets.at("acme/research").spent.micros() : -1,
                     has_budgets ? state.budgets.at("acme").head_seq : -1});
     outcomes.clear();
-    outcomes.push_back(ledger::apply_command(state, command, now()));
+    outcomes.push_back(ledger::apply_command(state, command, now(), http::render_answer));
   };
 
   ASSERT_TRUE(store_->commit_batch(read, apply).ok());
@@ -777,7 +943,7 @@ TEST_P(StoreConformanceWithTree, EveryApplyStartsFromTheCommittedState) {
   EXPECT_EQ(budget("acme/research").spent, units(2));
   EXPECT_EQ(budget("acme").head_seq, 5);
   ASSERT_EQ(outcomes.size(), 1u);
-  EXPECT_EQ(outcomes[0]->status, 201);
+  EXPECT_EQ(outcomes[0]->rendered.status, 201);
 
   // An apply that changes nothing commits nothing.
   ASSERT_TRUE(store_->commit_batch(read, [](ledger::WorkingSet&) {}).ok());
@@ -869,7 +1035,7 @@ TEST_P(StoreConformanceWithTree, ReopeningKeepsEverything) {
   const Outcome replay =
       run(with_key(spend("acme/research/agent", units(2), "hold_r9"), "key-r", "hash-r"));
   ASSERT_TRUE(replay.ok());
-  EXPECT_EQ(replay->status, 201);
+  EXPECT_EQ(replay->rendered.status, 201);
   EXPECT_EQ(budget("acme").spent, units(2));
   expect_status(capture("acme/research", "hold_r2", units(1)), 200);
   EXPECT_EQ(all_entries("acme").back().seq, entries_before.back().seq + 1);
@@ -914,7 +1080,7 @@ class StoreConformanceClocks : public StoreConformance {
       second_store = GetParam().factory(directory_.str());
       ASSERT_NE(second_store, nullptr);
       other = std::make_unique<engine::Sequencer>(
-          *second_store, [&behind] { return behind.load(); }, engine::SequencerOptions{}, nullptr);
+          *second_store, [&behind] { return behind.load(); }, edge_options(), nullptr);
     }
     const auto on_ahead = [&](const ledger::Command& command) {
       clock_ = boundary + 30 * second;
@@ -938,7 +1104,7 @@ class StoreConformanceClocks : public StoreConformance {
     std::vector<int> statuses;
     for (const Outcome& outcome : outcomes) {
       ASSERT_TRUE(outcome.ok()) << outcome.error().message;
-      statuses.push_back(outcome->status);
+      statuses.push_back(outcome->rendered.status);
     }
     EXPECT_EQ(statuses, (std::vector<int>{201, 402, 402, 201, 402}));
 
@@ -1002,15 +1168,16 @@ TEST_P(StoreConformanceClocks, ClockSteppingBackKeepsWindowsBreakersAndExpiries)
   clock_ = decided - 2 * 3'600 * second;
   const Outcome over_window = run(spend("acme/agent", units(2), "hold_3"));
   ASSERT_TRUE(over_window.ok());
-  EXPECT_EQ(over_window->status, 402) << over_window->body;
-  EXPECT_EQ(boost::json::parse(over_window->body).at("error").at("code").as_string(),
+  EXPECT_EQ(over_window->rendered.status, 402) << over_window->rendered.body;
+  EXPECT_EQ(boost::json::parse(over_window->rendered.body).at("error").at("code").as_string(),
             "window_exceeded");
   const Outcome third = run(spend("acme/agent", cents(50), "hold_4"));
   ASSERT_TRUE(third.ok());
-  EXPECT_EQ(third->status, 201) << third->body;
+  EXPECT_EQ(third->rendered.status, 201) << third->rendered.body;
   const Outcome fourth = run(spend("acme/agent", cents(10), "hold_5"));  // the 4th in a minute
   ASSERT_TRUE(fourth.ok());
-  EXPECT_EQ(boost::json::parse(fourth->body).at("error").at("code").as_string(), "breaker_tripped");
+  EXPECT_EQ(boost::json::parse(fourth->rendered.body).at("error").at("code").as_string(),
+            "breaker_tripped");
 
   // The hold was made at `decided` for a minute: its expiry did not move back with the clock,
   // and the entries' timestamps never went back either.
@@ -1107,6 +1274,137 @@ TEST_P(StoreConformance, PoliciesAreStoredReadBackAndKeptOnReopen) {
   open();
   EXPECT_EQ(budget("acme").policies, expected);
   EXPECT_EQ(budget("acme").usage.windows.size(), 2u);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+// require_tags on a node: every spend and hold below it must carry those tags (non-empty), or
+// it is a 400 that writes nothing; the policy is stored, shown, kept on reopen, and cleared.
+TEST_P(StoreConformanceWithTree, RequiredTagsRefuseUntaggedSpendsAndHoldsBelowTheNode) {
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.require_tags = std::vector<std::string>{"customer"};
+                             }),
+                200);
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.require_tags = std::vector<std::string>{"feature"};
+                             }),
+                200);
+  EXPECT_EQ(budget("acme").policies.require_tags, std::vector<std::string>{"customer"});
+  const auto detail = boost::json::parse(all_entries("acme").back().detail_json).as_object();
+  EXPECT_EQ(detail.at("policies").at("require_tags").at(0).as_string(), "feature");
+  const int64_t head = budget("acme").head_seq;
+  const size_t entries = all_entries("acme").size();
+
+  // The spend helper tags {"run":"42"} only: both levels' keys are missing.
+  const Error untagged =
+      expect_error(spend("acme/research/agent", cents(10), "hold_a"), "missing_required_tags");
+  EXPECT_EQ(untagged.code, ErrorCode::invalid_input);
+  EXPECT_NE(untagged.message.find("\"customer\""), std::string::npos);
+  EXPECT_NE(untagged.message.find("\"feature\""), std::string::npos);
+  ledger::Command half = spend("acme/research/agent", cents(10), "hold_b");
+  half.tags_json = R"({"customer":"c1","feature":""})";  // empty counts as missing
+  expect_error(half, "missing_required_tags");
+  ledger::Command untagged_hold = hold("acme/research/agent", cents(10), "hold_c", minute);
+  expect_error(untagged_hold, "missing_required_tags");
+  EXPECT_EQ(budget("acme").head_seq, head);
+  EXPECT_EQ(all_entries("acme").size(), entries);
+  EXPECT_EQ(budget("acme/research").spent, cents(0));
+
+  ledger::Command tagged = spend("acme/research/agent", cents(10), "hold_d");
+  tagged.tags_json = R"({"customer":"c1","feature":"search"})";
+  expect_status(tagged, 201);
+  ledger::Command tagged_hold = hold("acme/research/agent", cents(10), "hold_e", minute);
+  tagged_hold.tags_json = R"({"customer":"c1","feature":"search"})";
+  expect_status(tagged_hold, 201);
+  // A capture takes the hold's tags: it needs none of its own.
+  expect_status(capture("acme/research/agent", "hold_e"), 200);
+  // Outside acme/research only acme's key is required.
+  expect_status(set_budget("acme/ops", std::nullopt), 201);
+  ledger::Command ops = spend("acme/ops", cents(10), "hold_f");
+  ops.tags_json = R"({"customer":"c2"})";
+  expect_status(ops, 201);
+
+  close();
+  open();
+  EXPECT_EQ(budget("acme/research").policies.require_tags, std::vector<std::string>{"feature"});
+  expect_status(set_policies("acme/research",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.require_tags = std::vector<std::string>{};
+                             }),
+                200);
+  EXPECT_TRUE(budget("acme/research").policies.require_tags.empty());
+  ledger::Command customer_only = spend("acme/research/agent", cents(10), "hold_g");
+  customer_only.tags_json = R"({"customer":"c1"})";
+  expect_status(customer_only, 201);
+  EXPECT_TRUE(verify("acme").ok);
+}
+
+// vendor_categories on a node: a spend or hold below it with no category of its own gets its
+// vendor's category (deepest node first; exact name over wildcard, longer wildcard over
+// shorter), in the entry's hashed tags, the hold, its capture and a denial alike.
+TEST_P(StoreConformanceWithTree, VendorCategoriesFillTheCategoryOfSpendsThatNameNone) {
+  using ledger::VendorCategory;
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.vendor_categories =
+                                   std::vector<VendorCategory>{{"*.example.com", "payments"},
+                                                               {"*.serp.example.com", "data-api"},
+                                                               {"openai", "llm"}};
+                             }),
+                200);
+  expect_status(
+      set_policies(
+          "acme/research",
+          [](ledger::BudgetSettings& settings) {
+            settings.vendor_categories = std::vector<VendorCategory>{{"openai", "research-llm"}};
+            settings.require_tags = std::vector<std::string>{"category"};
+          }),
+      200);
+  const auto category_of = [](const Entry& entry) -> std::string {
+    const auto tags = boost::json::parse(entry.tags_json).as_object();
+    const auto* value = tags.if_contains("category");
+    return value ? std::string(value->as_string()) : "(none)";
+  };
+  expect_status(spend("acme", cents(1), "hold_v1", "openai"), 201);
+  EXPECT_EQ(category_of(all_entries("acme").back()), "llm");
+  EXPECT_EQ(boost::json::parse(all_entries("acme").back().tags_json).at("run").as_string(), "42");
+  expect_status(spend("acme", cents(1), "hold_v2", "api.serp.example.com"), 201);
+  EXPECT_EQ(category_of(all_entries("acme").back()), "data-api");
+  expect_status(spend("acme", cents(1), "hold_v3", "shop.example.com"), 201);
+  EXPECT_EQ(category_of(all_entries("acme").back()), "payments");
+  expect_status(spend("acme", cents(1), "hold_v4", "anthropic"), 201);
+  EXPECT_EQ(category_of(all_entries("acme").back()), "(none)");
+  ledger::Command own = spend("acme", cents(1), "hold_v5", "openai");
+  own.tags_json = R"({"category":"payments"})";
+  expect_status(own, 201);
+  EXPECT_EQ(category_of(all_entries("acme").back()), "payments");
+  // The deepest node decides, and its default satisfies its own require_tags.
+  expect_status(spend("acme/research/agent", cents(1), "hold_v6", "openai"), 201);
+  EXPECT_EQ(category_of(all_entries("acme").back()), "research-llm");
+  expect_error(spend("acme/research/agent", cents(1), "hold_v7", "anthropic"),
+               "missing_required_tags");
+  ledger::Command held = hold("acme/research/agent", cents(2), "hold_v8", minute);
+  held.vendor = "OpenAI";  // vendors match ignoring case
+  expect_status(held, 201);
+  expect_status(capture("acme/research/agent", "hold_v8"), 200);
+  EXPECT_EQ(all_entries("acme").back().kind, "capture");
+  EXPECT_EQ(category_of(all_entries("acme").back()), "research-llm");
+  // A denial records the category too.
+  expect_status(spend("acme/research/agent", units(6), "hold_v9", "openai"), 402);
+  EXPECT_EQ(all_entries("acme").back().kind, "deny");
+  EXPECT_EQ(category_of(all_entries("acme").back()), "research-llm");
+
+  close();
+  open();
+  EXPECT_EQ(budget("acme").policies.vendor_categories.size(), 3u);
+  expect_status(set_policies("acme",
+                             [](ledger::BudgetSettings& settings) {
+                               settings.vendor_categories = std::vector<VendorCategory>{};
+                             }),
+                200);
+  expect_status(spend("acme", cents(1), "hold_v10", "openai"), 201);
+  EXPECT_EQ(category_of(all_entries("acme").back()), "(none)");
   EXPECT_TRUE(verify("acme").ok);
 }
 
@@ -1295,7 +1593,7 @@ TEST_P(StoreConformanceWithTree, OneBatchTripsTheBreakerOnceAndAdmitsNothingAfte
   }
   std::vector<int> statuses;
   for (auto& answer : answers)
-    statuses.push_back(answer->get_future().get()->status);
+    statuses.push_back(answer->get_future().get()->rendered.status);
   EXPECT_EQ(std::count(statuses.begin(), statuses.begin() + 20, 201), 20);
   EXPECT_EQ(std::count(statuses.begin() + 20, statuses.end(), 402), 10);
   EXPECT_EQ(kinds_after(all_entries("acme"), before).at(20), "deny");
@@ -1403,7 +1701,7 @@ TEST_P(StoreConformanceWithTree, VoidingABusyFleetSplitsUnderTheRowBound) {
                          "hold_m" + std::to_string(10'000 + i), 3'600 * second));
   }
   for (const Outcome& outcome : submit_all(*sequencer_, std::move(holds)))
-    ASSERT_TRUE(outcome.ok() && outcome->status == 201);
+    ASSERT_TRUE(outcome.ok() && outcome->rendered.status == 201);
   EXPECT_EQ(budget("acme").reserved, cents(holds_count));
 
   int64_t head = budget("acme").head_seq;
@@ -1754,6 +2052,70 @@ TEST_P(StoreConformanceWithTree, WebhookChangesAreChainedAndStored) {
   EXPECT_TRUE(verify("acme").ok);
 }
 
+// ---- Vendors: the proxy's upstreams (chained, credential sealed by the edge) ------------------
+
+Command put_vendor(const std::string& root, const std::string& name, std::string patch,
+                   std::optional<std::string> credential) {
+  Command command = command_for(CommandKind::set_vendor, root);
+  command.vendor_settings.name = name;
+  command.vendor_settings.settings_patch_json = std::move(patch);
+  command.vendor_settings.credential = std::move(credential);
+  return command;
+}
+
+TEST_P(StoreConformanceWithTree, VendorChangesAreChainedAndStored) {
+  const int64_t head = budget("acme").head_seq;
+  const std::string sealed = "v1:c2VhbGVkLWNyZWRlbnRpYWw=";
+  const boost::json::object created =
+      expect_status(put_vendor("acme", "openai",
+                               R"({"base_url":"https://api.example/v1","kind":"openai"})", sealed),
+                    201);
+  EXPECT_FALSE(created.contains("credential"));
+  EXPECT_TRUE(created.at("credential_set").as_bool());
+  auto stored = store_->get_vendor("openai").value();
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->root, "acme");
+  EXPECT_EQ(stored->credential, sealed);
+  EXPECT_EQ(stored->settings_json, R"({"base_url":"https://api.example/v1","kind":"openai"})");
+  // Creating needs kind, base_url and a credential; another root cannot take the name.
+  expect_error(put_vendor("acme", "half", R"({"kind":"generic"})", sealed), "missing_field");
+  expect_error(
+      put_vendor("acme", "half", R"({"base_url":"https://x","kind":"generic"})", std::nullopt),
+      "missing_field");
+  expect_status(set_budget("zeta", std::nullopt), 201);
+  expect_error(put_vendor("zeta", "openai", R"({"base_url":"https://x","kind":"openai"})", sealed),
+               "vendor_root_mismatch");
+  // An update merges what it names over the rest; null removes a setting.
+  expect_status(put_vendor("acme", "openai",
+                           R"({"credential_header":"X-Key","kind":null,)"
+                           R"("timeouts":{"idle_ms":5}})",
+                           std::nullopt),
+                200);
+  stored = store_->get_vendor("openai").value();
+  EXPECT_EQ(stored->credential, sealed);
+  EXPECT_EQ(stored->settings_json,
+            R"({"base_url":"https://api.example/v1","credential_header":"X-Key",)"
+            R"("timeouts":{"idle_ms":5}})");
+  EXPECT_EQ(store_->list_vendors().value().size(), 1u);
+
+  Command removal = command_for(CommandKind::delete_vendor, "acme");
+  removal.vendor_settings.name = "openai";
+  expect_status(removal, 200);
+  EXPECT_FALSE(store_->get_vendor("openai").value().has_value());
+  expect_error(removal, "vendor_not_found");
+  // Every change is an entry by its actor; the credential, even sealed, is never in the books.
+  std::vector<std::string> kinds;
+  for (const Entry& entry : all_entries("acme")) {
+    EXPECT_EQ(entry.detail_json.find(sealed), std::string::npos);
+    if (entry.seq > head) {
+      kinds.push_back(entry.kind);
+      EXPECT_EQ(entry.actor, "admin");
+    }
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"vendor_set", "vendor_set", "vendor_deleted"}));
+  EXPECT_TRUE(verify("acme").ok);
+}
+
 WebhookDelivery delivery_for(const std::string& webhook, int64_t seq, Micros at) {
   WebhookDelivery delivery;
   delivery.webhook = webhook;
@@ -1857,7 +2219,7 @@ boost::json::array shown_vendor_limits(const BudgetNode& node, Micros now) {
   BudgetNode alone = node;
   alone.parent.clear();
   const std::vector<const BudgetNode*> view{&alone};
-  return ledger::budget_to_json(alone, view, now).at("vendor_limits").as_array();
+  return http::budget_to_json(alone, view, now).at("vendor_limits").as_array();
 }
 
 TEST_P(StoreConformanceWithTree, VendorLimitCapsTheWholeSubtreeAndNamesTheRule) {
@@ -2075,9 +2437,9 @@ class StoreConformanceRace : public StoreConformance {
           sequencer->submit(std::move(command), [&counts, answered](Outcome outcome) {
             if (!outcome.ok()) {
               ++counts.failed;
-            } else if (outcome->status == 201) {
+            } else if (outcome->rendered.status == 201) {
               ++counts.accepted;
-            } else if (outcome->status == 402) {
+            } else if (outcome->rendered.status == 402) {
               ++counts.denied;
             } else {
               ++counts.failed;
@@ -2165,7 +2527,7 @@ TEST_P(StoreConformanceRace, TwoInstancesOnOneDatabaseNeverOverspend) {
   std::unique_ptr<Store> second_store = GetParam().factory(directory_.str());
   ASSERT_NE(second_store, nullptr);
   auto second = std::make_unique<engine::Sequencer>(
-      *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+      *second_store, [this] { return clock_.load(); }, edge_options(), nullptr);
 
   Counts counts;
   hammer({sequencer_.get(), second.get()}, amount, counts);
@@ -2201,11 +2563,14 @@ CrowdResult crowd(const std::vector<engine::Sequencer*>& sequencers, int callers
         std::string key;
         if (!outcome.ok()) {
           key = "error:" + outcome.error().subcode;
-        } else if (outcome->status == 402) {
-          key = std::string(
-              boost::json::parse(outcome->body).at("error").at("code").as_string().c_str());
+        } else if (outcome->rendered.status == 402) {
+          key = std::string(boost::json::parse(outcome->rendered.body)
+                                .at("error")
+                                .at("code")
+                                .as_string()
+                                .c_str());
         } else {
-          key = std::to_string(outcome->status);
+          key = std::to_string(outcome->rendered.status);
         }
         std::lock_guard lock(mutex);
         ++result.by_code[key];
@@ -2232,7 +2597,7 @@ TEST_P(StoreConformanceRace, WindowCapAdmitsNoMoreThanItsLimitUnder200Callers) {
     second_store = GetParam().factory(directory_.str());
     ASSERT_NE(second_store, nullptr);
     second = std::make_unique<engine::Sequencer>(
-        *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+        *second_store, [this] { return clock_.load(); }, edge_options(), nullptr);
     instances.push_back(second.get());
   }
   const Money amount = cents(30);
@@ -2274,7 +2639,7 @@ TEST_P(StoreConformanceRace, BreakerTripsExactlyOnceUnder200Callers) {
     second_store = GetParam().factory(directory_.str());
     ASSERT_NE(second_store, nullptr);
     second = std::make_unique<engine::Sequencer>(
-        *second_store, [this] { return clock_.load(); }, engine::SequencerOptions{}, nullptr);
+        *second_store, [this] { return clock_.load(); }, edge_options(), nullptr);
     instances.push_back(second.get());
   }
   const CrowdResult result = crowd(instances, 200, 1, cents(10));
@@ -2334,8 +2699,7 @@ TEST_P(StoreConformanceRace, VendorLimitAdmitsExactlyFloorUnder200CallersAcrossT
       extra_stores.push_back(GetParam().factory(directory_.str()));
       ASSERT_NE(extra_stores.back(), nullptr);
       extra.push_back(std::make_unique<engine::Sequencer>(
-          *extra_stores.back(), [this] { return clock_.load(); }, engine::SequencerOptions{},
-          nullptr));
+          *extra_stores.back(), [this] { return clock_.load(); }, edge_options(), nullptr));
       instances.push_back(extra.back().get());
     }
   }
@@ -2362,11 +2726,14 @@ TEST_P(StoreConformanceRace, VendorLimitAdmitsExactlyFloorUnder200CallersAcrossT
         std::string key;
         if (!outcome.ok()) {
           key = "error:" + outcome.error().subcode;
-        } else if (outcome->status == 402) {
-          key = std::string(
-              boost::json::parse(outcome->body).at("error").at("code").as_string().c_str());
+        } else if (outcome->rendered.status == 402) {
+          key = std::string(boost::json::parse(outcome->rendered.body)
+                                .at("error")
+                                .at("code")
+                                .as_string()
+                                .c_str());
         } else {
-          key = std::to_string(outcome->status);
+          key = std::to_string(outcome->rendered.status);
         }
         std::lock_guard lock(mutex);
         if (i == 2) {
@@ -2419,6 +2786,116 @@ TEST_P(StoreConformanceRace, VendorLimitAdmitsExactlyFloorUnder200CallersAcrossT
 
 // Every store the suite runs against: SQLite, and PostgreSQL in both isolation levels when a
 // server is configured (postgres_fixture.hpp).
+// ---- Signed checkpoints (ledger/checkpoint.hpp, checkpoints/checkpoint_signer.hpp) ----------
+
+TEST_P(StoreConformanceWithTree, CheckpointsAreStoredOncePerSeqAndReadInOrder) {
+  EXPECT_FALSE(store_->latest_checkpoint("acme").value().has_value());
+  EXPECT_TRUE(store_->list_checkpoints("acme", 0, 10).value().empty());
+  auto checkpoint_at = [](int64_t seq, std::string signature) {
+    ledger::Checkpoint checkpoint;
+    checkpoint.root = "acme";
+    checkpoint.seq = seq;
+    checkpoint.hash = std::string(64, 'a');
+    checkpoint.ts = t0 + seq;
+    checkpoint.key_id = "0123456789abcdef";
+    checkpoint.signature = std::move(signature);
+    return checkpoint;
+  };
+  EXPECT_TRUE(store_->record_checkpoint(checkpoint_at(3, "first")).value());
+  EXPECT_TRUE(store_->record_checkpoint(checkpoint_at(1, "one")).value());
+  // A second checkpoint at a seq (another instance's) is refused; the first is kept.
+  EXPECT_FALSE(store_->record_checkpoint(checkpoint_at(3, "second")).value());
+  const auto listed = store_->list_checkpoints("acme", 0, 10);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].seq, 1);
+  EXPECT_EQ((*listed)[1].seq, 3);
+  EXPECT_EQ((*listed)[1].signature, "first");
+  EXPECT_EQ((*listed)[1].ts, t0 + 3);
+  EXPECT_EQ(store_->list_checkpoints("acme", 1, 10)->size(), 1u);
+  EXPECT_EQ(store_->list_checkpoints("acme", 0, 1)->size(), 1u);
+  EXPECT_TRUE(store_->list_checkpoints("beta", 0, 10)->empty());
+  close();
+  open();
+  const auto latest = store_->latest_checkpoint("acme");
+  ASSERT_TRUE(latest.ok() && latest->has_value());
+  EXPECT_EQ((*latest)->seq, 3);
+  EXPECT_EQ(ledger::checkpoint_to_json(**latest),
+            ledger::checkpoint_to_json(checkpoint_at(3, "first")));
+}
+
+TEST_P(StoreConformanceWithTree, SignerCheckpointsEveryNEntriesOrIntervalAndVerifyProvesThem) {
+  auto key = checkpoints::SigningKey::generate();
+  ASSERT_TRUE(key.ok());
+  checkpoints::SignerOptions options;
+  options.every_entries = 3;
+  options.interval = std::chrono::seconds(60);
+  options.poll = std::chrono::milliseconds(0);  // passes run here, not on a thread
+  checkpoints::CheckpointSigner signer(
+      *store_, std::move(key).value(), [this] { return now(); }, options);
+  EXPECT_EQ(signer.sign_once(), 1u);  // the first head is signed at once
+  EXPECT_EQ(signer.sign_once(), 0u);  // nothing new
+  expect_status(spend("acme/research/agent", units(1), "hold_c1"), 201);
+  EXPECT_EQ(signer.sign_once(), 0u);  // one entry on, well inside the interval
+  expect_status(spend("acme/research/agent", units(1), "hold_c2"), 201);
+  expect_status(spend("acme/research/agent", units(1), "hold_c3"), 201);
+  EXPECT_EQ(signer.sign_once(), 1u);  // three entries on
+  expect_status(spend("acme/research/agent", units(1), "hold_c4"), 201);
+  advance(61 * second);
+  EXPECT_EQ(signer.sign_once(), 1u);  // the interval passed
+  const auto listed = store_->list_checkpoints("acme", 0, 100);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 3u);
+  const BudgetNode root = budget("acme");
+  EXPECT_EQ(listed->back().seq, root.head_seq);
+  EXPECT_EQ(listed->back().hash, root.head_hash);
+  for (const ledger::Checkpoint& checkpoint : *listed) {
+    EXPECT_TRUE(
+        signer.public_key().verify(ledger::checkpoint_message(checkpoint), checkpoint.signature));
+  }
+  EXPECT_GT(listed->back().ts, (*listed)[0].ts);
+
+  store::Store::VerifyOptions verify_options;
+  verify_options.checkpoints = *listed;
+  const auto proven = store_->verify("acme", nullptr, verify_options);
+  ASSERT_TRUE(proven.ok());
+  EXPECT_TRUE(proven->ok) << proven->checkpoint_problem << proven->balance_problem;
+  EXPECT_EQ(proven->checkpoints_checked, 3);
+  EXPECT_EQ(proven->latest_checkpoint_seq, root.head_seq);
+  EXPECT_EQ(proven->budgets_checked, 3);
+
+  // A checkpoint the chain does not reach (as if the tail had been cut) is named.
+  ledger::Checkpoint beyond = listed->back();
+  beyond.seq = root.head_seq + 5;
+  verify_options.checkpoints.push_back(beyond);
+  const auto contradicted = store_->verify("acme", nullptr, verify_options);
+  ASSERT_TRUE(contradicted.ok());
+  EXPECT_FALSE(contradicted->ok);
+  EXPECT_EQ(contradicted->first_bad_checkpoint_seq, beyond.seq);
+  EXPECT_FALSE(contradicted->first_bad_seq.has_value());
+}
+
+TEST_P(StoreConformanceWithTree, VerifyReconcilesBudgetsWithPostingsAcrossPeriodsAndHolds) {
+  // Spends, a hold captured in part, one voided, one left open, a day boundary and a period
+  // change: every node's spent and reserved must still follow from the postings.
+  expect_status(spend("acme/research/agent", units(2), "hold_r1"), 201);
+  expect_status(hold("acme/research/agent", units(4), "hold_r2", 300 * second), 201);
+  expect_status(capture("acme/research/agent", "hold_r2", units(1)), 200);
+  expect_status(hold("acme/research", units(3), "hold_r3", 300 * second), 201);
+  expect_status(hold("acme/research/agent", units(2), "hold_r4", 3'600 * second), 201);
+  expect_status(void_hold("acme/research", "hold_r3"), 200);
+  advance(86'400 * second);  // research's day rolls over
+  expect_status(spend("acme/research/agent", units(1), "hold_r5"), 201);
+  expect_status(set_budget("acme", units(100), ledger::Period::week), 200);
+  expect_status(spend("acme/research", units(1), "hold_r6"), 201);
+  const ledger::VerifyReport report = verify("acme");
+  EXPECT_TRUE(report.ok) << report.balance_problem;
+  EXPECT_EQ(report.budgets_checked, 3);
+  EXPECT_EQ(budget("acme/research").spent, units(2));
+  EXPECT_EQ(budget("acme/research").reserved, units(2));
+  EXPECT_EQ(budget("acme").spent, units(2));  // March began: 1.00 + 1.00 since
+}
+
 std::vector<StoreKind> all_store_kinds() {
   std::vector<StoreKind> kinds{StoreKind{"sqlite", open_sqlite, false}};
   if (!postgres_base_url().empty()) {
@@ -2449,6 +2926,330 @@ INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceWithTree, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceRace, all_stores, store_name);
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceClocks, all_stores, store_name);
+
+// ---- Constrained queries and exports (src/query, src/export) --------------------------------
+
+// Spends, captures, voids and expiries across teams, vendors, categories and tags over several
+// days: every query's rows must equal sums computed here from the stored entries.
+class StoreConformanceQuery : public StoreConformance {
+ protected:
+  // Runs a command that must be decided (accepted or denied), not fail.
+  void must(const ledger::Command& command) {
+    const Outcome outcome = run(command);
+    EXPECT_TRUE(outcome.ok()) << (outcome.ok() ? "" : outcome.error().message);
+  }
+
+  void SetUp() override {
+    StoreConformance::SetUp();
+    expect_status(set_budget("acme", units(100'000), ledger::Period::none), 201);
+    for (const char* team : {"acme/research", "acme/sales"}) {
+      expect_status(set_budget(team, std::nullopt), 201);
+      for (const char* agent : {"/a", "/b_2"})
+        expect_status(set_budget(std::string(team) + agent, std::nullopt), 201);
+    }
+    const std::vector<std::string> agents{"acme/research/a", "acme/research/b_2", "acme/sales/a",
+                                          "acme/sales/b_2", "acme"};
+    const char* vendors[] = {"openai", "serp.api", "stripe"};
+    const char* customers[] = {"globex", "initech", "o'reilly"};
+    int64_t state = 7;
+    auto next = [&state](int64_t bound) {
+      state = (state * 1'103'515'245 + 12'345) % 2'147'483'648;
+      return state % bound;
+    };
+    for (int i = 0; i < 90; ++i) {
+      const std::string& budget = agents[static_cast<size_t>(next(5))];
+      Command command = spend(budget, Money::from_micros(1 + next(9'999'999)),
+                              "hold_q" + std::to_string(i), vendors[next(3)]);
+      command.tags_json = std::string(R"({"category":")") + (next(2) == 0 ? "llm" : "data-api") +
+                          R"(","customer":")" + customers[next(3)] + "\"}";
+      if (i % 3 == 1) {
+        command.kind = CommandKind::hold;
+        command.ttl = 60 * second;
+        command.receipt_json = "null";
+        must(command);
+        if (i % 6 == 1)
+          must(capture(budget, command.hold_id,
+                       Money::from_micros(command.amount->micros() * next(101) / 100)));
+        else if (i % 12 == 4)
+          must(void_hold(budget, command.hold_id));
+      } else {
+        must(command);
+      }
+      if (i % 15 == 14)
+        advance(86'400 * second);  // a new day
+    }
+    // Let some holds expire (captured at their held amount) through the engine.
+    advance(120 * second);
+    auto expired = store_->list_expired_holds(now(), 100);
+    ASSERT_TRUE(expired.ok());
+    for (const Hold& hold : *expired)
+      must(expire(hold));
+    entries_ = all_entries("acme");
+  }
+
+  static std::string key_of(const Entry& entry, const query::GroupBy& group) {
+    auto prefix = [&entry](size_t depth) {
+      size_t at = 0;
+      for (size_t k = 0; k < depth; ++k) {
+        at = entry.budget.find('/', at + (k == 0 ? 0 : 1));
+        if (at == std::string::npos)
+          return entry.budget;
+      }
+      return entry.budget.substr(0, at);
+    };
+    auto tag = [&entry](const std::string& key) {
+      auto tags = boost::json::parse(entry.tags_json).as_object();
+      const auto* value = tags.if_contains(key);
+      return value ? std::string(value->as_string()) : std::string("(null)");
+    };
+    switch (group.kind) {
+      case query::GroupKind::team:
+        return prefix(2);
+      case query::GroupKind::agent:
+        return prefix(3);
+      case query::GroupKind::budget:
+        return entry.budget;
+      case query::GroupKind::vendor:
+        return entry.vendor;
+      case query::GroupKind::category:
+        return tag("category");
+      case query::GroupKind::tag:
+        return tag(group.tag_key);
+      case query::GroupKind::day:
+        return ledger::format_timestamp(entry.ts).substr(0, 10);
+      case query::GroupKind::month:
+        return ledger::format_timestamp(entry.ts).substr(0, 7);
+      default:
+        ADD_FAILURE() << "no reference for this group";
+        return "";
+    }
+  }
+
+  using Sums = std::map<std::vector<std::string>, std::pair<int64_t, int64_t>>;
+
+  Sums expected(const query::Query& query) {
+    Sums sums;
+    for (const Entry& entry : entries_) {
+      const bool money =
+          (entry.kind == "spend" || entry.kind == "capture" || entry.kind == "expire") &&
+          entry.amount && entry.amount->is_positive();
+      if (!money || entry.ts < query.range.from || entry.ts >= query.range.to)
+        continue;
+      if (!(entry.budget == query.filters.subtree ||
+            entry.budget.starts_with(query.filters.subtree + "/")))
+        continue;
+      if (!query.filters.vendors.empty() &&
+          std::find(query.filters.vendors.begin(), query.filters.vendors.end(), entry.vendor) ==
+              query.filters.vendors.end())
+        continue;
+      if (!query.filters.kinds.empty() &&
+          std::find(query.filters.kinds.begin(), query.filters.kinds.end(), entry.kind) ==
+              query.filters.kinds.end())
+        continue;
+      bool tags_match = true;
+      for (const auto& [key, value] : query.filters.tags)
+        tags_match = tags_match && key_of(entry, {query::GroupKind::tag, 0, key}) == value;
+      if (!query.filters.categories.empty() &&
+          key_of(entry, {query::GroupKind::category, 0, ""}) != query.filters.categories.front())
+        tags_match = false;
+      if (!tags_match)
+        continue;
+      std::vector<std::string> key;
+      for (const query::GroupBy& group : query.group_by)
+        key.push_back(key_of(entry, group));
+      sums[key].first += entry.amount->micros();
+      sums[key].second += 1;
+    }
+    return sums;
+  }
+
+  Sums answered(const query::Query& query, query::ReadPath path = query::ReadPath::automatic) {
+    auto answer = query::run_query(*store_, query, path);
+    EXPECT_TRUE(answer.ok()) << (answer.ok() ? "" : answer.error().message);
+    Sums sums;
+    if (!answer.ok())
+      return sums;
+    if (path == query::ReadPath::entries_only || !query::rollup_covers(query)) {
+      EXPECT_FALSE(answer->from_rollup);
+    }
+    rollup_answers_ += answer->from_rollup ? 1 : 0;
+    for (const query::AnswerRow& row : answer->rows) {
+      std::vector<std::string> key;
+      for (const auto& part : row.keys)
+        key.push_back(part.value_or("(null)"));
+      sums[key] = {row.amount_micros, row.count};
+    }
+    return sums;
+  }
+
+  query::Query parse(const std::string& json) {
+    auto query = query::parse_query(boost::json::parse(json), now());
+    EXPECT_TRUE(query.ok()) << json;
+    return query.ok() ? *query : query::Query{};
+  }
+
+  std::vector<Entry> entries_;
+  size_t rollup_answers_ = 0;  // answers read (mostly) from the rollup
+};
+
+TEST_P(StoreConformanceQuery, EveryGroupAndFilterEqualsIndependentSums) {
+  const std::vector<std::string> groups{"[]",
+                                        R"(["team"])",
+                                        R"(["agent"])",
+                                        R"(["budget"])",
+                                        R"(["vendor"])",
+                                        R"(["category"])",
+                                        R"(["tag:customer"])",
+                                        R"(["day"])",
+                                        R"(["month"])",
+                                        R"(["team","vendor","day"])",
+                                        R"(["tag:customer","category"])"};
+  const std::vector<std::string> filters{
+      R"({"subtree":"acme"})",
+      R"({"subtree":"acme/research"})",
+      R"({"subtree":"acme/sales/b_2"})",
+      R"({"subtree":"acme","vendor":["serp.api","stripe"]})",
+      R"({"subtree":"acme","category":"llm"})",
+      R"({"subtree":"acme","kind":["capture","expire"]})",
+      R"({"subtree":"acme","tags":{"customer":"o'reilly"}})",
+      R"({"subtree":"acme/research","vendor":"openai","tags":{"customer":"globex"}})"};
+  size_t nonempty = 0;
+  for (const std::string& group : groups) {
+    for (const std::string& filter : filters) {
+      // Whole days (the rollup alone), partial days at both ends (rollup plus the entries of
+      // the edges), a rolling window ending now, and less than a day (the entries alone).
+      for (const char* range :
+           {R"("range":"all")", R"("from":"2024-03-01T00:00:00Z","to":"2024-03-03T00:00:00Z")",
+            R"("from":"2024-02-29T18:30:00Z","to":"2024-03-03T06:00:00.000001Z")",
+            R"("range":"last 3d")",
+            R"("from":"2024-03-01T01:00:00Z","to":"2024-03-01T23:00:00Z")"}) {
+        const std::string json = R"({"metric":"spend","limit":1000,"group_by":)" + group +
+                                 R"(,"filters":)" + filter + "," + range + "}";
+        SCOPED_TRACE(json);
+        const query::Query query = parse(json);
+        Sums want = expected(query);
+        if (query.group_by.empty() && want.empty())
+          want[{}] = {0, 0};
+        EXPECT_EQ(answered(query), want);
+        EXPECT_EQ(answered(query, query::ReadPath::entries_only), want);
+        nonempty += want.size() > 1 ? 1 : 0;
+      }
+    }
+  }
+  EXPECT_GT(nonempty, 40u);
+  EXPECT_GT(rollup_answers_, 100u);  // the rollup path was taken, not only the scan
+}
+
+// The rollup is written in the same commit as the entries: the rollup path and the scan of the
+// entries agree for every metric it covers, after more writes, and after a reopen.
+TEST_P(StoreConformanceQuery, RollupAndEntriesAgreeForEveryCoveredQuery) {
+  for (int i = 0; i < 4; ++i)
+    must(spend("acme/research/a", units(200'000), "hold_deny_r" + std::to_string(i), "stripe"));
+  must(spend("acme/sales/a", units(1), "hold_late"));
+  const std::vector<std::string> queries{
+      R"({"metric":"denials","group_by":["agent","vendor"],"filters":{"subtree":"acme"}})",
+      R"({"metric":"denials","group_by":["day"],"filters":{"subtree":"acme",
+          "code":["budget_exceeded"]}})",
+      R"({"metric":"count","group_by":["week","category"],"filters":{"subtree":"acme"}})",
+      R"({"metric":"avg","group_by":["vendor"],"filters":{"subtree":"acme/sales"},
+          "range":"last 2d"})",
+      R"({"metric":"spend","group_by":["budget:2","month"],"filters":{"subtree":"acme",
+          "kind":"spend","vendor":"openai"}})",
+      R"({"metric":"spend","group_by":["hour"],"filters":{"subtree":"acme"}})",
+      R"({"metric":"spend","group_by":["intent"],"filters":{"subtree":"acme"}})",
+      R"({"metric":"spend","filters":{"subtree":"acme","tags":{"customer":"globex"}}})"};
+  for (int round = 0; round < 2; ++round) {
+    for (const std::string& json : queries) {
+      SCOPED_TRACE(json);
+      const query::Query query = parse(json);
+      const Sums scanned = answered(query, query::ReadPath::entries_only);
+      EXPECT_EQ(answered(query), scanned);
+      EXPECT_FALSE(scanned.empty());
+    }
+    close();
+    open();
+  }
+  EXPECT_TRUE(query::rollup_covers(parse(queries[0])));
+  EXPECT_FALSE(query::rollup_covers(parse(queries[5])));  // hours are finer than the rollup
+  EXPECT_FALSE(query::rollup_covers(parse(queries[6])));
+  EXPECT_FALSE(query::rollup_covers(parse(queries[7])));
+  auto denials = query::run_query(*store_, parse(queries[0]));
+  ASSERT_TRUE(denials.ok());
+  EXPECT_TRUE(denials->from_rollup);
+  EXPECT_EQ(denials->total_count, 4);
+}
+
+TEST_P(StoreConformanceQuery, DenialsAndOpenHoldsAreCounted) {
+  for (int i = 0; i < 3; ++i)
+    must(spend("acme/research/a", units(200'000), "hold_deny" + std::to_string(i)));
+  must(hold("acme/sales/a", units(2), "hold_open_1", 3'600 * second));
+  auto denials = query::run_query(
+      *store_, parse(R"({"metric":"denials","group_by":["agent"],"filters":{"subtree":"acme",
+                        "code":"budget_exceeded"}})"));
+  ASSERT_TRUE(denials.ok());
+  ASSERT_EQ(denials->rows.size(), 1u);
+  EXPECT_EQ(denials->rows[0].keys[0], "acme/research/a");
+  EXPECT_EQ(denials->rows[0].count, 3);
+  auto open = query::run_query(
+      *store_,
+      parse(R"({"metric":"holds_open","group_by":["team"],"filters":{"subtree":"acme"}})"));
+  ASSERT_TRUE(open.ok());
+  ASSERT_EQ(open->rows.size(), 1u);
+  EXPECT_EQ(open->rows[0].keys[0], "acme/sales");
+  EXPECT_EQ(open->rows[0].amount_micros, units(2).micros());
+}
+
+TEST_P(StoreConformanceQuery, ExportStreamsEverySettledEntryInPagesWithTheTotals) {
+  journal::ExportOptions options;
+  options.format = journal::Format::hledger;
+  options.subtree = "acme/research";
+  options.page_size = 7;  // many pages
+  std::string text;
+  size_t chunks = 0;
+  int64_t last_progress = 0;
+  auto summary = journal::export_journal(
+      *store_, options,
+      [&](std::string_view chunk) {
+        text.append(chunk);
+        ++chunks;
+        return true;
+      },
+      [&](int64_t seq, int64_t last) {
+        EXPECT_GT(seq, last_progress);
+        EXPECT_LE(seq, last);
+        last_progress = seq;
+      });
+  ASSERT_TRUE(summary.ok()) << summary.error().message;
+  int64_t want = 0;
+  int64_t transactions = 0;
+  for (const Entry& entry : entries_) {
+    if ((entry.kind == "spend" || entry.kind == "capture" || entry.kind == "expire") &&
+        entry.amount && entry.amount->is_positive() && entry.budget.starts_with("acme/research/")) {
+      want += entry.amount->micros();
+      ++transactions;
+      EXPECT_NE(text.find("; hash:" + entry.hash + "\n"), std::string::npos) << entry.seq;
+    }
+  }
+  EXPECT_EQ(summary->amount_micros, want);
+  EXPECT_EQ(summary->transactions, transactions);
+  EXPECT_GT(transactions, 10);
+  EXPECT_EQ(summary->currency, "USD");
+  int64_t balance = 0;
+  for (const auto& [account, total] : summary->account_totals)
+    balance += total;
+  EXPECT_EQ(balance, 0);  // double entry
+  EXPECT_NE(text.find("account Expenses:Agents:Acme:Research:B-2-"), std::string::npos);
+  // A sink that stops ends the export at once.
+  auto stopped = journal::export_journal(
+      *store_, options, [](std::string_view) { return false; }, nullptr);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_TRUE(stopped->stopped);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformanceQuery, ::testing::ValuesIn(all_store_kinds()),
+                         [](const ::testing::TestParamInfo<StoreKind>& info) {
+                           return info.param.name;
+                         });
 
 }  // namespace
 }  // namespace stub::store::conformance

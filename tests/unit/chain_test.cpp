@@ -133,7 +133,9 @@ Chain build_chain() {
   WorkingSet state;
   Micros now = t0;
   const auto run = [&](const Command& command) {
-    const Outcome outcome = apply_command(state, command, now);
+    const Outcome outcome = apply_command(state, command, now, [](const Answer&) {
+      return RenderedAnswer{200, "{}"};  // the books are what this test reads, not answers
+    });
     EXPECT_TRUE(outcome.ok()) << command_kind_name(command.kind);
     now += 1'000'000;
   };

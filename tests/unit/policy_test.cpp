@@ -488,7 +488,7 @@ TEST(DecidePolicies, ApprovalThresholdRefusesSpendsAndMarksHolds) {
   EXPECT_FALSE(spend.accepted);
   EXPECT_EQ(spend.code, DenialCode::approval_required);
   EXPECT_EQ(spend.level, "acme/team");
-  EXPECT_FALSE(spend.hint.empty());
+  EXPECT_NE(spend.message.find("approval threshold"), std::string::npos);
   const Decision hold = tree.decide_hold(units(11));
   EXPECT_TRUE(hold.accepted);
   EXPECT_TRUE(hold.needs_approval);

@@ -86,6 +86,38 @@ TEST(Sender, AcceptsHttpAndHttpsUrlsOnly) {
   EXPECT_FALSE(valid_url("https://example.com/" + std::string(2'100, 'a')));
 }
 
+// Found by fuzz/webhook.cpp: URLs that parsed but that post() could not (or must not) send to.
+TEST(Sender, RefusesUrlsItCouldNotSendTo) {
+  // A percent-encoded host was decoded into the Host header (CRLF: a header of the URL's
+  // choosing) and SNI (NUL: a truncated name).
+  EXPECT_FALSE(valid_url("http://a%0d%0aX-Injected:%201/"));
+  EXPECT_FALSE(valid_url("https://evil.example%00.good.example/"));
+  EXPECT_FALSE(valid_url("http://[fe80::1%25eth0]/"));
+  // No port, or one that does not exist.
+  EXPECT_FALSE(valid_url("http://a:/"));
+  EXPECT_FALSE(valid_url("http://a:0/"));
+  EXPECT_FALSE(valid_url("http://a:65536/"));
+  EXPECT_FALSE(valid_url("http://a:000080/"));
+  // Boost.URL's port_number() wraps this one to 17332; the digits are what count.
+  EXPECT_FALSE(valid_url("https://on:82868/x"));
+  EXPECT_TRUE(valid_url("http://a:65535/"));
+  // Boost.URL 1.81 reads this as port 44 and the path "_3/x".
+  EXPECT_FALSE(valid_url("https://user:pw@example.com:44_3/a%20b"));
+  EXPECT_TRUE(valid_url("http://a:65535/"));
+  EXPECT_TRUE(valid_url("http://[::1]:9/"));
+  // An empty path is "/" on the request line, before any query.
+  const auto target = parse_url("http://h.example?x=1");
+  ASSERT_TRUE(target.has_value());
+  EXPECT_EQ(target->path, "/?x=1");
+  EXPECT_EQ(target->host, "h.example");
+  EXPECT_EQ(target->port, "80");
+  const auto tls = parse_url("https://h.example:8443/a/b?c");
+  ASSERT_TRUE(tls.has_value());
+  EXPECT_TRUE(tls->tls);
+  EXPECT_EQ(tls->port, "8443");
+  EXPECT_EQ(tls->path, "/a/b?c");
+}
+
 TEST(Sender, UnreachableReceiverIsAnErrorNotAStatus) {
   // Port 1 on loopback refuses at once.
   const PostResult result = post("http://127.0.0.1:1/hook", {}, "{}", std::chrono::seconds(2));

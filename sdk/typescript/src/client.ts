@@ -102,6 +102,34 @@ export interface SpendRequest {
   budget?: string;
 }
 
+/** A delegation: a child budget below the key's node, with its own key (POST /v1/delegations). */
+export interface DelegateRequest {
+  /** The child's node name: one path segment, `[a-z0-9][a-z0-9_-]*`. */
+  name: string;
+  /** Reserved from every level above until the child ends: at most what they have available. */
+  limit: Amount;
+  /** The child key's life, e.g. "30m" or whole seconds: at most this key's remaining life. */
+  ttl: string | number;
+  /** The only vendors the child may pay: narrower than every allow list above. */
+  vendors?: string[];
+  /** The node to delegate below (within the key's own; the key's node by default). */
+  budget?: string;
+}
+
+/** The child as created: its key's secret is shown once (null on a replay). */
+export interface Delegation {
+  path: string;
+  key_id: string;
+  key: string | null;
+  name: string;
+  limit: string;
+  expires_at: string | null;
+  parent_key: string | null;
+  run: boolean;
+  seq: number;
+  budget: BudgetState;
+}
+
 /** A hold as the server describes it. */
 export interface HoldState {
   id: string;
@@ -461,6 +489,25 @@ export class Stub {
     if (budget !== undefined) body.budget = budget;
     const answer = await this.call("POST", "/v1/spends", { body, idempotencyKey: newIdempotencyKey() });
     if (answer.status === 201 || answer.status === 200) return answer.body;
+    throw errorFromAnswer(answer.status, answer.body);
+  }
+
+  /**
+   * Hands a sub-agent its own capped, expiring budget and key, in one commit: `limit` is
+   * reserved from this budget (and every level above) until the child ends; when this key is
+   * revoked or expires, the child ends too and what it did not use returns. Give the child's
+   * `key` to the sub-agent (`new Stub({ apiKey: child.key })`).
+   */
+  async delegate(request: DelegateRequest): Promise<Delegation> {
+    const body: Record<string, unknown> = {
+      name: request.name,
+      limit: fromMicros(toMicros(request.limit)),
+      ttl: request.ttl,
+    };
+    if (request.vendors !== undefined) body.vendors = request.vendors;
+    if (request.budget !== undefined) body.budget = request.budget;
+    const answer = await this.call("POST", "/v1/delegations", { body, idempotencyKey: newIdempotencyKey() });
+    if (answer.status === 201) return answer.body as unknown as Delegation;
     throw errorFromAnswer(answer.status, answer.body);
   }
 

@@ -7,6 +7,8 @@ export {
   type HoldRequest,
   type GateOptions,
   type SpendRequest,
+  type DelegateRequest,
+  type Delegation,
   type HoldState,
   type BudgetState,
   type Entry,

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "store/postgres/pg_statements.hpp"
+#include "store/rollup.hpp"
 
 namespace stub::store::postgres {
 
@@ -25,7 +26,8 @@ using ledger::IdempotencyRecord;
 std::vector<Param> budget_params(const ledger::WorkingSet& state,
                                  const std::vector<const std::string*>& paths) {
   ArrayBuilder path, root, parent, limit, period, period_start, spent, reserved, per_txn, frozen,
-      reason, currency, head_seq, head_hash, created, updated, policy, usage;
+      reason, currency, head_seq, head_hash, created, updated, policy, usage, delegation,
+      delegation_ends_at;
   for (const std::string* key : paths) {
     const BudgetNode& node = state.budgets.at(*key);
     path.add_text(node.path);
@@ -46,12 +48,15 @@ std::vector<Param> budget_params(const ledger::WorkingSet& state,
     updated.add_int(node.updated_at);
     policy.add_text(ledger::policies_to_storage(node.policies));
     usage.add_text(ledger::usage_to_storage(node.usage));
+    delegation.add_text(ledger::delegation_to_storage(node.delegation));
+    delegation_ends_at.add_optional_int(delegation_ends_at_of(node));
   }
-  return {path.finish(),     root.finish(),         parent.finish(),  limit.finish(),
-          period.finish(),   period_start.finish(), spent.finish(),   reserved.finish(),
-          per_txn.finish(),  frozen.finish(),       reason.finish(),  currency.finish(),
-          head_seq.finish(), head_hash.finish(),    created.finish(), updated.finish(),
-          policy.finish(),   usage.finish()};
+  return {
+      path.finish(),     root.finish(),         parent.finish(),     limit.finish(),
+      period.finish(),   period_start.finish(), spent.finish(),      reserved.finish(),
+      per_txn.finish(),  frozen.finish(),       reason.finish(),     currency.finish(),
+      head_seq.finish(), head_hash.finish(),    created.finish(),    updated.finish(),
+      policy.finish(),   usage.finish(),        delegation.finish(), delegation_ends_at.finish()};
 }
 
 std::vector<Param> hold_params(const ledger::WorkingSet& state,
@@ -116,6 +121,22 @@ std::vector<Param> webhook_params(const ledger::WorkingSet& state,
           secret.finish(), since.finish(), created.finish(), updated.finish()};
 }
 
+std::vector<Param> vendor_params(const ledger::WorkingSet& state,
+                                 const std::vector<const std::string*>& names) {
+  ArrayBuilder name, root, settings, credential, created, updated;
+  for (const std::string* key : names) {
+    const ledger::Vendor& vendor = state.vendors.at(*key);
+    name.add_text(vendor.name);
+    root.add_text(vendor.root);
+    settings.add_text(vendor.settings_json);
+    credential.add_text(vendor.credential);
+    created.add_int(vendor.created_at);
+    updated.add_int(vendor.updated_at);
+  }
+  return {name.finish(),       root.finish(),    settings.finish(),
+          credential.finish(), created.finish(), updated.finish()};
+}
+
 std::vector<Param> idempotency_params(const std::vector<IdempotencyRecord>& records) {
   ArrayBuilder root, key, request_hash, status, body, created;
   for (const IdempotencyRecord& record : records) {
@@ -156,6 +177,23 @@ std::vector<Param> entry_params(const std::vector<Entry>& entries) {
           amount.finish(),    vendor.finish(), intent.finish(), tags.finish(),   receipt.finish(),
           hold_id.finish(),   code.finish(),   actor.finish(),  detail.finish(), postings.finish(),
           prev_hash.finish(), hash.finish()};
+}
+
+std::vector<Param> rollup_params(const std::vector<RollupRow>& rows) {
+  ArrayBuilder root, day, budget, vendor, category, kind, code, amount, count;
+  for (const RollupRow& row : rows) {
+    root.add_text(row.key.root);
+    day.add_int(row.key.day);
+    budget.add_text(row.key.budget);
+    vendor.add_text(row.key.vendor);
+    category.add_text(row.key.category);
+    kind.add_text(row.key.kind);
+    code.add_text(row.key.code);
+    amount.add_int(row.amount);
+    count.add_int(row.count);
+  }
+  return {root.finish(), day.finish(),  budget.finish(), vendor.finish(), category.finish(),
+          kind.finish(), code.finish(), amount.finish(), count.finish()};
 }
 
 // Splits the dirty keys of one table into rows that existed when read (UPDATE) and new rows
@@ -218,7 +256,7 @@ int64_t random_stamp() {
 }
 
 int64_t stamp_column(const Rows& row) {
-  return row.column_optional_int(18).value_or(0);
+  return row.column_optional_int(20).value_or(0);
 }
 
 const std::string* overwritten_hold(const ledger::WorkingSet& state, const ReadRows& existing) {
@@ -241,9 +279,10 @@ BatchWrites batch_writes(const ledger::WorkingSet& state, const ledger::ReadSet&
   out.changes = !state.dirty_budgets.empty() || !state.dirty_holds.empty() ||
                 !state.dirty_keys.empty() || !state.new_idempotency.empty() ||
                 !state.new_entries.empty() || !state.dirty_webhooks.empty() ||
-                !state.deleted_webhooks.empty();
+                !state.deleted_webhooks.empty() || !state.dirty_vendors.empty() ||
+                !state.deleted_vendors.empty();
   std::vector<const std::string*> budget_updates, budget_inserts, hold_updates, hold_inserts,
-      key_updates, key_inserts, webhook_updates, webhook_inserts;
+      key_updates, key_inserts, webhook_updates, webhook_inserts, vendor_updates, vendor_inserts;
   split_dirty(state.dirty_budgets, existing.budgets, budget_updates, budget_inserts);
   if (out.changes) {
     for (const std::string& path : read.budgets) {
@@ -262,9 +301,17 @@ BatchWrites batch_writes(const ledger::WorkingSet& state, const ledger::ReadSet&
       webhook_deletes.push_back(name);
   }
   std::sort(webhook_deletes.begin(), webhook_deletes.end());
+  split_dirty(state.dirty_vendors, existing.vendors, vendor_updates, vendor_inserts);
+  std::vector<std::string> vendor_deletes;
+  for (const std::string& name : state.deleted_vendors) {
+    if (existing.vendors.contains(name))
+      vendor_deletes.push_back(name);
+  }
+  std::sort(vendor_deletes.begin(), vendor_deletes.end());
   out.rows = budget_updates.size() + budget_inserts.size() + state.dirty_holds.size() +
              state.dirty_keys.size() + state.new_idempotency.size() + state.new_entries.size() +
-             state.dirty_webhooks.size() + webhook_deletes.size() + 1;
+             state.dirty_webhooks.size() + webhook_deletes.size() + state.dirty_vendors.size() +
+             vendor_deletes.size() + 1;
 
   const auto stamps_of = [&](const std::vector<const std::string*>& paths, bool expected) {
     ArrayBuilder array;
@@ -301,6 +348,12 @@ BatchWrites batch_writes(const ledger::WorkingSet& state, const ledger::ReadSet&
     out.queries.push_back({&update_webhooks, webhook_params(state, webhook_updates)});
   if (!webhook_inserts.empty())
     out.queries.push_back({&insert_webhooks, webhook_params(state, webhook_inserts)});
+  if (!vendor_deletes.empty())
+    out.queries.push_back({&delete_vendors, {text_array(vendor_deletes)}});
+  if (!vendor_updates.empty())
+    out.queries.push_back({&update_vendors, vendor_params(state, vendor_updates)});
+  if (!vendor_inserts.empty())
+    out.queries.push_back({&insert_vendors, vendor_params(state, vendor_inserts)});
   if (!state.new_idempotency.empty()) {
     out.idempotency_query = out.queries.size();
     out.queries.push_back({&insert_idempotency, idempotency_params(state.new_idempotency)});
@@ -308,6 +361,15 @@ BatchWrites batch_writes(const ledger::WorkingSet& state, const ledger::ReadSet&
   if (!state.new_entries.empty()) {
     out.entries_query = out.queries.size();
     out.queries.push_back({&insert_entries, entry_params(state.new_entries)});
+    // The rollup moves in the same transaction as the entries it sums. After every row write
+    // (and after the entries, whose keys two stale batches of a root already conflict on), so
+    // its row locks never come first.
+    const std::vector<RollupRow> rollup = rollup_of(state.new_entries);
+    // Not counted in `rows`: at most one row per entry, usually a few per batch, and a batch
+    // the row limit admitted must not be refused for its sums.
+    if (!rollup.empty()) {
+      out.queries.push_back({&add_rollup, rollup_params(rollup)});
+    }
   }
   std::vector<std::string_view> written;
   for (const std::string& path : out.updated_budgets)

@@ -53,7 +53,7 @@ int64_t stamp_column(const Rows& row);
 struct ReadRows {
   Stamps budgets;
   std::unordered_map<std::string, ledger::Micros> holds;
-  std::unordered_set<std::string> keys, webhooks;
+  std::unordered_set<std::string> keys, webhooks, vendors;
 };
 
 // A hold id the batch wrote as a new hold over one that already existed (the id is fixed at
@@ -64,8 +64,8 @@ const std::string* overwritten_hold(const ledger::WorkingSet& state, const ReadR
 // The answer for a batch that would write a new hold over an existing one.
 Error hold_exists(const std::string& id);
 
-// Reads five consecutive results (budget rows with their stamps, holds, keys, idempotency
-// records, webhooks) into `state`; `on_budget(node, stamp)` sees each budget row first.
+// Reads six consecutive results (budget rows with their stamps, holds, keys, idempotency
+// records, webhooks, vendors) into `state`; `on_budget(node, stamp)` sees each budget row first.
 template <typename OnBudget>
 void load_rows(std::span<const ResultPtr> results, ledger::WorkingSet& state, ReadRows& existing,
                const OnBudget& on_budget) {
@@ -101,6 +101,12 @@ void load_rows(std::span<const ResultPtr> results, ledger::WorkingSet& state, Re
     ledger::Webhook webhook = read_webhook(webhooks.at(i));
     const std::string name = webhook.name;
     state.webhooks.emplace(name, std::move(webhook));
+  }
+  const Rows vendors(results[5].get());
+  for (int i = 0; i < vendors.size(); ++i) {
+    ledger::Vendor vendor = read_vendor(vendors.at(i));
+    const std::string name = vendor.name;
+    state.vendors.emplace(name, std::move(vendor));
   }
 }
 

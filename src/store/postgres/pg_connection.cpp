@@ -20,6 +20,14 @@ constexpr Sql session_no_statement_timeout{"session_no_statement_timeout",
                                            "SET statement_timeout = 0"};
 constexpr Sql session_synchronous_commit{"session_synchronous_commit",
                                          "SET synchronous_commit = on"};
+// A connection the store gave up behind a path that stalls (a proxy or load balancer that
+// keeps the socket and acknowledges, but forwards nothing) is never closed on the database's
+// side: its backend sits idle in the batch's transaction, holding the root's row lock, and
+// every other instance's batch on that root waits on it until conflict_retries_exhausted, for
+// as long as the path stays stalled (the fault suite's proxy scenario). 15 s is the store's
+// own result deadline (statement_timeout + 5 s): by then this side has given the connection up.
+constexpr Sql session_idle_in_transaction_timeout{
+    "session_idle_in_transaction_timeout", "SET idle_in_transaction_session_timeout = 15000"};
 static_assert(statement_timeout_milliseconds == 10'000, "session_statement_timeout's value");
 constexpr int unbounded_result_deadline_milliseconds = 24 * 3'600'000;
 
@@ -101,12 +109,14 @@ Result<std::unique_ptr<Connection>> Connection::open(const std::string& url, Rol
 }
 
 std::vector<const Sql*> Connection::session_statements() {
-  return {&session_statement_timeout, &session_no_statement_timeout, &session_synchronous_commit};
+  return {&session_statement_timeout, &session_no_statement_timeout, &session_synchronous_commit,
+          &session_idle_in_transaction_timeout};
 }
 
 std::optional<DbError> Connection::set_up_session() {
   result_deadline_milliseconds_ = result_deadline_milliseconds;
-  std::vector<const Sql*> settings = {&session_statement_timeout};
+  std::vector<const Sql*> settings = {&session_statement_timeout,
+                                      &session_idle_in_transaction_timeout};
   if (role_ == Role::writer)
     settings.push_back(&session_synchronous_commit);
   for (const Sql* setting : settings) {
@@ -455,6 +465,22 @@ void ArrayBuilder::add_optional_int(const std::optional<int64_t>& value) {
 Param ArrayBuilder::finish() {
   text_ += '}';
   return std::move(text_);
+}
+
+Result<ResultPtr> Connection::run_unprepared(const std::string& sql,
+                                             const std::vector<Param>& params) {
+  observe(Sql{"constrained_query", sql.c_str()});
+  const ParamArrays values(params);
+  ResultPtr result(PQexecParams(conn_, sql.c_str(), values.count(), nullptr, values.values.data(),
+                                nullptr, nullptr, 0));
+  const ExecStatusType status = PQresultStatus(result.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    const DbError error = classify(conn_, result.get());
+    Error out = to_error(error, "constrained query");
+    out.subcode = error.sqlstate.empty() ? "db_error" : error.sqlstate;
+    return out;
+  }
+  return result;
 }
 
 }  // namespace stub::store::postgres

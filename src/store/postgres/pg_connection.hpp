@@ -110,6 +110,9 @@ class Connection {
   Result<ResultPtr> exec(const Sql& sql);
   // Runs one prepared statement outside any pipeline.
   Result<ResultPtr> run(const Query& query);
+  // Runs one statement whose text is built per call (a constrained query, src/query), with
+  // text-format parameters, unprepared: its shapes are too many to keep prepared.
+  Result<ResultPtr> run_unprepared(const std::string& sql, const std::vector<Param>& params);
 
   // Sends every query and one Sync, then reads every result. On success `results` holds one
   // result per query. On failure the transaction (if any) is aborted or the connection lost;

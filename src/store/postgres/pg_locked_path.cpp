@@ -147,6 +147,7 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
       {&select_keys, {text_array(read.keys)}},
       {&select_idempotency, idempotency_roots_keys},
       {&select_webhooks, {text_array(read.webhooks)}},
+      {&select_vendors, {text_array(read.vendors)}},
   };
   for (const std::string& subtree : read.open_hold_subtrees) {
     const std::string low = subtree + "/";
@@ -154,6 +155,7 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
     reads.push_back({&lock_budgets_below, {subtree.substr(0, subtree.find('/')), low, high}});
     reads.push_back({&select_open_holds_within,
                      {subtree, low, high, std::to_string(ledger::open_holds_read_max + 1)}});
+    reads.push_back({&select_keys_within, {subtree, low, high}});
   }
   auto loaded = connection.pipeline(reads);
   if (loaded.error)
@@ -162,9 +164,9 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
   ledger::WorkingSet state;
   ReadRows existing;
   {
-    load_rows(std::span(loaded.results).subspan(1, 5), state, existing,
+    load_rows(std::span(loaded.results).subspan(1, 6), state, existing,
               [](const BudgetNode&, int64_t) {});
-    size_t result = 6;
+    size_t result = 7;
     for (const std::string& subtree : read.open_hold_subtrees) {
       const Rows below(loaded.results[result++].get());
       for (int i = 0; i < below.size(); ++i) {
@@ -184,11 +186,33 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
         ids.push_back(hold.id);
         state.holds.try_emplace(ids.back(), std::move(hold));
       }
+      const Rows keys(loaded.results[result++].get());
+      for (int i = 0; i < keys.size(); ++i) {
+        ApiKey key = read_key(keys.at(i));
+        const std::string id = key.id;
+        state.keys.try_emplace(id, std::move(key));
+      }
     }
     assert(result == loaded.results.size());
   }
+  // Another instance wrote a row since this one last committed or read it: the instances are
+  // contending, and a speculative batch would race a writer that holds the row's lock (costing
+  // both the lock timeout when their inserts cross). Stay on the locked path, which waits its
+  // turn, until the locked path has not seen such a write for a while.
+  if (isolation_ == Isolation::read_committed) {
+    for (const auto& [path, row_stamp] : existing.budgets) {
+      const auto cached = cache_.find(path);
+      if (cached != cache_.end() && cached->second.stamp != row_stamp) {
+        counters_.foreign_writes.fetch_add(1, std::memory_order_relaxed);
+        speculation_paused_ = std::max(speculation_paused_, contended_pause);
+        break;
+      }
+    }
+  }
   for (const auto& [name, webhook] : state.webhooks)
     existing.webhooks.insert(name);
+  for (const auto& [name, vendor] : state.vendors)
+    existing.vendors.insert(name);
   for (const auto& [id, hold] : state.holds)
     existing.holds.emplace(id, hold.created_at);
   for (const auto& [id, key] : state.keys)

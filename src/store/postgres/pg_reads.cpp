@@ -92,6 +92,15 @@ Result<std::vector<Hold>> PgStore::list_expired_holds(ledger::Micros now, size_t
       read_hold<Rows>);
 }
 
+Result<std::vector<Store::LapsedDelegation>> PgStore::list_lapsed_delegations(ledger::Micros now,
+                                                                              size_t limit) {
+  return all_rows<LapsedDelegation>(
+      read_query({&select_lapsed_delegations, {std::to_string(now), std::to_string(limit)}}),
+      [](const Rows& row) {
+        return LapsedDelegation{row.column_text(0), row.column_text(1)};
+      });
+}
+
 Result<std::vector<Hold>> PgStore::list_pending_approvals(const std::string& root, size_t limit) {
   return all_rows<Hold>(read_query({&select_pending_approvals, {root, std::to_string(limit)}}),
                         read_hold<Rows>);
@@ -120,6 +129,14 @@ Result<std::vector<ledger::Webhook>> PgStore::list_webhooks() {
 
 Result<std::optional<ledger::Webhook>> PgStore::get_webhook(const std::string& name) {
   return first_row<ledger::Webhook>(read_query({&select_webhook, {name}}), read_webhook<Rows>);
+}
+
+Result<std::vector<ledger::Vendor>> PgStore::list_vendors() {
+  return all_rows<ledger::Vendor>(read_query({&select_all_vendors, {}}), read_vendor<Rows>);
+}
+
+Result<std::optional<ledger::Vendor>> PgStore::get_vendor(const std::string& name) {
+  return first_row<ledger::Vendor>(read_query({&select_vendor, {name}}), read_vendor<Rows>);
 }
 
 Result<std::vector<ResultPtr>> PgStore::pooled_transaction(std::span<const Query> queries) {
@@ -226,6 +243,48 @@ Result<Store::EntryBounds> PgStore::entry_bounds(const std::string& root) {
   if (!bounds.ok())
     return bounds.error();
   return bounds->value_or(EntryBounds{});
+}
+
+namespace {
+
+ledger::Checkpoint read_checkpoint(const Rows& row) {
+  ledger::Checkpoint checkpoint;
+  checkpoint.root = row.column_text(0);
+  checkpoint.seq = row.column_int(1);
+  checkpoint.hash = row.column_text(2);
+  checkpoint.ts = row.column_int(3);
+  checkpoint.key_id = row.column_text(4);
+  checkpoint.signature = row.column_text(5);
+  return checkpoint;
+}
+
+}  // namespace
+
+Result<bool> PgStore::record_checkpoint(const ledger::Checkpoint& checkpoint) {
+  assert(checkpoint.seq >= 1 && !checkpoint.signature.empty());
+  // One statement on a pooled connection (its own transaction): any instance may sign, and
+  // the first checkpoint at a seq is kept.
+  auto result =
+      read_query({&insert_checkpoint,
+                  {checkpoint.root, std::to_string(checkpoint.seq), checkpoint.hash,
+                   std::to_string(checkpoint.ts), checkpoint.key_id, checkpoint.signature}});
+  if (!result.ok())
+    return result.error();
+  const Rows rows(result->get());
+  assert(rows.size() <= 1);
+  return rows.size() == 1;
+}
+
+Result<std::vector<ledger::Checkpoint>> PgStore::list_checkpoints(const std::string& root,
+                                                                  int64_t after_seq, size_t limit) {
+  return all_rows<ledger::Checkpoint>(
+      read_query({&select_checkpoints, {root, std::to_string(after_seq), std::to_string(limit)}}),
+      read_checkpoint);
+}
+
+Result<std::optional<ledger::Checkpoint>> PgStore::latest_checkpoint(const std::string& root) {
+  return first_row<ledger::Checkpoint>(read_query({&select_latest_checkpoint, {root}}),
+                                       read_checkpoint);
 }
 
 }  // namespace stub::store::postgres

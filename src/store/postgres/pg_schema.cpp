@@ -137,6 +137,56 @@ const std::vector<Migration>& migrations() {
            {"m8_commit_markers_fence",
             "ALTER TABLE commit_markers ADD COLUMN IF NOT EXISTS fence BOOLEAN"},
        }},
+      // The entry rollup (store/rollup.hpp), filled from the entries already written. The fill
+      // skips keys that exist, so a rerun after a failed record of the migration adds nothing.
+      {9,
+       {
+           {"m9_entry_rollup",
+            "CREATE TABLE IF NOT EXISTS entry_rollup (root TEXT NOT NULL, day BIGINT NOT NULL, "
+            "budget TEXT NOT NULL, vendor TEXT NOT NULL, category TEXT NOT NULL, "
+            "kind TEXT NOT NULL, code TEXT NOT NULL, amount BIGINT NOT NULL, "
+            "count BIGINT NOT NULL, PRIMARY KEY (root, day, budget, vendor, category, kind, "
+            "code))"},
+           {"m9_entry_rollup_fill",
+            "INSERT INTO entry_rollup SELECT root, ts / 86400000000, budget, vendor, "
+            "coalesce(CASE jsonb_typeof(tags::jsonb -> 'category') WHEN 'string' "
+            "THEN tags::jsonb ->> 'category' END, ''), kind, code, "
+            "coalesce(sum(amount), 0)::bigint, count(*)::bigint FROM entries "
+            "WHERE (kind IN ('spend', 'capture', 'expire') AND amount > 0) OR kind = 'deny' "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7 ON CONFLICT DO NOTHING"},
+       }},
+      // Signed checkpoints of each root's chain head (ledger/checkpoint.hpp), written by the
+      // checkpoint signer outside the ledger's batches; one per (root, seq), first one kept.
+      {10,
+       {
+           {"m10_checkpoints",
+            "CREATE TABLE IF NOT EXISTS checkpoints (root TEXT NOT NULL, seq BIGINT NOT NULL, "
+            "hash TEXT NOT NULL, ts BIGINT NOT NULL, key_id TEXT NOT NULL, "
+            "signature TEXT NOT NULL, PRIMARY KEY (root, seq))"},
+       }},
+      // Delegations (POST /v1/delegations, per-run keys): the record in the budget row, when
+      // the sweeper ends it, and keys by budget (revoking a key reads its subtree's keys).
+      {11,
+       {
+           {"m11_budgets_delegation",
+            "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS delegation TEXT"},
+           {"m11_budgets_delegation_ends_at",
+            "ALTER TABLE budgets ADD COLUMN IF NOT EXISTS delegation_ends_at BIGINT"},
+           {"m11_budgets_by_delegation_end",
+            "CREATE INDEX IF NOT EXISTS budgets_by_delegation_end ON budgets "
+            "(delegation_ends_at)"},
+           {"m11_api_keys_by_budget",
+            "CREATE INDEX IF NOT EXISTS api_keys_by_budget ON api_keys (budget)"},
+       }},
+      // The proxy's vendors: configuration written by commits (changes chained), the
+      // credential sealed.
+      {12,
+       {
+           {"m12_vendors",
+            "CREATE TABLE IF NOT EXISTS vendors (name TEXT PRIMARY KEY, root TEXT NOT NULL, "
+            "settings TEXT NOT NULL, credential TEXT NOT NULL, created_at BIGINT NOT NULL, "
+            "updated_at BIGINT NOT NULL)"},
+       }},
   };
   return all;
 }

@@ -169,7 +169,7 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
   // The state: what the batches in flight write (newest first), else what the database has.
   ledger::WorkingSet state;
   ReadRows existing;
-  std::vector<std::string> budget_reads, hold_reads, key_reads, webhook_reads;
+  std::vector<std::string> budget_reads, hold_reads, key_reads, webhook_reads, vendor_reads;
   ArrayBuilder idempotency_roots, idempotency_keys;
   const auto overlay = [&](auto&& find) {
     for (auto it = in_flight_.rbegin(); it != in_flight_.rend(); ++it) {
@@ -226,6 +226,18 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     if (!found)
       webhook_reads.push_back(name);
   }
+  for (const std::string& name : read.vendors) {
+    const bool found = overlay([&](const Flight& earlier) {
+      if (earlier.state.deleted_vendors.contains(name))
+        return true;  // known to be absent
+      if (!earlier.state.dirty_vendors.contains(name))
+        return false;
+      state.vendors.emplace(name, earlier.state.vendors.at(name));
+      return true;
+    });
+    if (!found)
+      vendor_reads.push_back(name);
+  }
   std::vector<std::string> unread_records;  // slots of records neither overlay nor read has
   for (const auto& [root, key] : read.idempotency) {
     std::string slot = ledger::idempotency_slot(root, key);
@@ -247,8 +259,8 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
   // something else: a replay decided afresh records its key again, and that INSERT fails
   // (23505), so the batch is recomputed on the locked path and answered from the record. A
   // command whose fresh answer records nothing is caught after deciding (below).
-  const bool reads_rows =
-      !budget_reads.empty() || !hold_reads.empty() || !key_reads.empty() || !webhook_reads.empty();
+  const bool reads_rows = !budget_reads.empty() || !hold_reads.empty() || !key_reads.empty() ||
+                          !webhook_reads.empty() || !vendor_reads.empty();
   if (reads_rows) {
     const Query reads[] = {
         {&select_budgets, {text_array(budget_reads)}},
@@ -256,6 +268,7 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
         {&select_keys, {text_array(key_reads)}},
         {&select_idempotency, {idempotency_roots.finish(), idempotency_keys.finish()}},
         {&select_webhooks, {text_array(webhook_reads)}},
+        {&select_vendors, {text_array(vendor_reads)}},
     };
     auto loaded = connection.pipeline(reads);
     if (loaded.error)
@@ -269,6 +282,8 @@ std::unique_ptr<PgStore::Flight> PgStore::speculate(size_t index, const ledger::
     existing.keys.insert(id);
   for (const auto& [name, webhook] : state.webhooks)
     existing.webhooks.insert(name);
+  for (const auto& [name, vendor] : state.vendors)
+    existing.vendors.insert(name);
 
   apply(state);
   if (overwritten_hold(state, existing) != nullptr)

@@ -32,9 +32,10 @@ inline constexpr Sql spec_lock_timeout_long{"spec_lock_timeout_long",
 
 // ---- Columns ----------------------------------------------------------------------------------
 
-#define STUB_BUDGET_COLUMNS                                                                \
-  "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, " \
-  "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage"
+#define STUB_BUDGET_COLUMNS                                                                       \
+  "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "        \
+  "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage, " \
+  "delegation, delegation_ends_at"
 #define STUB_HOLD_COLUMNS                                                                     \
   "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, " \
   "expires_at, settled_at, actor, ttl"
@@ -55,6 +56,9 @@ inline constexpr Sql spec_lock_timeout_long{"spec_lock_timeout_long",
 #define STUB_WEBHOOK_ARRAYS                                                           \
   "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], " \
   "$7::bigint[], $8::bigint[])"
+#define STUB_VENDOR_COLUMNS "name, root, settings, credential, created_at, updated_at"
+#define STUB_VENDOR_ARRAYS \
+  "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])"
 #define STUB_DELIVERY_COLUMNS                                                                 \
   "webhook, event_id, root, seq, event, payload, status, attempts, last_status, last_error, " \
   "next_attempt_at, created_at, delivered_at"
@@ -78,6 +82,11 @@ inline constexpr Sql select_open_holds_within{
     "SELECT " STUB_HOLD_COLUMNS
     " FROM holds WHERE status IN ('held', 'pending_approval') AND (budget = $1::text OR "
     "(budget >= $2::text AND budget < $3::text)) ORDER BY id LIMIT $4::bigint"};
+// Revoking a key reads every key bound in its subtree (the delegations' keys end with it).
+inline constexpr Sql select_keys_within{
+    "select_keys_within", "SELECT " STUB_KEY_COLUMNS
+                          " FROM api_keys WHERE budget = $1::text OR (budget >= $2::text AND "
+                          "budget < $3::text) ORDER BY id"};
 inline constexpr Sql select_holds{"select_holds",
                                   "SELECT " STUB_HOLD_COLUMNS
                                   " FROM holds WHERE id = ANY($1::text[]) ORDER BY id"};
@@ -85,6 +94,9 @@ inline constexpr Sql select_holds{"select_holds",
 inline constexpr Sql select_webhooks{"select_webhooks",
                                      "SELECT " STUB_WEBHOOK_COLUMNS
                                      " FROM webhooks WHERE name = ANY($1::text[])"};
+// Every writer of a vendor holds its root's row first, the same way.
+inline constexpr Sql select_vendors{
+    "select_vendors", "SELECT " STUB_VENDOR_COLUMNS " FROM vendors WHERE name = ANY($1::text[])"};
 inline constexpr Sql select_keys{
     "select_keys", "SELECT " STUB_KEY_COLUMNS " FROM api_keys WHERE id = ANY($1::text[])"};
 // One primary-key probe per key, whatever the statistics say: the LIMIT keeps the planner from
@@ -123,11 +135,12 @@ inline constexpr Sql update_budgets{
     "per_txn_max = v.per_txn_max, frozen = v.frozen, frozen_reason = v.frozen_reason, "
     "currency = v.currency, head_seq = v.head_seq, head_hash = v.head_hash, "
     "created_at = v.created_at, updated_at = v.updated_at, policy = v.policy, usage = v.usage, "
+    "delegation = v.delegation, delegation_ends_at = v.delegation_ends_at, "
     "stamp = v.stamp FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], "
     "$6::bigint[], "
     "$7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], $11::text[], $12::text[], "
     "$13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], "
-    "$19::bigint[], $20::bigint[]) AS v(" STUB_BUDGET_COLUMNS
+    "$19::text[], $20::bigint[], $21::bigint[], $22::bigint[]) AS v(" STUB_BUDGET_COLUMNS
     ", stamp, expected) WHERE b.path = v.path AND coalesce(b.stamp, 0::bigint) = v.expected"};
 // New rows are plain INSERTs: a racing creator of the same row gets 23505 and recomputes
 // instead of overwriting (no upserts of decided state).
@@ -137,7 +150,7 @@ inline constexpr Sql insert_budgets{
     ", stamp) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
     "$5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::boolean[], "
     "$11::text[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], "
-    "$17::text[], $18::text[], $19::bigint[])"};
+    "$17::text[], $18::text[], $19::text[], $20::bigint[], $21::bigint[])"};
 inline constexpr Sql update_holds{
     "update_holds",
     "UPDATE holds AS h SET root = v.root, budget = v.budget, amount = v.amount, "
@@ -166,6 +179,14 @@ inline constexpr Sql insert_entries{
     ") SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], "
     "$6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], "
     "$13::text[], $14::text[], $15::text[], $16::text[], $17::text[])"};
+// Adds a batch's sums to the entry rollup (store/rollup.hpp): one row per key, in key order.
+inline constexpr Sql add_rollup{
+    "add_rollup",
+    "INSERT INTO entry_rollup (root, day, budget, vendor, category, kind, code, amount, count) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::text[], $8::bigint[], $9::bigint[]) "
+    "ON CONFLICT (root, day, budget, vendor, category, kind, code) DO UPDATE SET "
+    "amount = entry_rollup.amount + excluded.amount, count = entry_rollup.count + excluded.count"};
 inline constexpr Sql update_webhooks{
     "update_webhooks",
     "UPDATE webhooks AS w SET root = v.root, url = v.url, events = v.events, "
@@ -177,6 +198,15 @@ inline constexpr Sql insert_webhooks{"insert_webhooks",
                                      ") SELECT * FROM " STUB_WEBHOOK_ARRAYS};
 inline constexpr Sql delete_webhooks{"delete_webhooks",
                                      "DELETE FROM webhooks WHERE name = ANY($1::text[])"};
+inline constexpr Sql update_vendors{
+    "update_vendors",
+    "UPDATE vendors AS d SET root = v.root, settings = v.settings, credential = v.credential, "
+    "created_at = v.created_at, updated_at = v.updated_at FROM " STUB_VENDOR_ARRAYS
+    " AS v(" STUB_VENDOR_COLUMNS ") WHERE d.name = v.name"};
+inline constexpr Sql insert_vendors{"insert_vendors", "INSERT INTO vendors (" STUB_VENDOR_COLUMNS
+                                                      ") SELECT * FROM " STUB_VENDOR_ARRAYS};
+inline constexpr Sql delete_vendors{"delete_vendors",
+                                    "DELETE FROM vendors WHERE name = ANY($1::text[])"};
 // The batch's last write, and its guard: the marker goes in only if every budget row the batch
 // meant to write ($4) now carries its stamp ($5, random, so no other commit's). A row that
 // another commit wrote since the batch read it was left alone by update_budgets; then the count
@@ -223,6 +253,11 @@ inline constexpr Sql select_expired_holds{
                             " FROM holds WHERE status IN ('held', 'pending_approval') "
                             "AND expires_at <= $1::bigint ORDER BY expires_at "
                             "LIMIT $2::bigint"};
+// Active delegations whose key's life is over, soonest first (the sweeper ends them).
+inline constexpr Sql select_lapsed_delegations{
+    "select_lapsed_delegations",
+    "SELECT root, path FROM budgets WHERE delegation_ends_at IS NOT NULL AND "
+    "delegation_ends_at <= $1::bigint ORDER BY delegation_ends_at LIMIT $2::bigint"};
 inline constexpr Sql select_pending_approvals{"select_pending_approvals",
                                               "SELECT " STUB_HOLD_COLUMNS
                                               " FROM holds WHERE status = 'pending_approval' AND "
@@ -241,6 +276,10 @@ inline constexpr Sql select_all_webhooks{
     "select_all_webhooks", "SELECT " STUB_WEBHOOK_COLUMNS " FROM webhooks ORDER BY name"};
 inline constexpr Sql select_webhook{
     "select_webhook", "SELECT " STUB_WEBHOOK_COLUMNS " FROM webhooks WHERE name = $1::text"};
+inline constexpr Sql select_all_vendors{
+    "select_all_vendors", "SELECT " STUB_VENDOR_COLUMNS " FROM vendors ORDER BY name"};
+inline constexpr Sql select_vendor{
+    "select_vendor", "SELECT " STUB_VENDOR_COLUMNS " FROM vendors WHERE name = $1::text"};
 
 // ---- The webhook delivery log (the dispatcher's, outside the ledger's commits) ---------------
 
@@ -287,6 +326,23 @@ inline constexpr Sql select_entry_bounds{
     "SELECT (SELECT coalesce(max(seq), 0::bigint) FROM entries WHERE root = $1::text), "
     "(SELECT coalesce(max(head_seq), 0::bigint) FROM budgets WHERE path = $1::text)"};
 
+// ---- Signed checkpoints (the checkpoint signer's, outside the ledger's batches) --------------
+
+#define STUB_CHECKPOINT_COLUMNS "root, seq, hash, ts, key_id, signature"
+inline constexpr Sql insert_checkpoint{
+    "insert_checkpoint",
+    "INSERT INTO checkpoints (" STUB_CHECKPOINT_COLUMNS
+    ") VALUES ($1::text, $2::bigint, $3::text, $4::bigint, $5::text, $6::text) "
+    "ON CONFLICT (root, seq) DO NOTHING RETURNING seq"};
+inline constexpr Sql select_checkpoints{
+    "select_checkpoints", "SELECT " STUB_CHECKPOINT_COLUMNS
+                          " FROM checkpoints WHERE root = $1::text AND seq > $2::bigint "
+                          "ORDER BY seq LIMIT $3::bigint"};
+inline constexpr Sql select_latest_checkpoint{"select_latest_checkpoint",
+                                              "SELECT " STUB_CHECKPOINT_COLUMNS
+                                              " FROM checkpoints WHERE root = $1::text "
+                                              "ORDER BY seq DESC LIMIT 1"};
+
 // Every statement the store can issue (the SQL-subset scan reads it through
 // PgStore::statements()).
 inline constexpr const Sql* every_statement[] = {
@@ -313,6 +369,12 @@ inline constexpr const Sql* every_statement[] = {
     &delete_webhooks,
     &select_all_webhooks,
     &select_webhook,
+    &select_vendors,
+    &update_vendors,
+    &insert_vendors,
+    &delete_vendors,
+    &select_all_vendors,
+    &select_vendor,
     &insert_cursor,
     &claim_cursor,
     &move_cursor,
@@ -328,6 +390,7 @@ inline constexpr const Sql* every_statement[] = {
     &insert_keys,
     &insert_idempotency,
     &insert_entries,
+    &add_rollup,
     &insert_fence,
     &select_marker_fence,
     &checked_marker,
@@ -339,11 +402,16 @@ inline constexpr const Sql* every_statement[] = {
     &select_roots,
     &select_hold,
     &select_expired_holds,
+    &select_lapsed_delegations,
+    &select_keys_within,
     &select_pending_approvals,
     &select_key,
     &select_entries,
     &select_one_idempotency,
     &select_entry_bounds,
+    &insert_checkpoint,
+    &select_checkpoints,
+    &select_latest_checkpoint,
 };
 
 }  // namespace stub::store::postgres

@@ -35,6 +35,7 @@ std::vector<Store::EventCount> PgStore::event_counts() const {
        counters_.found_committed.load(std::memory_order_relaxed)},
       {"speculated", counters_.speculated.load(std::memory_order_relaxed)},
       {"speculation_missed", counters_.speculation_missed.load(std::memory_order_relaxed)},
+      {"foreign_write", counters_.foreign_writes.load(std::memory_order_relaxed)},
       {"ambiguous_commit_settled_later", counters_.settled_later.load(std::memory_order_relaxed)}};
 }
 
@@ -90,6 +91,47 @@ void PgStore::after_commit(size_t connection) {
         Query{&prune_markers,
               {std::to_string(now_micros() - marker_retention_micros), std::to_string(1'000)}});
   }
+}
+
+Result<std::vector<query::AggregateRow>> PgStore::run_query(const query::CompiledQuery& query) {
+  assert(!query.sql.empty() && query.rows_max > 0);
+  std::vector<Param> params;
+  params.reserve(query.parameters.size());
+  for (const query::SqlParameter& parameter : query.parameters) {
+    if (const auto* number = std::get_if<int64_t>(&parameter))
+      params.emplace_back(std::to_string(*number));
+    else
+      params.emplace_back(std::get<std::string>(parameter));
+  }
+  Reader reader = checkout_reader();
+  if (reader->broken() && reader->reset())
+    counters_.reconnects.fetch_add(1, std::memory_order_relaxed);
+  auto result = reader->run_unprepared(query.sql, params);
+  if (!result.ok())
+    return result.error();
+  const Rows rows(result->get());
+  if (static_cast<size_t>(rows.size()) > query.rows_max) {
+    return Error::invalid("query_too_broad",
+                          "The query has too many groups; narrow its range or its groups.");
+  }
+  const int keys = static_cast<int>(query.key_columns);
+  std::vector<query::AggregateRow> out;
+  out.reserve(static_cast<size_t>(rows.size()));
+  for (int i = 0; i < rows.size(); ++i) {
+    const Rows row = rows.at(i);
+    query::AggregateRow aggregate;
+    for (int column = 0; column < keys; ++column) {
+      if (row.column_is_null(column))
+        aggregate.keys.emplace_back(std::nullopt);
+      else
+        aggregate.keys.emplace_back(row.column_text(column));
+    }
+    aggregate.amount_micros = row.column_int(keys);
+    aggregate.count = row.column_int(keys + 1);
+    out.push_back(std::move(aggregate));
+  }
+  assert(out.size() <= query.rows_max);
+  return out;
 }
 
 }  // namespace stub::store::postgres

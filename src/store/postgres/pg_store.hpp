@@ -51,6 +51,7 @@ struct CommitCounters {
   std::atomic<uint64_t> found_committed{0};     // ...and had in fact committed
   std::atomic<uint64_t> speculated{0};          // batches sent on the speculative path
   std::atomic<uint64_t> speculation_missed{0};  // ...found stale and recomputed, locked
+  std::atomic<uint64_t> foreign_writes{0};      // locked batches that found another writer's rows
   std::atomic<uint64_t> settled_later{0};       // unknown outcomes settled before a later write
 };
 
@@ -75,6 +76,10 @@ class PgStore final : public Store {
   size_t pipeline_depth() const override {
     return isolation_ == Isolation::read_committed ? writers_.size() : 1;
   }
+  // One while speculation is paused (the next batch takes the locked path).
+  size_t pipeline_depth_now() const override {
+    return speculation_paused_ > 0 ? 1 : pipeline_depth();
+  }
   std::unique_ptr<BatchInFlight> send_batch(const ledger::ReadSet& read, const ApplyBatch& apply,
                                             const OnCommitted& committed) override;
   Status finish_batch(BatchInFlight& batch) override;
@@ -83,6 +88,8 @@ class PgStore final : public Store {
   Result<std::vector<std::string>> list_roots() override;
   Result<std::optional<ledger::Hold>> get_hold(const std::string& id) override;
   Result<std::vector<ledger::Hold>> list_expired_holds(ledger::Micros now, size_t limit) override;
+  Result<std::vector<LapsedDelegation>> list_lapsed_delegations(ledger::Micros now,
+                                                                size_t limit) override;
   Result<std::vector<ledger::Hold>> list_pending_approvals(const std::string& root,
                                                            size_t limit) override;
   Result<std::optional<ledger::ApiKey>> get_key(const std::string& id) override;
@@ -90,8 +97,17 @@ class PgStore final : public Store {
   Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,
                                                                    const std::string& key) override;
   Result<EntryBounds> entry_bounds(const std::string& root) override;
+  query::Dialect query_dialect() const override { return query::Dialect::postgres; }
+  Result<std::vector<query::AggregateRow>> run_query(const query::CompiledQuery& query) override;
+  Result<bool> record_checkpoint(const ledger::Checkpoint& checkpoint) override;
+  Result<std::vector<ledger::Checkpoint>> list_checkpoints(const std::string& root,
+                                                           int64_t after_seq,
+                                                           size_t limit) override;
+  Result<std::optional<ledger::Checkpoint>> latest_checkpoint(const std::string& root) override;
   Result<std::vector<ledger::Webhook>> list_webhooks() override;
   Result<std::optional<ledger::Webhook>> get_webhook(const std::string& name) override;
+  Result<std::vector<ledger::Vendor>> list_vendors() override;
+  Result<std::optional<ledger::Vendor>> get_vendor(const std::string& name) override;
   Result<std::optional<int64_t>> claim_webhook(const ledger::Webhook& webhook,
                                                const std::string& owner, ledger::Micros now,
                                                ledger::Micros lease_until) override;
@@ -187,6 +203,8 @@ class PgStore final : public Store {
   std::vector<std::string> unresolved_;
   size_t speculation_paused_ = 0;
   size_t speculation_pause_next_ = 1;
+  // Batches kept on the locked path after one found a row another instance wrote.
+  static constexpr size_t contended_pause = 64;
   size_t commits_since_prune_ = 0;
   CommitCounters counters_;
   Faults faults_;

@@ -9,8 +9,13 @@ Error sqlite_error(sqlite3* db, int code, std::string_view what) {
   std::string message = std::string(what) + ": " + sqlite3_errstr(code);
   if (db != nullptr)
     message += std::string(" (") + sqlite3_errmsg(db) + ")";
-  // Disk, I/O and corruption errors mean the store can no longer be trusted with writes.
   const int primary = code & 0xFF;
+  // A full disk fails the one transaction (rolled back, nothing recorded: the store reloads
+  // every batch's state from the file) and passes once space is back, so it is not fatal:
+  // the sequencer answers 503 storage_full and carries on.
+  if (primary == SQLITE_FULL)
+    return Error{ErrorCode::unavailable, "storage_full", message};
+  // I/O and corruption errors mean the store can no longer be trusted with writes.
   const bool fatal = primary == SQLITE_IOERR || primary == SQLITE_FULL ||
                      primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB ||
                      primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY;

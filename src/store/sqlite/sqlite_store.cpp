@@ -8,9 +8,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <type_traits>
 
 #include "ledger/budget_path.hpp"
+#include "store/rollup.hpp"
 #include "store/row_mapping.hpp"
 
 namespace stub::store::sqlite {
@@ -138,6 +140,62 @@ CREATE TABLE webhooks (
   updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql"},
+    // The entry rollup (store/rollup.hpp): sums per root, UTC day, node, vendor, category, kind
+    // and code, written with the entries; filled here from the entries already written.
+    {6, R"sql(
+CREATE TABLE entry_rollup (
+  root TEXT NOT NULL,
+  day INTEGER NOT NULL,
+  budget TEXT NOT NULL,
+  vendor TEXT NOT NULL,
+  category TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  code TEXT NOT NULL,
+  amount INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  PRIMARY KEY (root, day, budget, vendor, category, kind, code)
+) WITHOUT ROWID;
+INSERT INTO entry_rollup
+  SELECT root, ts / 86400000000, budget, vendor,
+         coalesce(CASE json_type(tags, '$.category') WHEN 'text'
+                  THEN json_extract(tags, '$.category') END, ''),
+         kind, code, coalesce(sum(amount), 0), count(*)
+  FROM entries
+  WHERE (kind IN ('spend', 'capture', 'expire') AND amount > 0) OR kind = 'deny'
+  GROUP BY 1, 2, 3, 4, 5, 6, 7;
+)sql"},
+    // Signed checkpoints of each root's chain head (ledger/checkpoint.hpp).
+    {7, R"sql(
+CREATE TABLE checkpoints (
+  root TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  hash TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  key_id TEXT NOT NULL,
+  signature TEXT NOT NULL,
+  PRIMARY KEY (root, seq)
+) WITHOUT ROWID;
+)sql"},
+    // Delegations (POST /v1/delegations, per-run keys): the record in the budget row, when the
+    // sweeper ends it, and keys by budget (revoking a key reads its subtree's keys).
+    {8, R"sql(
+ALTER TABLE budgets ADD COLUMN delegation TEXT;
+ALTER TABLE budgets ADD COLUMN delegation_ends_at INTEGER;
+CREATE INDEX budgets_by_delegation_end ON budgets (delegation_ends_at)
+  WHERE delegation_ends_at IS NOT NULL;
+CREATE INDEX api_keys_by_budget ON api_keys (budget);
+)sql"},
+    // The proxy's vendors (changes are chained entries; the credential is sealed).
+    {9, R"sql(
+CREATE TABLE vendors (
+  name TEXT PRIMARY KEY,
+  root TEXT NOT NULL,
+  settings TEXT NOT NULL,
+  credential TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 // The delivery log's own file and schema. Losing its last writes in a crash only repeats
@@ -173,13 +231,15 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_recent ON webhook_deliveries (webh
 
 constexpr const char* webhook_columns =
     "name, root, url, events, secret, since_seq, created_at, updated_at";
+constexpr const char* vendor_columns = "name, root, settings, credential, created_at, updated_at";
 constexpr const char* delivery_columns =
     "webhook, event_id, root, seq, event, payload, status, attempts, last_status, last_error, "
     "next_attempt_at, created_at, delivered_at";
 
 constexpr const char* budget_columns =
     "path, root, parent, limit_micros, period, period_start, spent, reserved, per_txn_max, "
-    "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage";
+    "frozen, frozen_reason, currency, head_seq, head_hash, created_at, updated_at, policy, usage, "
+    "delegation, delegation_ends_at";
 
 constexpr const char* hold_columns =
     "id, root, budget, amount, captured, status, vendor, intent, tags, on_expiry, created_at, "
@@ -187,6 +247,8 @@ constexpr const char* hold_columns =
 
 constexpr const char* key_columns =
     "id, budget, name, secret_hash, created_at, expires_at, revoked_at";
+
+constexpr const char* checkpoint_columns = "root, seq, hash, ts, key_id, signature";
 
 constexpr const char* entry_columns =
     "root, seq, ts, kind, budget, amount, vendor, intent, tags, receipt, hold_id, code, actor, "
@@ -240,12 +302,18 @@ auto bind_text(const std::string& value) {
   return [&value](Statement& statement) { statement.bind(1, value); };
 }
 
-const std::string upsert_budget = std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
-                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const std::string upsert_budget =
+    std::string("INSERT OR REPLACE INTO budgets (") + budget_columns +
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_hold = std::string("INSERT OR REPLACE INTO holds (") + hold_columns +
                                 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string upsert_key = std::string("INSERT OR REPLACE INTO api_keys (") + key_columns +
                                ") VALUES (?, ?, ?, ?, ?, ?, ?)";
+// Adds one batch's sums to the rollup: a key seen before grows, a new one is inserted.
+const std::string add_rollup =
+    "INSERT INTO entry_rollup (root, day, budget, vendor, category, kind, code, amount, count) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, day, budget, vendor, category, kind, "
+    "code) DO UPDATE SET amount = amount + excluded.amount, count = count + excluded.count";
 const std::string insert_idempotency =
     "INSERT INTO idempotency_log (root, key, request_hash, status, body, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)";
@@ -259,12 +327,19 @@ const std::string upsert_webhook = std::string("INSERT OR REPLACE INTO webhooks 
                                    webhook_columns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
 const std::string select_webhook_by_name =
     std::string("SELECT ") + webhook_columns + " FROM webhooks WHERE name = ?";
+const std::string upsert_vendor = std::string("INSERT OR REPLACE INTO vendors (") + vendor_columns +
+                                  ") VALUES (?, ?, ?, ?, ?, ?)";
+const std::string select_vendor_by_name =
+    std::string("SELECT ") + vendor_columns + " FROM vendors WHERE name = ?";
 const std::string select_key_by_id =
     std::string("SELECT ") + key_columns + " FROM api_keys WHERE id = ?";
 // Below a node: paths from "<node>/" up to (not including) "<node>0" ('0' follows '/').
 const std::string select_budgets_below = std::string("SELECT ") + budget_columns +
                                          " FROM budgets WHERE root = ? AND path >= ? AND "
                                          "path < ? ORDER BY path";
+const std::string select_keys_within =
+    std::string("SELECT ") + key_columns +
+    " FROM api_keys WHERE budget = ? OR (budget >= ? AND budget < ?) ORDER BY id";
 const std::string select_open_holds_within =
     std::string("SELECT ") + hold_columns +
     " FROM holds WHERE status IN ('held', 'pending_approval') AND (budget = ? OR "
@@ -371,9 +446,10 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
       return checkpointer.error();
     auto connection = std::make_unique<Connection>(std::move(checkpointer).value());
     SqliteStore* raw = store.get();
-    store->checkpointer_ = std::thread([raw, owned = std::move(connection)]() mutable {
-      raw->run_checkpointer(std::move(owned));
-    });
+    store->checkpointer_ =
+        std::thread([raw, owned = std::move(connection), wal = path + "-wal"]() mutable {
+          raw->run_checkpointer(std::move(owned), std::move(wal));
+        });
   }
   const size_t readers = std::max<size_t>(1, options.read_connections);
   for (size_t i = 0; i < readers; ++i) {
@@ -406,18 +482,32 @@ SqliteStore::~SqliteStore() {
     checkpointer_.join();
 }
 
-void SqliteStore::run_checkpointer(std::unique_ptr<Connection> connection) {
+void SqliteStore::run_checkpointer(std::unique_ptr<Connection> connection, std::string wal_path) {
   constexpr auto interval = std::chrono::milliseconds(50);
+  // journal_size_limit is 64 MiB: a WAL past twice that has not been restarted for a while.
+  constexpr std::uintmax_t wal_restart_bytes = 128ull * 1024 * 1024;
+  // A RESTART that cannot have the readers within 100 ms gives up (and lets writes go on),
+  // to try again 50 ms later: a long read (a streamed export) never stalls writes for long.
+  (void)connection->execute("PRAGMA busy_timeout = 100");
   std::unique_lock lock(checkpointer_mutex_);
   while (!stopping_) {
     checkpointer_wake_.wait_for(lock, interval, [&] { return stopping_; });
     lock.unlock();
     // PASSIVE never blocks the writer or readers; the writer restarts the WAL from its start
-    // once every frame has been copied.
+    // once every frame has been copied and no reader still reads frames of it. Under reads
+    // that always overlap (the soak's callers and event streams) that moment never came and
+    // the WAL grew without bound (6 GB in 10 minutes): once it is past the bound, RESTART
+    // waits for the readers of the old frames to finish (holding new writes back meanwhile,
+    // a few milliseconds) so that the next write starts the WAL over.
     (void)connection->execute("PRAGMA wal_checkpoint(PASSIVE)");
+    std::error_code size_error;
+    const std::uintmax_t wal_bytes = std::filesystem::file_size(wal_path, size_error);
+    if (!size_error && wal_bytes > wal_restart_bytes)
+      (void)connection->execute("PRAGMA wal_checkpoint(RESTART)");
     lock.lock();
   }
   lock.unlock();
+  (void)connection->execute("PRAGMA busy_timeout = 5000");
   (void)connection->execute("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
@@ -473,6 +563,20 @@ Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
         read_hold<Statement>);
     if (!holds.ok())
       return holds.error();
+    auto keys = query_rows(
+        connection, select_keys_within,
+        [&](Statement& statement) {
+          statement.bind(1, subtree);
+          statement.bind(2, low);
+          statement.bind(3, high);
+        },
+        read_key<Statement>);
+    if (!keys.ok())
+      return keys.error();
+    for (ApiKey& key : keys.value()) {
+      const std::string id = key.id;
+      state.keys.try_emplace(id, std::move(key));
+    }
     std::vector<std::string>& ids = state.open_holds[subtree];
     for (Hold& hold : holds.value()) {
       if (ids.size() == ledger::open_holds_read_max) {
@@ -490,6 +594,14 @@ Status SqliteStore::load(Connection& connection, const ledger::ReadSet& read,
       return webhook.error();
     if (webhook.value())
       state.webhooks.emplace(name, std::move(*webhook.value()));
+  }
+  for (const std::string& name : read.vendors) {
+    auto vendor =
+        query_one(connection, select_vendor_by_name, bind_text(name), read_vendor<Statement>);
+    if (!vendor.ok())
+      return vendor.error();
+    if (vendor.value())
+      state.vendors.emplace(name, std::move(*vendor.value()));
   }
   for (const auto& [root, key] : read.idempotency) {
     auto record = find_idempotency(connection, root, key);
@@ -531,6 +643,9 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       const std::string usage = ledger::usage_to_storage(node.usage);
       insert.bind_static(17, policy);
       insert.bind_static(18, usage);
+      const std::string delegation = ledger::delegation_to_storage(node.delegation);
+      insert.bind_static(19, delegation);
+      insert.bind_optional(20, delegation_ends_at_of(node));
       if (Status status = insert.run(); !status.ok())
         return status;
     }
@@ -609,6 +724,33 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
         return status;
     }
   }
+  if (!state.dirty_vendors.empty()) {
+    auto statement = connection.prepared(upsert_vendor);
+    if (!statement.ok())
+      return statement.error();
+    Statement& insert = **statement;
+    for (const std::string& name : state.dirty_vendors) {
+      const ledger::Vendor& vendor = state.vendors.at(name);
+      insert.bind_static(1, vendor.name);
+      insert.bind_static(2, vendor.root);
+      insert.bind_static(3, vendor.settings_json);
+      insert.bind_static(4, vendor.credential);
+      insert.bind(5, vendor.created_at);
+      insert.bind(6, vendor.updated_at);
+      if (Status status = insert.run(); !status.ok())
+        return status;
+    }
+  }
+  if (!state.deleted_vendors.empty()) {
+    auto statement = connection.prepared("DELETE FROM vendors WHERE name = ?");
+    if (!statement.ok())
+      return statement.error();
+    for (const std::string& name : state.deleted_vendors) {
+      (*statement)->bind_static(1, name);
+      if (Status status = (*statement)->run(); !status.ok())
+        return status;
+    }
+  }
   if (!state.new_idempotency.empty()) {
     auto statement = connection.prepared(insert_idempotency);
     if (!statement.ok())
@@ -654,6 +796,27 @@ Status SqliteStore::write(Connection& connection, const ledger::WorkingSet& stat
       if (Status status = insert.run(); !status.ok())
         return status;
     }
+    // The rollup moves in the same transaction as the entries it sums.
+    const std::vector<RollupRow> rollup = rollup_of(state.new_entries);
+    if (!rollup.empty()) {
+      auto adding = connection.prepared(add_rollup);
+      if (!adding.ok())
+        return adding.error();
+      Statement& add = **adding;
+      for (const RollupRow& row : rollup) {
+        add.bind_static(1, row.key.root);
+        add.bind(2, row.key.day);
+        add.bind_static(3, row.key.budget);
+        add.bind_static(4, row.key.vendor);
+        add.bind_static(5, row.key.category);
+        add.bind_static(6, row.key.kind);
+        add.bind_static(7, row.key.code);
+        add.bind(8, row.amount);
+        add.bind(9, row.count);
+        if (Status status = add.run(); !status.ok())
+          return status;
+      }
+    }
   }
   return Status::success();
 }
@@ -663,6 +826,7 @@ Status SqliteStore::commit_batch(const ledger::ReadSet& read, const ApplyBatch& 
   if (read_only_) {
     return Error{ErrorCode::unavailable, "read_only", "The store was opened read-only."};
   }
+  std::lock_guard turn(write_turn_);
   Connection& connection = *writer_;
   if (Status status = connection.execute("BEGIN IMMEDIATE"); !status.ok())
     return status;
@@ -729,6 +893,22 @@ Result<std::vector<Hold>> SqliteStore::list_expired_holds(ledger::Micros now, si
         statement.bind(2, static_cast<int64_t>(limit));
       },
       read_hold<Statement>);
+}
+
+Result<std::vector<Store::LapsedDelegation>> SqliteStore::list_lapsed_delegations(
+    ledger::Micros now, size_t limit) {
+  Reader reader = checkout_reader();
+  return query_rows(
+      *reader,
+      "SELECT root, path FROM budgets WHERE delegation_ends_at IS NOT NULL AND "
+      "delegation_ends_at <= ? ORDER BY delegation_ends_at LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, now);
+        statement.bind(2, static_cast<int64_t>(limit));
+      },
+      [](const Statement& row) {
+        return LapsedDelegation{row.column_text(0), row.column_text(1)};
+      });
 }
 
 Result<std::vector<Hold>> SqliteStore::list_pending_approvals(const std::string& root,
@@ -830,6 +1010,7 @@ Result<size_t> SqliteStore::prune_idempotency(ledger::Micros created_before, siz
   if (read_only_ || limit == 0)
     return size_t{0};
   std::lock_guard maintenance(maintenance_mutex_);
+  std::lock_guard turn(write_turn_);
   Connection& connection = *maintenance_;
   if (Status status = connection.execute("BEGIN IMMEDIATE"); !status.ok())
     return status.error();
@@ -903,6 +1084,18 @@ Result<std::vector<ledger::Webhook>> SqliteStore::list_webhooks() {
 Result<std::optional<ledger::Webhook>> SqliteStore::get_webhook(const std::string& name) {
   Reader reader = checkout_reader();
   return query_one(*reader, select_webhook_by_name, bind_text(name), read_webhook<Statement>);
+}
+
+Result<std::vector<ledger::Vendor>> SqliteStore::list_vendors() {
+  Reader reader = checkout_reader();
+  return query_rows(
+      *reader, std::string("SELECT ") + vendor_columns + " FROM vendors ORDER BY name",
+      [](Statement&) {}, read_vendor<Statement>);
+}
+
+Result<std::optional<ledger::Vendor>> SqliteStore::get_vendor(const std::string& name) {
+  Reader reader = checkout_reader();
+  return query_one(*reader, select_vendor_by_name, bind_text(name), read_vendor<Statement>);
 }
 
 namespace {
@@ -1086,6 +1279,120 @@ Result<Store::EntryBounds> SqliteStore::entry_bounds(const std::string& root) {
   if (!bounds.ok())
     return bounds.error();
   return bounds->value_or(EntryBounds{});
+}
+
+// A constrained query's SQL is assembled per query (src/query/compiler.cpp), so it is prepared
+// for this one run instead of joining the connection's statement cache, which would grow with
+// every shape of query ever asked.
+Result<std::vector<query::AggregateRow>> SqliteStore::run_query(const query::CompiledQuery& query) {
+  assert(!query.sql.empty() && query.rows_max > 0);
+  Reader reader = checkout_reader();
+  sqlite3_stmt* raw = nullptr;
+  const int prepared = sqlite3_prepare_v2(reader->handle(), query.sql.c_str(),
+                                          static_cast<int>(query.sql.size()), &raw, nullptr);
+  if (prepared != SQLITE_OK)
+    return sqlite_error(reader->handle(), prepared, "prepare query");
+  Statement statement(reader->handle(), raw);
+  for (size_t i = 0; i < query.parameters.size(); ++i) {
+    const int index = static_cast<int>(i + 1);
+    if (const auto* number = std::get_if<int64_t>(&query.parameters[i]))
+      statement.bind(index, *number);
+    else
+      statement.bind(index, std::get<std::string>(query.parameters[i]));
+  }
+  std::vector<query::AggregateRow> rows;
+  const int keys = static_cast<int>(query.key_columns);
+  while (true) {
+    auto row = statement.step();
+    if (!row.ok())
+      return row.error();
+    if (!row.value())
+      break;
+    if (rows.size() >= query.rows_max) {
+      return Error::invalid("query_too_broad",
+                            "The query has too many groups; narrow its range or its groups.");
+    }
+    query::AggregateRow out;
+    out.keys.reserve(query.key_columns);
+    for (int column = 0; column < keys; ++column) {
+      if (statement.column_is_null(column))
+        out.keys.emplace_back(std::nullopt);
+      else
+        out.keys.emplace_back(statement.column_text(column));
+    }
+    out.amount_micros = statement.column_int(keys);
+    out.count = statement.column_int(keys + 1);
+    rows.push_back(std::move(out));
+  }
+  assert(rows.size() <= query.rows_max);
+  return rows;
+}
+
+namespace {
+
+ledger::Checkpoint read_checkpoint(const Statement& row) {
+  ledger::Checkpoint checkpoint;
+  checkpoint.root = row.column_text(0);
+  checkpoint.seq = row.column_int(1);
+  checkpoint.hash = row.column_text(2);
+  checkpoint.ts = row.column_int(3);
+  checkpoint.key_id = row.column_text(4);
+  checkpoint.signature = row.column_text(5);
+  return checkpoint;
+}
+
+}  // namespace
+
+Result<bool> SqliteStore::record_checkpoint(const ledger::Checkpoint& checkpoint) {
+  assert(checkpoint.seq >= 1 && !checkpoint.signature.empty());
+  if (read_only_) {
+    return Error{ErrorCode::unavailable, "read_only",
+                 "The store was opened read-only; it records no checkpoints."};
+  }
+  std::lock_guard maintenance(maintenance_mutex_);
+  std::lock_guard turn(write_turn_);
+  Connection& connection = *maintenance_;
+  // One short write transaction of its own, like a pruning step: SQLite's lock interleaves it
+  // with the committer's.
+  auto statement = connection.prepared(std::string("INSERT OR IGNORE INTO checkpoints (") +
+                                       checkpoint_columns + ") VALUES (?, ?, ?, ?, ?, ?)");
+  if (!statement.ok())
+    return statement.error();
+  (*statement)->bind(1, checkpoint.root);
+  (*statement)->bind(2, checkpoint.seq);
+  (*statement)->bind(3, checkpoint.hash);
+  (*statement)->bind(4, checkpoint.ts);
+  (*statement)->bind(5, checkpoint.key_id);
+  (*statement)->bind(6, checkpoint.signature);
+  if (Status status = (*statement)->run(); !status.ok())
+    return status.error();
+  const bool inserted = sqlite3_changes(connection.handle()) == 1;
+  assert(sqlite3_get_autocommit(connection.handle()) != 0);
+  return inserted;
+}
+
+Result<std::vector<ledger::Checkpoint>> SqliteStore::list_checkpoints(const std::string& root,
+                                                                      int64_t after_seq,
+                                                                      size_t limit) {
+  Reader reader = checkout_reader();
+  return query_rows(
+      *reader,
+      std::string("SELECT ") + checkpoint_columns +
+          " FROM checkpoints WHERE root = ? AND seq > ? ORDER BY seq LIMIT ?",
+      [&](Statement& statement) {
+        statement.bind(1, root);
+        statement.bind(2, after_seq);
+        statement.bind(3, static_cast<int64_t>(limit));
+      },
+      read_checkpoint);
+}
+
+Result<std::optional<ledger::Checkpoint>> SqliteStore::latest_checkpoint(const std::string& root) {
+  Reader reader = checkout_reader();
+  return query_one(*reader,
+                   std::string("SELECT ") + checkpoint_columns +
+                       " FROM checkpoints WHERE root = ? ORDER BY seq DESC LIMIT 1",
+                   bind_text(root), read_checkpoint);
 }
 
 }  // namespace stub::store::sqlite

@@ -33,6 +33,8 @@ class SqliteStore final : public Store {
   Result<std::vector<std::string>> list_roots() override;
   Result<std::optional<ledger::Hold>> get_hold(const std::string& id) override;
   Result<std::vector<ledger::Hold>> list_expired_holds(ledger::Micros now, size_t limit) override;
+  Result<std::vector<LapsedDelegation>> list_lapsed_delegations(ledger::Micros now,
+                                                                size_t limit) override;
   Result<std::vector<ledger::Hold>> list_pending_approvals(const std::string& root,
                                                            size_t limit) override;
   Result<std::optional<ledger::ApiKey>> get_key(const std::string& id) override;
@@ -40,8 +42,12 @@ class SqliteStore final : public Store {
   Result<std::optional<ledger::IdempotencyRecord>> get_idempotency(const std::string& root,
                                                                    const std::string& key) override;
   Result<EntryBounds> entry_bounds(const std::string& root) override;
+  query::Dialect query_dialect() const override { return query::Dialect::sqlite; }
+  Result<std::vector<query::AggregateRow>> run_query(const query::CompiledQuery& query) override;
   Result<std::vector<ledger::Webhook>> list_webhooks() override;
   Result<std::optional<ledger::Webhook>> get_webhook(const std::string& name) override;
+  Result<std::vector<ledger::Vendor>> list_vendors() override;
+  Result<std::optional<ledger::Vendor>> get_vendor(const std::string& name) override;
   Result<std::optional<int64_t>> claim_webhook(const ledger::Webhook& webhook,
                                                const std::string& owner, ledger::Micros now,
                                                ledger::Micros lease_until) override;
@@ -53,6 +59,11 @@ class SqliteStore final : public Store {
   Result<std::vector<WebhookDelivery>> list_deliveries(const std::string& webhook,
                                                        size_t limit) override;
   Result<size_t> prune_idempotency(ledger::Micros created_before, size_t limit) override;
+  Result<bool> record_checkpoint(const ledger::Checkpoint& checkpoint) override;
+  Result<std::vector<ledger::Checkpoint>> list_checkpoints(const std::string& root,
+                                                           int64_t after_seq,
+                                                           size_t limit) override;
+  Result<std::optional<ledger::Checkpoint>> latest_checkpoint(const std::string& root) override;
 
  private:
   SqliteStore() = default;
@@ -66,7 +77,7 @@ class SqliteStore final : public Store {
 
   // Copies committed WAL frames into the database file on its own thread and connection, so
   // that the committing thread never pays for checkpoints (wal_autocheckpoint is off).
-  void run_checkpointer(std::unique_ptr<Connection> connection);
+  void run_checkpointer(std::unique_ptr<Connection> connection, std::string wal_path);
 
   Result<std::optional<ledger::IdempotencyRecord>> find_idempotency(Connection& connection,
                                                                     const std::string& root,
@@ -92,8 +103,12 @@ class SqliteStore final : public Store {
   std::mutex outbox_mutex_;
   std::unique_ptr<Connection> outbox_;  // GUARDED_BY(outbox_mutex_)
   // Retention work (pruning idempotency records) on its own connection: each step is one short
-  // write transaction, interleaved with the committer's by SQLite's lock.
-  std::mutex maintenance_mutex_;
+  // write transaction between two of the committer's. They take turns on write_turn_ (held by
+  // a batch's transaction and by each maintenance step's), not by SQLite's lock alone: its busy
+  // handler polls, and a committer writing batch after batch won that race nearly every time
+  // (the soak's pruner fell minutes behind its retention, "database is locked").
+  std::mutex write_turn_;
+  std::mutex maintenance_mutex_;             // taken before write_turn_
   std::unique_ptr<Connection> maintenance_;  // GUARDED_BY(maintenance_mutex_)
 };
 

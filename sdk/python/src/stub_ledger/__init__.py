@@ -7,14 +7,14 @@
 """
 
 from ._http import RetryPolicy
-from .client import Stub
+from .client import Delegation, Stub
 from .errors import (ApprovalRejected, ApprovalTimeout, BudgetDenied, PaymentRefused,
                      StubError, StubUnavailable, UnknownModel)
 from .hold import Hold, HoldContext
 from .money import format_micros, to_micros
 
 __all__ = [
-    "ApprovalRejected", "ApprovalTimeout", "BudgetDenied", "Hold", "HoldContext",
+    "ApprovalRejected", "ApprovalTimeout", "BudgetDenied", "Delegation", "Hold", "HoldContext",
     "PaymentRefused", "RetryPolicy", "Stub", "StubError", "StubUnavailable", "UnknownModel",
     "format_micros", "to_micros",
 ]

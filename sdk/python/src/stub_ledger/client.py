@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Mapping, Optional, TypeVar,
-                    Union, cast)
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Mapping, Optional,
+                    Sequence, TypeVar, Union, cast)
 
 import httpx
 from typing_extensions import ParamSpec
@@ -18,6 +18,24 @@ from .money import Amount, format_micros, to_micros
 
 if TYPE_CHECKING:
     from .prices import PriceTable, PriceSource
+
+from typing_extensions import TypedDict
+
+
+class Delegation(TypedDict):
+    """A delegated child budget and its key (POST /v1/delegations)."""
+
+    path: str  # the child node, e.g. "acme/planner/sub-1"
+    key_id: str
+    key: Optional[str]  # the child's secret (`sk.<id>.<secret>`), shown once; None on a replay
+    name: str
+    limit: str
+    expires_at: Optional[str]
+    parent_key: Optional[str]
+    run: bool
+    seq: int
+    budget: Dict[str, Any]  # the child's budget state
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -184,6 +202,44 @@ class Stub:
         _, answer = await self._connection.arequest(
             "GET", "/v1/entries", params=self._entries_params(root, after, limit))
         return cast(Dict[str, Any], answer)
+
+    # -- delegation -------------------------------------------------------------------------
+
+    @staticmethod
+    def _delegation_body(name: str, limit: Amount, ttl: Union[str, int],
+                         vendors: Optional[Sequence[str]],
+                         budget: Optional[str]) -> Dict[str, Any]:
+        body: Dict[str, Any] = {"name": name, "limit": format_micros(to_micros(limit)),
+                                "ttl": ttl}
+        if vendors is not None:
+            body["vendors"] = list(vendors)
+        if budget is not None:
+            body["budget"] = budget
+        return body
+
+    def delegate(self, name: str, limit: Amount, ttl: Union[str, int], *,
+                 vendors: Optional[Sequence[str]] = None, budget: Optional[str] = None,
+                 idempotency_key: Optional[str] = None) -> Delegation:
+        """Hands a sub-agent its own budget: a child node `name` below this key's node (or
+        `budget`, within it) with `limit` reserved from every level above until the child ends,
+        and its own key living `ttl` (at most this key's remaining life), optionally with a
+        narrower vendor allow list. Returns the child, with its key's secret (shown once):
+        give it to the sub-agent as `Stub(api_key=child["key"])`. Revoking or expiring this
+        key ends the child and returns what it did not use."""
+        _, answer = self._connection.request(
+            "POST", "/v1/delegations",
+            json=self._delegation_body(name, limit, ttl, vendors, budget),
+            idempotency_key=idempotency_key or new_idempotency_key())
+        return cast(Delegation, answer)
+
+    async def adelegate(self, name: str, limit: Amount, ttl: Union[str, int], *,
+                        vendors: Optional[Sequence[str]] = None, budget: Optional[str] = None,
+                        idempotency_key: Optional[str] = None) -> Delegation:
+        _, answer = await self._connection.arequest(
+            "POST", "/v1/delegations",
+            json=self._delegation_body(name, limit, ttl, vendors, budget),
+            idempotency_key=idempotency_key or new_idempotency_key())
+        return cast(Delegation, answer)
 
     def get_hold(self, hold_id: str) -> Dict[str, Any]:
         _, answer = self._connection.request("GET", f"/v1/holds/{hold_id}")
