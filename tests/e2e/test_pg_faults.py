@@ -48,7 +48,10 @@ EXPECTED_SPENDS = int(Decimal(ROOT_LIMIT) / Decimal(AMOUNT))  # 800
 AGENTS = 8
 CLIENTS = 32
 RESUME_SECONDS_MAX = 10.0
-SCENARIO_SECONDS_MAX = 60.0
+# A guard against a hang, not a speed target (the stall assertions bound the recovery): the
+# scenarios take about 25 s on an idle 2-core machine, and CI runs them while the sanitizer
+# builds compile.
+SCENARIO_SECONDS_MAX = 150.0
 # A retried request gives up past this; no scenario should come near it.
 RETRY_SECONDS_MAX = 45.0
 
@@ -185,14 +188,25 @@ class Fleet:
         with self.lock:
             return len(self.accepted)
 
+    def progress(self) -> str:
+        with self.lock:
+            return (f"{len(self.accepted)} acknowledged, {len(self.denials)} clients refused, "
+                    f"retried {self.retried}, unexpected {self.unexpected[:3]}")
+
     def run(self, fault) -> None:
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=CLIENTS + 1) as pool:
             futures = [pool.submit(self.run_client, i) for i in range(CLIENTS)]
             futures.append(pool.submit(fault, self))
             for future in futures:
-                future.result(timeout=SCENARIO_SECONDS_MAX)
-        assert time.monotonic() - started < SCENARIO_SECONDS_MAX
+                left = SCENARIO_SECONDS_MAX - (time.monotonic() - started)
+                try:
+                    future.result(timeout=max(left, 0.1))
+                except TimeoutError:
+                    events = store_events(self.server)
+                    raise AssertionError(f"the scenario ran past {SCENARIO_SECONDS_MAX} s: "
+                                         f"{self.progress()}; store events {events}") from None
+        print(f"scenario took {time.monotonic() - started:.1f} s: {self.progress()}")
 
 
 def wait_for_acknowledged(fleet: Fleet, count: int) -> None:
