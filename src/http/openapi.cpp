@@ -195,6 +195,30 @@ constexpr Operation operations[] = {
      "key; held at its worst case, forwarded to the vendor `openai`, captured from its usage; "
      "refusals are 402 with x-should-retry: false (docs/proxy.md)",
      "200", false, false},
+    {"post", "/proxy/openai/v1/responses",
+     "The metering proxy: an OpenAI Responses call (or stream), held at its worst case, captured "
+     "from its usage (streams: response.completed)",
+     "200", false, false},
+    {"post", "/proxy/openai/v1/embeddings",
+     "The metering proxy: OpenAI embeddings, held for their input, captured from usage", "200",
+     false, false},
+    {"get", "/proxy/openai/v1/models", "The vendor's model list, forwarded (free: no hold)", "200",
+     false, false},
+    {"post", "/proxy/anthropic/v1/messages",
+     "The metering proxy: an Anthropic message (or stream) with a Stub agent key as x-api-key; "
+     "held at its worst case, captured from its usage (cache reads and writes priced apart); "
+     "refusals are 402 billing_error with x-should-retry: false",
+     "200", false, false},
+    {"post", "/proxy/anthropic/v1/messages/count_tokens",
+     "Anthropic token counting, forwarded (free: no hold)", "200", false, false},
+    {"get", "/proxy/anthropic/v1/models", "The vendor's model list, forwarded (free: no hold)",
+     "200", false, false},
+    {"post", "/proxy/v/{vendor}/{path}",
+     "The generic pass-through for a paid HTTP API (any method): priced by the vendor's cost "
+     "rule (fixed, or a JSON or form field in minor units), refused before the vendor is called "
+     "when over budget, forwarded with the vendor's credential; a 2xx is captured, any other "
+     "answer voided",
+     "200", false, false},
     {"delete", "/v1/vendors/{name}", "Delete a vendor", "200", true, false},
     {"post", "/v1/sessions",
      "Dashboard sign-in with the admin token or an agent key (body {token}): sets an HttpOnly "

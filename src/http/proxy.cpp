@@ -24,6 +24,7 @@
 #include "http/async_bridge.hpp"
 #include "http/credentials.hpp"
 #include "ledger/money.hpp"
+#include "proxy/metering.hpp"
 #include "proxy/vendor_defaults.hpp"
 
 namespace stub::http {
@@ -121,44 +122,175 @@ struct VendorUse {
   std::string credential_header;
   std::string credential;
   Timeouts timeouts;
+  json::value cost;  // a generic vendor's cost rule (routes_vendors.cpp's parse_cost)
 };
 
-// The usage an answer reports (OpenAI: prompt/completion tokens).
-struct Usage {
-  bool seen = false;
-  int64_t input_tokens = 0;
-  int64_t output_tokens = 0;
+enum class Endpoint { chat, responses, embeddings, messages, count_tokens, models, generic };
+enum class Family { openai, anthropic, generic };  // whose error shape the caller expects
+
+// What one request asks of the proxy: the endpoint, the vendor it goes to, and the target on
+// that vendor (after its base URL's path), query included.
+struct Route {
+  Endpoint endpoint = Endpoint::chat;
+  std::string vendor;
+  std::string upstream_target;
 };
 
-void read_usage(const json::value& document, Usage& usage) {
-  if (!document.is_object())
-    return;
-  const auto* found = document.get_object().if_contains("usage");
-  if (found == nullptr || !found->is_object())
-    return;
-  const auto& object = found->get_object();
-  const auto number = [&](std::string_view name) -> int64_t {
-    const auto* value = object.if_contains(name);
-    return value != nullptr && value->is_int64() && value->get_int64() > 0 ? value->get_int64() : 0;
+std::optional<proxy::LlmApi> llm_api(Endpoint endpoint) {
+  switch (endpoint) {
+    case Endpoint::chat:
+      return proxy::LlmApi::chat;
+    case Endpoint::responses:
+      return proxy::LlmApi::responses;
+    case Endpoint::embeddings:
+      return proxy::LlmApi::embeddings;
+    case Endpoint::messages:
+      return proxy::LlmApi::messages;
+    default:
+      return std::nullopt;
+  }
+}
+
+Family family_of(std::string_view target) {
+  if (target.starts_with("/proxy/anthropic/"))
+    return Family::anthropic;
+  if (target.starts_with("/proxy/v/"))
+    return Family::generic;
+  return Family::openai;
+}
+
+bool vendor_name_ok(std::string_view name) {
+  if (name.empty() || name.size() > 63)
+    return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '-' && c != '_')))
+      return false;
+  }
+  return true;
+}
+
+// A path that cannot climb out of the vendor's base URL: no "." or ".." segment, spelled
+// plainly or percent-encoded.
+bool path_stays_below(std::string_view path) {
+  size_t start = 0;
+  while (start <= path.size()) {
+    const size_t end = std::min(path.find('/', start), path.size());
+    std::string segment(path.substr(start, end - start));
+    std::transform(segment.begin(), segment.end(), segment.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    for (size_t at; (at = segment.find("%2e")) != std::string::npos;)
+      segment.replace(at, 3, ".");
+    if (segment == "." || segment == "..")
+      return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+std::optional<Route> match_route(bhttp::verb method, std::string_view target) {
+  const size_t question = target.find('?');
+  const std::string_view path = target.substr(0, question);
+  const bool post = method == bhttp::verb::post;
+  const bool get = method == bhttp::verb::get;
+  const auto llm = [&](std::string_view prefix, std::string vendor) -> std::optional<Route> {
+    const std::string_view rest = path.substr(prefix.size());
+    Route route;
+    route.vendor = std::move(vendor);
+    route.upstream_target = std::string(target.substr(prefix.size()));
+    if (prefix == "/proxy/openai") {
+      if (post && rest == "/v1/chat/completions")
+        route.endpoint = Endpoint::chat;
+      else if (post && rest == "/v1/responses")
+        route.endpoint = Endpoint::responses;
+      else if (post && rest == "/v1/embeddings")
+        route.endpoint = Endpoint::embeddings;
+      else if (get &&
+               (rest == "/v1/models" || (rest.starts_with("/v1/models/") && rest.size() > 11 &&
+                                         rest.find('/', 11) == std::string_view::npos)))
+        route.endpoint = Endpoint::models;
+      else
+        return std::nullopt;
+    } else {
+      if (post && rest == "/v1/messages")
+        route.endpoint = Endpoint::messages;
+      else if (post && rest == "/v1/messages/count_tokens")
+        route.endpoint = Endpoint::count_tokens;
+      else if (get &&
+               (rest == "/v1/models" || (rest.starts_with("/v1/models/") && rest.size() > 11 &&
+                                         rest.find('/', 11) == std::string_view::npos)))
+        route.endpoint = Endpoint::models;
+      else
+        return std::nullopt;
+    }
+    return route;
   };
-  usage.seen = true;
-  usage.input_tokens = number("prompt_tokens");
-  usage.output_tokens = number("completion_tokens");
+  if (path.starts_with("/proxy/openai/"))
+    return llm("/proxy/openai", "openai");
+  if (path.starts_with("/proxy/anthropic/"))
+    return llm("/proxy/anthropic", "anthropic");
+  if (path.starts_with("/proxy/v/")) {
+    const std::string_view after = path.substr(9);
+    const size_t slash = after.find('/');
+    if (slash == std::string_view::npos || !vendor_name_ok(after.substr(0, slash)) ||
+        !path_stays_below(after.substr(slash + 1))) {
+      return std::nullopt;
+    }
+    Route route;
+    route.endpoint = Endpoint::generic;
+    route.vendor = std::string(after.substr(0, slash));
+    route.upstream_target = std::string(target.substr(9 + slash));
+    return route;
+  }
+  return std::nullopt;
 }
 
-int64_t cost_micros(const proxy::ModelPrice& price, int64_t input_tokens, int64_t output_tokens) {
-  const __int128 total = static_cast<__int128>(input_tokens) * price.input_micros_per_million +
-                         static_cast<__int128>(output_tokens) * price.output_micros_per_million;
-  const __int128 micros = (total + 999'999) / 1'000'000;
-  return micros > ledger::Money::micros_max ? ledger::Money::micros_max
-                                            : static_cast<int64_t>(micros);
+std::string status_type(Family family, int status) {
+  if (family == Family::anthropic) {
+    switch (status) {
+      case 401:
+        return "authentication_error";
+      case 402:
+        return "billing_error";
+      case 403:
+        return "permission_error";
+      case 404:
+        return "not_found_error";
+      case 413:
+        return "request_too_large";
+      case 429:
+        return "rate_limit_error";
+      default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+  }
+  switch (status) {
+    case 402:
+      return "insufficient_quota";
+    case 403:
+      return "permission_error";
+    case 429:
+      return "rate_limit_error";
+    default:
+      return status >= 500 ? "api_error" : "invalid_request_error";
+  }
 }
 
-std::string openai_error_body(std::string_view type, std::string_view code,
-                              std::string_view message, json::object extra = {}) {
-  json::object error{{"type", type}, {"code", code}, {"message", message}, {"param", nullptr}};
+// An error shaped like the vendor's own, so its official client raises with a clear message:
+// OpenAI {"error":{"type","code","message","param"}}, Anthropic {"type":"error","error":{"type",
+// "message"}}; the generic pass-through answers in Stub's own shape. `extra` joins the error.
+std::string error_body(Family family, int status, std::string_view code, std::string_view message,
+                       json::object extra = {}) {
+  json::object error{{"type", status_type(family, status)}, {"code", code}, {"message", message}};
+  if (family == Family::openai)
+    error["param"] = nullptr;
+  if (family == Family::generic)
+    error["type"] = status == 402 ? "denied" : "invalid_request";
   for (auto& member : extra)
     error[member.key()] = member.value();
+  if (family == Family::anthropic)
+    return json::serialize(json::object{{"type", "error"}, {"error", std::move(error)}});
   return json::serialize(json::object{{"error", std::move(error)}});
 }
 
@@ -169,10 +301,10 @@ json::object capture_request(int64_t micros, json::object receipt) {
                       {"receipt", std::move(receipt)}};
 }
 
-json::object hold_request(int64_t worst_micros) {
+json::object hold_request(int64_t worst_micros, const std::string& vendor) {
   return json::object{
       {"amount", ledger::Money::from_micros(std::max<int64_t>(worst_micros, 1)).to_string()},
-      {"vendor", "openai"},
+      {"vendor", vendor},
       {"ttl", hold_ttl},
       {"on_expiry", "capture"}};
 }
@@ -193,6 +325,18 @@ json::object stub_error_field(const json::object& stub_error) {
   return json::object{{"stub", stub_error}};
 }
 
+// Request headers never sent to the vendor: Stub's own, the caller's credentials (the vendor
+// gets its real one), and the encoding (usage is read from the answer, so it comes plain).
+bool kept_from_vendor(std::string_view name) {
+  static constexpr std::string_view names[] = {
+      "host",   "authorization", "x-api-key", "cookie",    "accept-encoding",
+      "expect", "origin",        "referer",   "forwarded", "x-forwarded-for"};
+  if (name.size() >= 7 && beast::iequals(name.substr(0, 7), "x-stub-"))
+    return true;
+  return std::any_of(std::begin(names), std::end(names),
+                     [&](std::string_view kept) { return beast::iequals(kept, name); });
+}
+
 // Headers never relayed (hop by hop, or recomputed here).
 bool hop_by_hop(std::string_view name) {
   static constexpr std::string_view names[] = {
@@ -200,6 +344,33 @@ bool hop_by_hop(std::string_view name) {
       "te",         "trailer",    "proxy-connection",  "proxy-authenticate", "proxy-authorization"};
   return std::any_of(std::begin(names), std::end(names),
                      [&](std::string_view hop) { return beast::iequals(hop, name); });
+}
+
+}  // namespace
+
+// A hold's settlement through the ledger's own API, with the caller's credential.
+struct Settlement {
+  std::string authorization;
+  std::string stub_request_id;
+  std::string target;  // /v1/holds/{id}/capture or /void
+  json::object body;
+};
+
+namespace {
+
+awaitable<void> send_settlement(Proxy& proxy, Settlement settlement) {
+  ApiRequest call;
+  call.method = "POST";
+  call.target = settlement.target;
+  call.authorization = std::move(settlement.authorization);
+  call.idempotency_key = "proxy_" + random_hex(16);
+  call.body = json::serialize(settlement.body);
+  const ApiReply answer = co_await proxy.api().handle(std::move(call));
+  if (answer.status != 200) {
+    // The hold's own expiry (on_expiry: capture) settles it at the worst case.
+    spdlog::warn("proxy {}: {} answered {}", settlement.stub_request_id, settlement.target,
+                 answer.status);
+  }
 }
 
 // One call through the proxy.
@@ -211,7 +382,8 @@ class Call {
         client_(client),
         request_(request),
         client_deadline_(std::move(client_deadline)),
-        stub_request_id_("req_" + random_hex(12)) {}
+        stub_request_id_("req_" + random_hex(12)),
+        family_(family_of(request.target())) {}
 
   awaitable<bool> run();
 
@@ -222,6 +394,8 @@ class Call {
     response.set(bhttp::field::server, "stub");
     response.set(bhttp::field::content_type, "application/json");
     response.set("x-stub-request-id", stub_request_id_);
+    if (!hold_id_.empty())
+      response.set("x-stub-hold-id", hold_id_);
     if (no_retry)
       response.set("x-should-retry", "false");
     response.keep_alive(request_.keep_alive());
@@ -231,6 +405,12 @@ class Call {
     auto [error, written] = co_await bhttp::async_write(client_, response, as_tuple_awaitable);
     client_deadline_(Clock::duration::zero());
     co_return !error && request_.keep_alive();
+  }
+
+  awaitable<bool> fail(int status, std::string_view code, std::string_view message,
+                       json::object extra = {}, bool no_retry = true) {
+    co_return co_await reply(status, error_body(family_, status, code, message, std::move(extra)),
+                             no_retry);
   }
 
   // Calls the ledger's own API with the caller's credential.
@@ -244,8 +424,22 @@ class Call {
     co_return co_await proxy_.api().handle(std::move(call));
   }
 
+  awaitable<Result<Principal>> authenticate();
   awaitable<Result<VendorUse>> load_vendor(const std::string& name);
+  // Each prices the call and holds it: nullopt once it is held, else the refusal or error has
+  // been answered and the value says whether the client connection stays usable.
+  awaitable<std::optional<bool>> price_llm_call(std::string& upstream_body);
+  awaitable<std::optional<bool>> price_generic_call(const VendorUse& vendor);
+  awaitable<std::optional<bool>> place_hold(int64_t micros);
+  // Settles the hold once: capture `micros` (clamped to what was held; zero voids) or void.
+  // The request to send, or nothing when the hold is settled already (or there is none).
+  std::optional<Settlement> settlement(bool capture, std::optional<int64_t> micros);
   awaitable<void> settle(bool capture, std::optional<int64_t> micros);
+  // The same in a coroutine of its own: the client's connection is free for its next request
+  // at once. The hold's expiry (on_expiry: capture) covers a Stub that stops before it commits.
+  void settle_in_background(bool capture, std::optional<int64_t> micros);
+  // What the vendor's answer settles: (capture, micros; nullopt is what was held).
+  std::pair<bool, std::optional<int64_t>> answer_settlement(bool complete) const;
   json::object receipt() const;
 
   // The upstream exchange: returns whether the client connection stays usable.
@@ -256,18 +450,45 @@ class Call {
   bhttp::request<bhttp::string_body>& request_;
   Proxy::Deadline client_deadline_;
   std::string stub_request_id_;
+  Family family_;
+  Route route_;
+  std::optional<proxy::LlmApi> api_;
   std::string authorization_;
+  std::string key_root_;
   std::string model_;
   const proxy::ModelPrice* price_ = nullptr;
   bool streaming_ = false;
   bool usage_injected_ = false;
   std::string hold_id_;
   int64_t held_micros_ = 0;
-  Usage usage_;
+  proxy::Usage usage_;
+  bool usage_final_ = false;  // the vendor's own final count (not a stream's opening one)
   std::string vendor_request_id_;
   int upstream_status_ = 0;
   bool settled_ = false;
 };
+
+awaitable<Result<Principal>> Call::authenticate() {
+  // The caller's Stub key: "Authorization: Bearer <key>" or "x-api-key: <key>".
+  authorization_ = std::string(request_[bhttp::field::authorization]);
+  if (authorization_.empty() && !request_["x-api-key"].empty())
+    authorization_ = "Bearer " + std::string(request_["x-api-key"]);
+  if (authorization_.empty()) {
+    co_return Error{ErrorCode::unauthorized, "missing_api_key",
+                    "Send a Stub agent key as the API key (Authorization: Bearer or x-api-key)."};
+  }
+  ApiContext& context = proxy_.api().context();
+  const ledger::Micros now = context.clock();
+  auto principal = context.authenticator.authenticate_without_store(authorization_, now);
+  if (!principal) {
+    // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
+    auto auth_work = [&context, this, now] {
+      return context.authenticator.authenticate(authorization_, now);
+    };
+    principal = co_await run_blocking(context.read_pool, std::move(auth_work));
+  }
+  co_return std::move(*principal);
+}
 
 awaitable<Result<VendorUse>> Call::load_vendor(const std::string& name) {
   ApiContext& context = proxy_.api().context();
@@ -276,9 +497,10 @@ awaitable<Result<VendorUse>> Call::load_vendor(const std::string& name) {
   auto stored = co_await run_blocking(context.read_pool, std::move(vendor_work));
   if (!stored.ok())
     co_return stored.error();
-  if (!stored.value()) {
+  // A vendor serves the keys of the root that configured it; to any other it does not exist.
+  if (!stored.value() || stored.value()->root != key_root_) {
     co_return Error{ErrorCode::unavailable, "vendor_not_configured",
-                    "Stub has no vendor named " + name +
+                    "Stub has no vendor named " + name + " for budget " + key_root_ +
                         ": the admin sets it with PUT /v1/vendors/" + name + "."};
   }
   const ledger::Vendor& vendor = *stored.value();
@@ -302,6 +524,8 @@ awaitable<Result<VendorUse>> Call::load_vendor(const std::string& name) {
   out.credential_header = text("credential_header");
   if (out.credential_header.empty())
     out.credential_header = std::string(proxy::default_credential_header(out.kind));
+  if (const auto* cost = object.if_contains("cost"); cost != nullptr && cost->is_object())
+    out.cost = *cost;
   if (const auto* timeouts = object.if_contains("timeouts");
       timeouts != nullptr && timeouts->is_object()) {
     for (const auto& [field, into] : {std::pair{"connect_ms", &out.timeouts.connect},
@@ -323,13 +547,18 @@ awaitable<Result<VendorUse>> Call::load_vendor(const std::string& name) {
 }
 
 json::object Call::receipt() const {
-  json::object out{{"vendor", "openai"},
-                   {"model", model_},
-                   {"stub_request_id", stub_request_id_},
-                   {"stream", streaming_}};
-  if (usage_.seen) {
-    out["input_tokens"] = usage_.input_tokens;
-    out["output_tokens"] = usage_.output_tokens;
+  json::object out{{"vendor", route_.vendor}, {"stub_request_id", stub_request_id_}};
+  if (api_) {
+    out["model"] = model_;
+    out["stream"] = streaming_;
+    if (usage_.seen) {
+      for (auto& member : proxy::usage_receipt(*api_, usage_))
+        out[member.key()] = member.value();
+    }
+  } else {
+    out["method"] = std::string(request_.method_string());
+    const std::string_view target = route_.upstream_target;
+    out["path"] = std::string(target.substr(0, target.find('?')));
   }
   if (!vendor_request_id_.empty())
     out["vendor_request_id"] = vendor_request_id_;
@@ -338,145 +567,46 @@ json::object Call::receipt() const {
   return out;
 }
 
-// Settles the hold once: capture `micros` (clamped to what was held; zero voids) or void.
-awaitable<void> Call::settle(bool capture, std::optional<int64_t> micros) {
+std::optional<Settlement> Call::settlement(bool capture, std::optional<int64_t> micros) {
   if (settled_ || hold_id_.empty())
-    co_return;
+    return std::nullopt;
   settled_ = true;
   const int64_t amount = std::min(micros.value_or(held_micros_), held_micros_);
-  ApiReply answer;
+  Settlement out;
+  out.authorization = authorization_;
+  out.stub_request_id = stub_request_id_;
   if (capture && amount > 0) {
-    answer = co_await api_call("POST", "/v1/holds/" + hold_id_ + "/capture",
-                               capture_request(amount, receipt()));
+    out.target = "/v1/holds/" + hold_id_ + "/capture";
+    out.body = capture_request(amount, receipt());
   } else {
-    answer = co_await api_call("POST", "/v1/holds/" + hold_id_ + "/void", json::object{});
+    out.target = "/v1/holds/" + hold_id_ + "/void";
   }
-  if (answer.status != 200) {
-    // The hold's own expiry (on_expiry: capture) settles it at the worst case.
-    spdlog::warn("proxy {}: settling hold {} answered {}", stub_request_id_, hold_id_,
-                 answer.status);
-  }
+  return out;
 }
 
-awaitable<bool> Call::run() {
-  const std::string target(request_.target());
-  const bool chat = target == "/proxy/openai/v1/chat/completions" ||
-                    target.starts_with("/proxy/openai/v1/chat/completions?");
-  if (!chat || request_.method() != bhttp::verb::post) {
-    co_return co_await reply(
-        404, openai_error_body("invalid_request_error", "unknown_route",
-                               "Stub's proxy has no route " +
-                                   std::string(request_.method_string()) + " " + target + "."));
-  }
-  // The caller's Stub key: "Authorization: Bearer <key>" or "x-api-key: <key>".
-  authorization_ = std::string(request_[bhttp::field::authorization]);
-  if (authorization_.empty() && !request_["x-api-key"].empty())
-    authorization_ = "Bearer " + std::string(request_["x-api-key"]);
-  if (authorization_.empty()) {
-    co_return co_await reply(
-        401, openai_error_body("invalid_request_error", "missing_api_key",
-                               "Send a Stub agent key as the API key (Authorization: Bearer or "
-                               "x-api-key)."));
-  }
+awaitable<void> Call::settle(bool capture, std::optional<int64_t> micros) {
+  if (auto request = settlement(capture, micros))
+    co_await send_settlement(proxy_, std::move(*request));
+}
 
-  {
-    ApiContext& context = proxy_.api().context();
-    const ledger::Micros now = context.clock();
-    auto principal = context.authenticator.authenticate_without_store(authorization_, now);
-    if (!principal) {
-      // Named, not a temporary in the co_await: GCC 12 frees a lambda's captures twice there.
-      auto auth_work = [&context, this, now] {
-        return context.authenticator.authenticate(authorization_, now);
-      };
-      principal = co_await run_blocking(context.read_pool, std::move(auth_work));
-    }
-    if (!principal->ok()) {
-      co_return co_await reply(401, openai_error_body("invalid_request_error", "invalid_api_key",
-                                                      principal->error().message));
-    }
-    if (principal->value().admin) {
-      co_return co_await reply(
-          403, openai_error_body("permission_error", "agent_key_required",
-                                 "The proxy meters an agent's budget: call it with a Stub agent "
-                                 "key, not the admin token."));
-    }
-  }
+void Call::settle_in_background(bool capture, std::optional<int64_t> micros) {
+  if (auto request = settlement(capture, micros))
+    proxy_.settle_later(std::move(*request));
+}
 
-  boost::system::error_code parse_error;
-  json::value parsed = json::parse(request_.body(), parse_error);
-  if (parse_error || !parsed.is_object()) {
-    co_return co_await reply(400, openai_error_body("invalid_request_error", "invalid_json",
-                                                    "The request body is not a JSON object."));
-  }
-  json::object& body = parsed.get_object();
-  const auto* model = body.if_contains("model");
-  if (model == nullptr || !model->is_string() || model->get_string().empty()) {
-    co_return co_await reply(400, openai_error_body("invalid_request_error", "missing_model",
-                                                    "Field \"model\" is required."));
-  }
-  model_ = std::string(model->get_string());
-  price_ = proxy_.prices().find(model_);
-  if (price_ == nullptr) {
-    co_return co_await reply(
-        400, openai_error_body("invalid_request_error", "unknown_model",
-                               "Stub has no price for model " + model_ +
-                                   " (prices/llm.json), so it cannot hold its worst case."));
-  }
-  int64_t n = 1;
-  if (const auto* given = body.if_contains("n"); given != nullptr && !given->is_null()) {
-    if (!given->is_int64() || given->get_int64() < 1 || given->get_int64() > 128) {
-      co_return co_await reply(400, openai_error_body("invalid_request_error", "invalid_n",
-                                                      "Field \"n\" must be from 1 to 128."));
-    }
-    n = given->get_int64();
-  }
-  const int64_t model_max =
-      price_->max_output_tokens > 0 ? price_->max_output_tokens : int64_t{32'768};
-  int64_t max_output = model_max;
-  for (const char* field : {"max_completion_tokens", "max_tokens"}) {
-    const auto* given = body.if_contains(field);
-    if (given == nullptr || given->is_null())
-      continue;
-    if (!given->is_int64() || given->get_int64() < 1) {
-      co_return co_await reply(400, openai_error_body("invalid_request_error", "invalid_max_tokens",
-                                                      std::string("Field \"") + field +
-                                                          "\" must be a positive integer."));
-    }
-    max_output = std::min(max_output, given->get_int64());
-  }
-  if (const auto* stream = body.if_contains("stream"); stream != nullptr && stream->is_bool())
-    streaming_ = stream->get_bool();
-  // The input is at most one token per byte of the request; never more than the window.
-  int64_t input_estimate = static_cast<int64_t>(request_.body().size());
-  if (price_->context_window > 0)
-    input_estimate = std::min(input_estimate, price_->context_window);
-  const int64_t worst_one = cost_micros(*price_, input_estimate, max_output);
-  const int64_t worst =
-      worst_one > ledger::Money::micros_max / n ? ledger::Money::micros_max : worst_one * n;
+std::pair<bool, std::optional<int64_t>> Call::answer_settlement(bool complete) const {
+  // The conservative rule: the vendor's final usage when it came; nothing when the vendor
+  // refused the call outright (an answer below 500 that says so); the held amount otherwise
+  // (cut off, a server error, or an answer that cannot be priced: it may have been billed).
+  const bool success = upstream_status_ >= 200 && upstream_status_ < 300;
+  if (api_ && usage_.seen && usage_final_)
+    return {true, proxy::usage_cost_micros(*api_, *price_, usage_)};
+  if (complete && !success && upstream_status_ < 500)
+    return {false, std::nullopt};
+  return {true, std::nullopt};
+}
 
-  // What is sent upstream: the body as given, or, for a stream that did not ask for usage,
-  // with stream_options.include_usage (its extra chunk is kept from the client).
-  std::string upstream_body = request_.body();
-  if (streaming_) {
-    json::value* options = body.if_contains("stream_options");
-    const bool asked = options != nullptr && options->is_object() &&
-                       options->get_object().contains("include_usage") &&
-                       options->get_object()["include_usage"] == true;
-    if (!asked) {
-      if (options == nullptr || !options->is_object())
-        body["stream_options"] = json::object{};
-      body["stream_options"].get_object()["include_usage"] = true;
-      usage_injected_ = true;
-      upstream_body = json::serialize(body);
-    }
-  }
-
-  auto vendor = co_await load_vendor("openai");
-  if (!vendor.ok()) {
-    co_return co_await reply(
-        503, openai_error_body("api_error", vendor.error().subcode, vendor.error().message));
-  }
-
+awaitable<std::optional<bool>> Call::place_hold(int64_t micros) {
   // Tags and intent from x-stub-tag-<key> and x-stub-intent.
   json::object tags;
   for (const auto& field : request_) {
@@ -490,44 +620,149 @@ awaitable<bool> Call::run() {
       tags[key] = std::string(field.value());
     }
   }
-  json::object hold = hold_request(worst);
+  json::object hold = hold_request(micros, route_.vendor);
   if (!request_["x-stub-intent"].empty())
     hold["intent"] = std::string(request_["x-stub-intent"]);
   if (!tags.empty())
     hold["tags"] = std::move(tags);
   const ApiReply held = co_await api_call("POST", "/v1/holds", hold);
-  if (held.status != 201) {
-    boost::system::error_code error;
-    json::value answer = json::parse(held.body, error);
-    json::object stub_error;
-    if (!error && answer.is_object() && answer.get_object().contains("error") &&
-        answer.get_object()["error"].is_object()) {
-      stub_error = answer.get_object()["error"].get_object();
-    }
-    const auto field = [&](std::string_view name) {
-      const auto* value = stub_error.if_contains(name);
-      return value != nullptr && value->is_string() ? std::string(value->get_string())
-                                                    : std::string();
-    };
-    if (held.status == 402) {
-      json::object extra = refusal_fields(stub_error);
-      co_return co_await reply(
-          402, openai_error_body("insufficient_quota", "budget_exceeded",
-                                 "Stub budget " + field("budget") + " refused this call (" +
-                                     field("code") + "): " + field("message"),
-                                 std::move(extra)));
-    }
-    const std::string type = held.status == 401   ? "authentication_error"
-                             : held.status == 403 ? "permission_error"
-                                                  : "invalid_request_error";
-    co_return co_await reply(held.status, openai_error_body(type, field("code"), field("message"),
-                                                            stub_error_field(stub_error)));
-  }
-  {
+  if (held.status == 201) {
     json::value answer = json::parse(held.body);
     hold_id_ = std::string(answer.get_object()["id"].get_string());
     held_micros_ = ledger::Money::parse(answer.get_object()["amount"].get_string())->micros();
+    co_return std::nullopt;
   }
+  boost::system::error_code error;
+  json::value answer = json::parse(held.body, error);
+  json::object stub_error;
+  if (!error && answer.is_object() && answer.get_object().contains("error") &&
+      answer.get_object()["error"].is_object()) {
+    stub_error = answer.get_object()["error"].get_object();
+  }
+  const auto field = [&](std::string_view name) {
+    const auto* value = stub_error.if_contains(name);
+    return value != nullptr && value->is_string() ? std::string(value->get_string())
+                                                  : std::string();
+  };
+  if (family_ == Family::generic) {
+    // Stub's own refusal as the API gives it.
+    co_return co_await reply(held.status, held.body);
+  }
+  if (held.status == 402) {
+    co_return co_await fail(402, "budget_exceeded",
+                            "Stub budget " + field("budget") + " refused this call (" +
+                                field("code") + "): " + field("message"),
+                            refusal_fields(stub_error));
+  }
+  co_return co_await fail(held.status, field("code"), field("message"),
+                          stub_error_field(stub_error));
+}
+
+awaitable<std::optional<bool>> Call::price_llm_call(std::string& upstream_body) {
+  boost::system::error_code parse_error;
+  json::value parsed = json::parse(request_.body(), parse_error);
+  if (parse_error || !parsed.is_object())
+    co_return co_await fail(400, "invalid_json", "The request body is not a JSON object.");
+  json::object& body = parsed.get_object();
+  const auto* model = body.if_contains("model");
+  if (model == nullptr || !model->is_string() || model->get_string().empty())
+    co_return co_await fail(400, "missing_model", "Field \"model\" is required.");
+  model_ = std::string(model->get_string());
+  price_ = proxy_.prices().find(model_);
+  if (price_ == nullptr) {
+    co_return co_await fail(400, "unknown_model",
+                            "Stub has no price for model " + model_ +
+                                " (prices/llm.json), so it cannot hold its worst case.");
+  }
+  if (const auto* stream = body.if_contains("stream"); stream != nullptr && stream->is_bool())
+    streaming_ = stream->get_bool();
+  auto worst = proxy::worst_case(*api_, body, request_.body().size(), *price_);
+  if (!worst.ok())
+    co_return co_await fail(400, worst.error().subcode, worst.error().message);
+
+  // A chat stream that did not ask for usage gets stream_options.include_usage upstream; its
+  // extra chunk is kept from the client.
+  upstream_body = request_.body();
+  if (streaming_ && *api_ == proxy::LlmApi::chat) {
+    json::value* options = body.if_contains("stream_options");
+    const bool asked = options != nullptr && options->is_object() &&
+                       options->get_object().contains("include_usage") &&
+                       options->get_object()["include_usage"] == true;
+    if (!asked) {
+      if (options == nullptr || !options->is_object())
+        body["stream_options"] = json::object{};
+      body["stream_options"].get_object()["include_usage"] = true;
+      usage_injected_ = true;
+      upstream_body = json::serialize(body);
+    }
+  }
+  co_return co_await place_hold(worst->micros);
+}
+
+awaitable<std::optional<bool>> Call::price_generic_call(const VendorUse& vendor) {
+  if (vendor.kind != "generic") {
+    co_return co_await fail(400, "not_a_generic_vendor",
+                            "Vendor " + vendor.name + " is of kind " + vendor.kind +
+                                ": call it at /proxy/" + vendor.kind +
+                                "/..., not through the generic pass-through.");
+  }
+  if (vendor.cost.is_null()) {
+    co_return co_await fail(503, "vendor_cost_missing",
+                            "Vendor " + vendor.name +
+                                " has no cost rule, so Stub cannot price its calls: the admin "
+                                "sets \"cost\" with PUT /v1/vendors/" +
+                                vendor.name + ".");
+  }
+  auto micros = proxy::generic_cost_micros(vendor.cost, request_[bhttp::field::content_type],
+                                           request_.body());
+  if (!micros.ok()) {
+    const int status = micros.error().code == ErrorCode::invalid_input ? 400 : 500;
+    co_return co_await fail(status, micros.error().subcode, micros.error().message);
+  }
+  co_return co_await place_hold(*micros);
+}
+
+awaitable<bool> Call::run() {
+  const std::string target(request_.target());
+  auto route = match_route(request_.method(), target);
+  if (!route) {
+    co_return co_await fail(404, "unknown_route",
+                            "Stub's proxy has no route " + std::string(request_.method_string()) +
+                                " " + target + " (docs/proxy.md).");
+  }
+  route_ = std::move(*route);
+  api_ = llm_api(route_.endpoint);
+
+  auto principal = co_await authenticate();
+  if (!principal.ok()) {
+    // A key that is no good is a 401; a store that cannot say is the store's error (503).
+    const Error& error = principal.error();
+    if (error.code != ErrorCode::unauthorized)
+      co_return co_await fail(503, error.subcode, error.message, {}, false);
+    co_return co_await fail(
+        401, error.subcode == "missing_api_key" ? "missing_api_key" : "invalid_api_key",
+        error.message);
+  }
+  if (principal->admin) {
+    co_return co_await fail(403, "agent_key_required",
+                            "The proxy meters an agent's budget: call it with a Stub agent "
+                            "key, not the admin token.");
+  }
+  key_root_ = principal->key.budget.substr(0, principal->key.budget.find('/'));
+
+  auto vendor = co_await load_vendor(route_.vendor);
+  if (!vendor.ok())
+    co_return co_await fail(503, vendor.error().subcode, vendor.error().message);
+
+  // Listing models and counting tokens are free: forwarded with no hold.
+  std::string upstream_body = request_.body();
+  std::optional<bool> refused;
+  if (api_)
+    refused = co_await price_llm_call(upstream_body);
+  else if (route_.endpoint == Endpoint::generic)
+    refused = co_await price_generic_call(*vendor);
+  if (refused)
+    co_return *refused;
   const bool keep = co_await forward(*vendor, std::move(upstream_body));
   co_await settle(true, std::nullopt);  // only if nothing settled it: the worst case
   co_return keep;
@@ -584,24 +819,24 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
     if (!connected) {
       // Never sent: nothing can have been billed.
       co_await settle(false, std::nullopt);
-      co_return co_await reply(502,
-                               openai_error_body("api_error", "upstream_unreachable",
-                                                 "Stub could not reach the vendor at " + key + "."),
-                               false);
+      co_return co_await fail(502, "upstream_unreachable",
+                              "Stub could not reach the vendor at " + key + ".", {}, false);
     }
   }
   watch_state->socket = &connection->socket();
 
-  bhttp::request<bhttp::string_body> out{
-      bhttp::verb::post,
-      upstream.prefix +
-          std::string(request_.target()).substr(std::string_view("/proxy/openai").size()),
-      11};
+  // The request as the caller sent it, less what is Stub's or the caller's own (kept_from_
+  // vendor), with the vendor's real credential.
+  bhttp::request<bhttp::string_body> out{request_.method(),
+                                         upstream.prefix + route_.upstream_target, 11};
+  for (const auto& field : request_) {
+    const std::string_view name = field.name_string();
+    if (!hop_by_hop(name) && !kept_from_vendor(name) &&
+        !beast::iequals(name, vendor.credential_header)) {
+      out.insert(name, field.value());
+    }
+  }
   out.set(bhttp::field::host, upstream.host);
-  out.set(bhttp::field::content_type, "application/json");
-  for (const auto name : {bhttp::field::accept, bhttp::field::user_agent})
-    if (!request_[name].empty())
-      out.set(name, request_[name]);
   if (beast::iequals(vendor.credential_header, "authorization"))
     out.set(bhttp::field::authorization, "Bearer " + vendor.credential);
   else
@@ -618,14 +853,14 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
       [&](auto& stream) { return bhttp::async_write(stream, out, as_tuple_awaitable); });
   if (write_error) {
     // A reused connection the vendor had closed takes nothing; a fresh one may have sent part.
-    co_await settle(reused ? false : true, std::nullopt);
-    co_return co_await reply(
-        502, openai_error_body("api_error", "upstream_failed", "Sending to the vendor failed."),
-        false);
+    co_await settle(!reused, std::nullopt);
+    co_return co_await fail(502, "upstream_failed", "Sending to the vendor failed.", {}, false);
   }
 
   bhttp::response_parser<bhttp::buffer_body> parser;
   parser.body_limit(boost::none);
+  if (request_.method() == bhttp::verb::head)
+    parser.skip(true);
   watch_state->deadline = Clock::now() + vendor.timeouts.first_byte;
   auto [header_error, header_bytes] = co_await io([&](auto& stream) {
     return bhttp::async_read_header(stream, connection->buffer, parser, as_tuple_awaitable);
@@ -633,16 +868,16 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
   if (header_error) {
     // Sent and never answered: it may have been billed.
     co_await settle(true, std::nullopt);
-    co_return co_await reply(
-        502,
-        openai_error_body("api_error", "upstream_failed",
-                          watch_state->fired ? "The vendor did not answer in time."
-                                             : "The vendor's answer was cut off."),
-        false);
+    co_return co_await fail(502, "upstream_failed",
+                            watch_state->fired ? "The vendor did not answer in time."
+                                               : "The vendor's answer was cut off.",
+                            {}, false);
   }
   auto& head = parser.get();
   upstream_status_ = static_cast<int>(head.result_int());
   vendor_request_id_ = std::string(head["x-request-id"]);
+  if (vendor_request_id_.empty())
+    vendor_request_id_ = std::string(head["request-id"]);  // Anthropic, Stripe
   const bool event_stream = head[bhttp::field::content_type].starts_with("text/event-stream");
 
   bhttp::response<bhttp::empty_body> client_head{head.result(), request_.version()};
@@ -651,10 +886,11 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
       client_head.insert(field.name_string(), field.value());
   }
   client_head.set("x-stub-request-id", stub_request_id_);
-  client_head.set("x-stub-hold-id", hold_id_);
+  if (!hold_id_.empty())
+    client_head.set("x-stub-hold-id", hold_id_);
   client_head.keep_alive(request_.keep_alive());
 
-  // Reads the next piece of the answer into `chunk`; false at the end or on an error.
+  // Reads the next piece of the answer into `chunk`; empty at the end or on an error.
   std::array<char, read_chunk_bytes> chunk{};
   bool upstream_failed = false;
   const auto read_piece = [&]() -> awaitable<std::string_view> {
@@ -674,8 +910,16 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
     }
     co_return std::string_view(chunk.data(), chunk.size() - parser.get().body().size);
   };
+  const auto pool_connection = [&] {
+    if (head.keep_alive()) {
+      watch_state->socket = nullptr;
+      connection->idle_since = Clock::now();
+      proxy_.give_back(std::move(connection));
+    }
+  };
 
-  if (!event_stream) {
+  if (api_ && !event_stream) {
+    // A priced answer is read whole (bounded) for its usage, then sent on.
     std::string answer;
     while (!parser.is_done()) {
       const std::string_view piece = co_await read_piece();
@@ -689,21 +933,14 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
     }
     if (upstream_failed) {
       co_await settle(true, std::nullopt);
-      co_return co_await reply(502,
-                               openai_error_body("api_error", "upstream_failed",
-                                                 "The vendor's answer was cut off or too "
-                                                 "large."),
-                               false);
+      co_return co_await fail(502, "upstream_failed",
+                              "The vendor's answer was cut off or too large.", {}, false);
     }
     boost::system::error_code error;
     const json::value document = json::parse(answer, error);
     if (!error)
-      read_usage(document, usage_);
-    if (head.keep_alive()) {
-      watch_state->socket = nullptr;
-      connection->idle_since = Clock::now();
-      proxy_.give_back(std::move(connection));
-    }
+      usage_final_ = proxy::read_usage(*api_, document, usage_);
+    pool_connection();
     // The client has its answer before the capture commits: a crash in between leaves the hold
     // to expire, and its expiry captures the worst case (never less than the real cost).
     bhttp::response<bhttp::string_body> response{std::move(client_head.base())};
@@ -712,31 +949,58 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
     client_deadline_(std::chrono::seconds(30));
     auto [client_error, sent] = co_await bhttp::async_write(client_, response, as_tuple_awaitable);
     client_deadline_(Clock::duration::zero());
-    const bool success = upstream_status_ >= 200 && upstream_status_ < 300;
-    if (usage_.seen) {
-      co_await settle(true, cost_micros(*price_, usage_.input_tokens, usage_.output_tokens));
-    } else if (!success) {
-      co_await settle(false, std::nullopt);  // the vendor refused it and says so
-    } else {
-      co_await settle(true, std::nullopt);  // answered, but unpriceable: the worst case
-    }
+    const auto [capture, micros] = answer_settlement(true);
+    settle_in_background(capture, micros);
     co_return !client_error && request_.keep_alive();
   }
 
-  // A stream: relayed event by event as it arrives. Reading the next piece waits for the
+  // Relayed piece by piece as it arrives: a stream event by event (read for its usage when the
+  // call is priced by usage), anything else byte for byte. Reading the next piece waits for the
   // client to take the last one, so a slow client slows the vendor (back-pressure) and memory
   // stays at one read buffer and one partial event.
-  client_head.chunked(true);
+  const bool scan_events = api_ && event_stream;
+  const auto length = head.payload_size();
+  bool chunked = false;
+  if (parser.is_done()) {
+    // No body: a HEAD's answer keeps the length it announces; 204 and 304 carry none.
+    if (length && *length > 0)
+      client_head.content_length(*length);
+    else if (upstream_status_ != 204 && upstream_status_ != 304)
+      client_head.content_length(0);
+  } else if (length && !scan_events) {
+    client_head.content_length(*length);
+  } else {
+    client_head.chunked(true);
+    chunked = true;
+  }
   bhttp::response_serializer<bhttp::empty_body> serializer(client_head);
   client_deadline_(std::chrono::seconds(30));
   auto [head_error, head_sent] =
       co_await bhttp::async_write_header(client_, serializer, as_tuple_awaitable);
   bool client_gone = static_cast<bool>(head_error);
+  const auto send = [&](std::string_view text) -> awaitable<void> {
+    if (text.empty() || client_gone)
+      co_return;
+    client_deadline_(std::chrono::seconds(30));
+    boost::system::error_code error;
+    if (chunked) {
+      std::tie(error, std::ignore) = co_await asio::async_write(
+          client_, bhttp::make_chunk(asio::buffer(text.data(), text.size())), as_tuple_awaitable);
+    } else {
+      std::tie(error, std::ignore) = co_await asio::async_write(
+          client_, asio::buffer(text.data(), text.size()), as_tuple_awaitable);
+    }
+    client_gone = static_cast<bool>(error);
+  };
   std::string pending;  // the start of an event not yet complete
   while (!client_gone && !parser.is_done()) {
     const std::string_view piece = co_await read_piece();
     if (upstream_failed)
       break;
+    if (!scan_events) {
+      co_await send(piece);
+      continue;
+    }
     pending.append(piece);
     std::string out_text;
     size_t start = 0;
@@ -761,15 +1025,15 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
         if (payload.starts_with("{")) {
           boost::system::error_code error;
           const json::value document = json::parse(payload, error);
-          if (!error && document.is_object()) {
-            Usage seen;
-            read_usage(document, seen);
-            if (seen.seen) {
-              usage_ = seen;
-              const auto* choices = document.get_object().if_contains("choices");
-              strip = usage_injected_ && choices != nullptr && choices->is_array() &&
-                      choices->get_array().empty();
-            }
+          if (!error && document.is_object() &&
+              proxy::read_stream_usage(*api_, document.get_object(), usage_)) {
+            // Anthropic's message_start gives the opening count; message_delta the final one.
+            const auto* type = document.get_object().if_contains("type");
+            usage_final_ =
+                *api_ != proxy::LlmApi::messages || (type != nullptr && *type == "message_delta");
+            const auto* choices = document.get_object().if_contains("choices");
+            strip = usage_injected_ && choices != nullptr && choices->is_array() &&
+                    choices->get_array().empty();
           }
         }
       }
@@ -781,41 +1045,24 @@ awaitable<bool> Call::forward(VendorUse& vendor, std::string body) {
       upstream_failed = true;
       break;
     }
-    if (out_text.empty())
-      continue;
-    client_deadline_(std::chrono::seconds(30));
-    auto [error, sent] = co_await asio::async_write(
-        client_, bhttp::make_chunk(asio::buffer(out_text)), as_tuple_awaitable);
-    client_gone = static_cast<bool>(error);
+    co_await send(out_text);
   }
-  if (!client_gone && !upstream_failed && !pending.empty()) {
-    auto [error, sent] = co_await asio::async_write(
-        client_, bhttp::make_chunk(asio::buffer(pending)), as_tuple_awaitable);
-    client_gone = static_cast<bool>(error);
-  }
+  if (!upstream_failed)
+    co_await send(pending);
   const bool complete = parser.is_done() && !upstream_failed;
-  if (complete && usage_.seen) {
-    co_await settle(true, cost_micros(*price_, usage_.input_tokens, usage_.output_tokens));
-  } else if (complete && !(upstream_status_ >= 200 && upstream_status_ < 300)) {
-    co_await settle(false, std::nullopt);
-  } else {
-    // Cut off (client gone, vendor failed) or no usage: it may have been billed in full.
-    // The usage chunk, when it came, is the vendor's own final count.
-    co_await settle(true, usage_.seen ? std::optional<int64_t>(cost_micros(
-                                            *price_, usage_.input_tokens, usage_.output_tokens))
-                                      : std::nullopt);
-  }
-  if (complete && head.keep_alive()) {
-    watch_state->socket = nullptr;
-    connection->idle_since = Clock::now();
-    proxy_.give_back(std::move(connection));
-  }
+  const auto [capture, micros] = answer_settlement(complete && !client_gone);
+  co_await settle(capture, micros);
+  if (complete)
+    pool_connection();
   if (client_gone || upstream_failed)
     co_return false;
-  auto [last_error, last_sent] =
-      co_await asio::async_write(client_, bhttp::make_chunk_last(), as_tuple_awaitable);
+  if (chunked) {
+    auto [last_error, last_sent] =
+        co_await asio::async_write(client_, bhttp::make_chunk_last(), as_tuple_awaitable);
+    client_gone = static_cast<bool>(last_error);
+  }
   client_deadline_(Clock::duration::zero());
-  co_return !last_error && request_.keep_alive();
+  co_return !client_gone && request_.keep_alive();
 }
 
 }  // namespace
@@ -855,6 +1102,24 @@ void Proxy::give_back(std::unique_ptr<Connection> connection) {
   auto& list = idle_[connection->key];
   if (list.size() < options_.idle_connections_max)
     list.push_back(std::move(connection));
+}
+
+namespace {
+
+// Parameters by value: the coroutine frame owns them (never a lambda's captures).
+awaitable<void> settle_tracked(Proxy& proxy, Settlement settlement,
+                               std::shared_ptr<std::atomic<size_t>> in_flight) {
+  co_await send_settlement(proxy, std::move(settlement));
+  in_flight->fetch_sub(1);
+}
+
+}  // namespace
+
+void Proxy::settle_later(Settlement settlement) {
+  settlements_in_flight_->fetch_add(1);
+  asio::co_spawn(upstream_executor_,
+                 settle_tracked(*this, std::move(settlement), settlements_in_flight_),
+                 asio::detached);
 }
 
 awaitable<bool> Proxy::serve(tcp::socket& client, bhttp::request<bhttp::string_body>& request,

@@ -7,6 +7,7 @@
 // answer's usage: capture the real cost, void when the call provably never reached the vendor,
 // capture the worst case when it may have been billed and the outcome is unknown.
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -25,6 +26,8 @@
 #include "proxy/prices.hpp"
 
 namespace stub::http {
+
+struct Settlement;
 
 struct ProxyOptions {
   std::string upstream_ca_file;               // empty: the system's CAs (verification is always on)
@@ -55,6 +58,10 @@ class Proxy {
       boost::beast::http::request<boost::beast::http::string_body>& request,
       Deadline client_deadline);
 
+  // Settlements running in coroutines of their own (stub serve waits for them when it stops).
+  void settle_later(Settlement settlement);
+  size_t settlements_in_flight() const { return settlements_in_flight_->load(); }
+
   struct Connection;
   std::unique_ptr<Connection> take_idle(const std::string& key);
   void give_back(std::unique_ptr<Connection> connection);
@@ -72,6 +79,8 @@ class Proxy {
   boost::asio::ssl::context tls_;
   std::mutex idle_mutex_;
   std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
+  std::shared_ptr<std::atomic<size_t>> settlements_in_flight_ =
+      std::make_shared<std::atomic<size_t>>(0);
 };
 
 }  // namespace stub::http

@@ -461,7 +461,9 @@ void Server::stop(std::chrono::milliseconds deadline) {
     acceptor_.close(ignored);
   });
   const auto until = std::chrono::steady_clock::now() + deadline;
-  while (requests_in_flight_.load() > 0 && std::chrono::steady_clock::now() < until) {
+  // Requests in flight, and the proxy's settlements that finish after their answers.
+  while ((requests_in_flight_.load() > 0 || (proxy_ && proxy_->settlements_in_flight() > 0)) &&
+         std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   io_.stop();

@@ -1,5 +1,6 @@
 #include "proxy/prices.hpp"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <limits>
 
@@ -52,6 +53,9 @@ Result<PriceTable> PriceTable::parse(std::string_view json_text) {
       return bad_prices("model " + price.model + " has no valid \"input\" rate.");
     price.input_micros_per_million = *input;
     price.output_micros_per_million = output.value_or(0);
+    price.cached_input_micros_per_million = rate(entry, "cached_input");
+    price.cache_write_5m_micros_per_million = rate(entry, "cache_write_5m");
+    price.cache_write_1h_micros_per_million = rate(entry, "cache_write_1h");
     for (const auto& [field, into] : {std::pair{"max_output_tokens", &price.max_output_tokens},
                                       std::pair{"context_window", &price.context_window}}) {
       if (const auto* given = entry.if_contains(field); given != nullptr && given->is_int64())
@@ -92,6 +96,16 @@ const ModelPrice* PriceTable::find(std::string_view model) const {
     }
   }
   return best;
+}
+
+int64_t ModelPrice::highest_input_micros_per_million() const {
+  int64_t highest = input_micros_per_million;
+  for (const auto& rate : {cached_input_micros_per_million, cache_write_5m_micros_per_million,
+                           cache_write_1h_micros_per_million}) {
+    if (rate)
+      highest = std::max(highest, *rate);
+  }
+  return highest;
 }
 
 int64_t token_cost_micros(int64_t tokens, int64_t micros_per_million) {

@@ -17,8 +17,16 @@ struct ModelPrice {
   std::string model;
   int64_t input_micros_per_million = 0;  // micro-dollars per million input tokens
   int64_t output_micros_per_million = 0;
+  // Cache rates where the file gives them: reads (OpenAI cached prompt tokens, Anthropic cache
+  // reads) and Anthropic's two cache-write tiers.
+  std::optional<int64_t> cached_input_micros_per_million;
+  std::optional<int64_t> cache_write_5m_micros_per_million;
+  std::optional<int64_t> cache_write_1h_micros_per_million;
   int64_t max_output_tokens = 0;  // 0: not given
   int64_t context_window = 0;     // 0: not given
+
+  // The dearest rate any input token can be billed at (a cache write may cost more).
+  int64_t highest_input_micros_per_million() const;
 };
 
 class PriceTable {

@@ -185,6 +185,20 @@ ROUTES: dict[tuple[str, str], Callable[[World, str], Call]] = {
     ("post", "/proxy/openai/v1/chat/completions"): lambda w, r: Call(
         "POST", "/proxy/openai/v1/chat/completions",
         {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
+    ("post", "/proxy/openai/v1/responses"): lambda w, r: Call(
+        "POST", "/proxy/openai/v1/responses", {"model": "gpt-4o", "input": "hi", "max_output_tokens": 1}),
+    ("post", "/proxy/openai/v1/embeddings"): lambda w, r: Call(
+        "POST", "/proxy/openai/v1/embeddings", {"model": "text-embedding-3-small", "input": "hi"}),
+    ("get", "/proxy/openai/v1/models"): lambda w, r: Call("GET", "/proxy/openai/v1/models"),
+    ("post", "/proxy/anthropic/v1/messages"): lambda w, r: Call(
+        "POST", "/proxy/anthropic/v1/messages",
+        {"model": "claude-sonnet-4-6", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}),
+    ("post", "/proxy/anthropic/v1/messages/count_tokens"): lambda w, r: Call(
+        "POST", "/proxy/anthropic/v1/messages/count_tokens",
+        {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}),
+    ("get", "/proxy/anthropic/v1/models"): lambda w, r: Call("GET", "/proxy/anthropic/v1/models"),
+    ("post", "/proxy/v/{vendor}/{path}"): lambda w, r: Call(
+        "POST", "/proxy/v/matrix-pay/v1/charges", {"amount": 100}),
     ("post", "/v1/query"): lambda w, r: Call("POST", "/v1/query", {"metric": "spend", "group_by": ["vendor"],
                                                                  "filters": {"subtree": NODE}}),
     ("post", "/v1/ask"): lambda w, r: Call("POST", "/v1/ask", {"question": "how much did we spend by vendor",
@@ -265,9 +279,13 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("get", "/v1/vendors"): admin_only(200),
     # The proxy takes agent keys only (the admin is refused); with no vendor "openai" set in
     # this world, an authenticated key gets 503 vendor_not_configured before anything is held.
-    ("post", "/proxy/openai/v1/chat/completions"): {
-        **{role: 401 for role in ROLES}, "admin": 403, "node": 503, "ancestor": 503,
-        "sibling": 503},
+    **{route: {**{role: 401 for role in ROLES}, "admin": 403, "node": 503, "ancestor": 503,
+               "sibling": 503}
+       for route in [("post", "/proxy/openai/v1/chat/completions"),
+                     ("post", "/proxy/openai/v1/responses"), ("post", "/proxy/openai/v1/embeddings"),
+                     ("get", "/proxy/openai/v1/models"), ("post", "/proxy/anthropic/v1/messages"),
+                     ("post", "/proxy/anthropic/v1/messages/count_tokens"),
+                     ("get", "/proxy/anthropic/v1/models"), ("post", "/proxy/v/{vendor}/{path}")]},
     # Reads of the node's subtree: an agent key only within its own (the sibling is refused).
     # A read-only dashboard session may POST the constrained query (a read: the dashboard's
     # charts), in its key's subtree; no other POST, questions included (an LLM may be called).
