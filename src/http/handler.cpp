@@ -178,6 +178,10 @@ awaitable<ApiReply> Handler::route() {
           Error::invalid("invalid_idempotency_key",
                          "Idempotency-Key must be valid UTF-8 without control characters."));
     }
+    // A write for a root led elsewhere goes there before its body is parsed: the leader
+    // parses and checks it, and this instance only does so if it commits the write itself.
+    if (auto relayed = co_await forward_to_leader())
+      co_return std::move(*relayed);
     auto body = parse_request_body(request_.body);
     if (!body.ok())
       co_return error_reply(body.error());
@@ -245,6 +249,13 @@ awaitable<std::optional<ApiReply>> Handler::forward_to_leader() {
       request_.forwarded || request_.idempotency_key.empty() || request_.authorization.empty()) {
     co_return std::nullopt;
   }
+  // Only the data plane's writes: POST /v1/spends, /v1/holds, /v1/holds/{id}/capture|void.
+  const auto& s = target_.segments;
+  const bool write = request_.method == "POST" &&
+                     ((s.size() == 2 && (s[1] == "spends" || s[1] == "holds")) ||
+                      (s.size() == 4 && s[1] == "holds" && (s[3] == "capture" || s[3] == "void")));
+  if (!write)
+    co_return std::nullopt;
   const std::string root = BudgetPath::parse(principal_.key.budget)->root();
   const std::optional<std::string> leader = leadership->forward_target(root);
   if (!leader)

@@ -26,8 +26,6 @@ awaitable<std::optional<ApiReply>> Handler::route_holds() {
   if (spend || hold || settlement) {
     if (Status keyed = require_idempotency_key(); !keyed.ok())
       co_return error_reply(keyed.error());
-    if (auto relayed = co_await forward_to_leader())
-      co_return std::move(*relayed);
   }
   if (spend || hold)
     co_return co_await spend_or_hold(hold);
