@@ -49,6 +49,8 @@ struct BenchArgs {
   std::vector<size_t> instances;
   std::vector<size_t> roots{1};
   bool store_events = false;
+  // "on": instances forward a contended root's writes to its leader; "off": `--no-forward`.
+  std::vector<std::string> forwarding{"on"};
 };
 
 // The design that runs through the real Store and sequencer; the others are loadgen baselines.
@@ -581,6 +583,7 @@ int run_soak_command(BenchArgs& args) {
 
 struct FleetResult {
   size_t instances = 0, roots = 0, callers = 0;
+  bool forward = true;
   loadgen::RunStats stats;
   std::string overspend;
 };
@@ -598,7 +601,10 @@ void report_store_events(const std::vector<uint16_t>& ports) {
     for (std::string line; std::getline(lines, line);) {
       if (line.starts_with("stub_store_events_total{") || line.starts_with("stub_batches_total{") ||
           line.starts_with("stub_batch_commands_sum") ||
-          line.starts_with("stub_commit_seconds_sum"))
+          line.starts_with("stub_commit_seconds_sum") ||
+          line.starts_with("stub_forwarded_requests_total") ||
+          line.starts_with("stub_forward_fallbacks_total{") ||
+          line.starts_with("stub_root_leaderships_acquired_total"))
         std::cerr << " " << line.substr(5) << ";";
     }
   }
@@ -608,7 +614,7 @@ void report_store_events(const std::vector<uint16_t>& ports) {
 // One run: a fresh schema, N `stub serve` processes on it, the tree created through the
 // first, the measured phase and the run-out through all of them.
 Result<FleetResult> run_fleet(const BenchArgs& args, size_t instances, size_t roots, size_t callers,
-                              const std::filesystem::path& temp_dir) {
+                              bool forward, const std::filesystem::path& temp_dir) {
   const bool postgres = db_kind(args.db) == "postgres";
   std::string schema;
   std::string db = args.db;
@@ -627,9 +633,12 @@ Result<FleetResult> run_fleet(const BenchArgs& args, size_t instances, size_t ro
     std::vector<std::unique_ptr<loadgen::ServeProcess>> servers;
     std::vector<uint16_t> ports;
     // The first creates the schema; the others start once it is there.
+    std::vector<std::string> serve_args{"--io-threads", std::to_string(args.io_threads)};
+    if (!forward)
+      serve_args.emplace_back("--no-forward");
     for (size_t i = 0; i < instances; ++i) {
       auto server = loadgen::ServeProcess::start(
-          db, admin_token, {"--io-threads", std::to_string(args.io_threads)},
+          db, admin_token, serve_args,
           temp_dir / ("serve-" + std::to_string(instances) + "-" + std::to_string(i) + ".log"));
       if (!server.ok()) {
         result = server.error();
@@ -642,8 +651,9 @@ Result<FleetResult> run_fleet(const BenchArgs& args, size_t instances, size_t ro
       const loadgen::Endpoint first{"127.0.0.1", std::to_string(ports.front())};
       const auto tree = loadgen::fleet_tree("fleet", roots);
       const auto root_limit = ledger::Money::from_micros(ledger::Money::micros_max / 100'000);
-      std::cerr << "bench: " << instances << " instance(s), " << roots << " root(s): creating "
-                << tree.agent_count() << " agents..." << std::flush;
+      std::cerr << "bench: " << instances << " instance(s), " << roots << " root(s), forwarding "
+                << (forward ? "on" : "off") << ": creating " << tree.agent_count() << " agents..."
+                << std::flush;
       auto tokens = loadgen::create_fleet(first, admin_token, tree, root_limit);
       if (!tokens.ok()) {
         result = tokens.error();
@@ -653,6 +663,7 @@ Result<FleetResult> run_fleet(const BenchArgs& args, size_t instances, size_t ro
                   << std::flush;
         FleetResult fleet;
         fleet.instances = instances;
+        fleet.forward = forward;
         fleet.roots = roots;
         fleet.callers = callers;
         fleet.stats = loadgen::drive_fleet(ports, *tokens, tree, options);
@@ -716,6 +727,12 @@ int run_fleet_command(BenchArgs& args) {
                  "apply\n";
     return 1;
   }
+  for (const std::string& mode : args.forwarding) {
+    if (mode != "on" && mode != "off") {
+      std::cerr << "stub bench: --forwarding takes on, off or both (on,off)\n";
+      return 1;
+    }
+  }
   const std::filesystem::path temp_dir =
       std::filesystem::temp_directory_path() / ("stub-bench-" + http::random_hex(6));
   std::filesystem::create_directories(temp_dir);
@@ -723,13 +740,16 @@ int run_fleet_command(BenchArgs& args) {
   for (size_t callers : args.callers) {
     for (size_t roots : args.roots) {
       for (size_t instances : args.instances) {
-        auto result = run_fleet(args, instances, roots, callers, temp_dir);
-        if (!result.ok()) {
-          std::cerr << "\nstub bench: " << result.error().message << " (logs in "
-                    << temp_dir.string() << ")\n";
-          return 1;
+        // Side by side: each mode on the same roots, callers and instances in turn.
+        for (const std::string& mode : args.forwarding) {
+          auto result = run_fleet(args, instances, roots, callers, mode == "on", temp_dir);
+          if (!result.ok()) {
+            std::cerr << "\nstub bench: " << result.error().message << " (logs in "
+                      << temp_dir.string() << ")\n";
+            return 1;
+          }
+          results.push_back(std::move(result).value());
         }
-        results.push_back(std::move(result).value());
       }
     }
   }
@@ -746,7 +766,8 @@ int run_fleet_command(BenchArgs& args) {
       // Each row against the one-instance run of the same roots and callers.
       double single = 0;
       for (const auto& other : results) {
-        if (other.instances == 1 && other.roots == result.roots && other.callers == result.callers)
+        if (other.instances == 1 && other.roots == result.roots &&
+            other.callers == result.callers && other.forward == result.forward)
           single = other.stats.spends_per_second();
       }
       rows.push_back(
@@ -754,6 +775,7 @@ int run_fleet_command(BenchArgs& args) {
            {"db", db_kind(args.db)},
            {"mode", "http"},
            {"instances", result.instances},
+           {"forwarding", result.forward ? "on" : "off"},
            {"roots", result.roots},
            {"callers", result.callers},
            {"spends_per_sec", std::round(result.stats.spends_per_second())},
@@ -769,17 +791,18 @@ int run_fleet_command(BenchArgs& args) {
                      boost::json::object{{"machine", machine_info()}, {"results", rows}})
               << "\n";
   } else {
-    std::printf("%-9s %9s %6s %8s %12s %8s %9s %9s %8s %10s\n", "db", "instances", "roots",
-                "callers", "spends/s", "vs 1", "p50 ms", "p99 ms", "failed", "overspend");
+    std::printf("%-9s %9s %7s %6s %8s %12s %8s %9s %9s %8s %10s\n", "db", "instances", "forward",
+                "roots", "callers", "spends/s", "vs 1", "p50 ms", "p99 ms", "failed", "overspend");
     for (const auto& result : results) {
       double single = 0;
       for (const auto& other : results) {
-        if (other.instances == 1 && other.roots == result.roots && other.callers == result.callers)
+        if (other.instances == 1 && other.roots == result.roots &&
+            other.callers == result.callers && other.forward == result.forward)
           single = other.stats.spends_per_second();
       }
-      std::printf("%-9s %9zu %6zu %8zu %12.0f %8.2f %9.3f %9.3f %8llu %10s\n",
-                  db_kind(args.db).c_str(), result.instances, result.roots, result.callers,
-                  result.stats.spends_per_second(),
+      std::printf("%-9s %9zu %7s %6zu %8zu %12.0f %8.2f %9.3f %9.3f %8llu %10s\n",
+                  db_kind(args.db).c_str(), result.instances, result.forward ? "on" : "off",
+                  result.roots, result.callers, result.stats.spends_per_second(),
                   single > 0 ? result.stats.spends_per_second() / single : 0.0, result.stats.p50_ms,
                   result.stats.p99_ms, static_cast<unsigned long long>(result.stats.failed),
                   result.overspend.c_str());
@@ -851,6 +874,13 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->add_option("--roots", args->roots,
                    "With --instances: spread the load over this many roots (1: one hot root, "
                    "4 teams x 25 agents; more: one team and agent per root), e.g. 1,1000")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench
+      ->add_option("--forwarding", args->forwarding,
+                   "With --instances: on (instances forward a contended root's writes to its "
+                   "leader), off (`stub serve --no-forward`), or on,off to measure both side by "
+                   "side")
       ->delimiter(',')
       ->capture_default_str();
   bench->add_flag("--store-events", args->store_events,

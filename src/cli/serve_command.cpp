@@ -8,6 +8,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/serve_options.hpp"
+#include "http/forwarder.hpp"
 #include "http/service.hpp"
 #include "http/web_assets.hpp"
 #include "ledger/time_point.hpp"
@@ -131,6 +132,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     std::string checkpoint_file;
     std::string secret_key_file;
     std::string upstream_ca_file;
+    std::string advertise_url;
+    bool no_forward = false;
   };
   auto settings = std::make_shared<Settings>();
   CLI::App* command = app.add_subcommand("serve", "Run the Stub server");
@@ -197,6 +200,19 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                    "The metering proxy verifies vendors' TLS certificates against this PEM CA "
                    "file instead of the system's (for private upstreams; verification stays on)")
       ->check(CLI::ExistingFile);
+  command
+      ->add_option("--advertise-url", settings->advertise_url,
+                   "PostgreSQL with several instances: the URL (http://HOST:PORT) at which the "
+                   "other instances reach this one to forward writes of a contended root it "
+                   "leads (default: http://ADDR:PORT when --addr is a loopback address; else, "
+                   "without it, this instance neither leads nor forwards)")
+      ->check([](const std::string& url) {
+        return http::valid_leader_url(url) ? std::string()
+                                           : std::string("must be http://HOST:PORT");
+      });
+  command->add_flag("--no-forward", settings->no_forward,
+                    "Never forward writes to a root's leader, nor lead a root: every write of "
+                    "this instance commits here (how instances behaved before root leadership)");
   command->footer(
       "The admin token comes from STUB_ADMIN_TOKEN; without it one is generated and "
       "printed once. Checkpoints are signed only with a key (--signing-key-file or "
@@ -263,6 +279,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     options.server = *listen;
     options.server.io_threads = settings->io_threads;
     options.server.proxy.upstream_ca_file = settings->upstream_ca_file;
+    options.advertise_url = settings->advertise_url;
+    options.forward = !settings->no_forward;
     options.sequencer.batch_size_max = settings->batch_size_max;
     options.sequencer.queue_capacity = std::max<size_t>(65'536, settings->batch_size_max * 4);
     if (const char* token = std::getenv("STUB_ADMIN_TOKEN"); token != nullptr) {

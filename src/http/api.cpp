@@ -95,7 +95,8 @@ awaitable<ApiReply> Api::handle(ApiRequest request) {
   }
   if (reply.route.empty())
     reply.route = route_label(*target);
-  redact_server_error(reply);
+  if (!reply.relayed)
+    redact_server_error(reply);
   co_return reply;
 }
 

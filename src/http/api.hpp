@@ -25,6 +25,9 @@
 
 namespace stub::http {
 
+class Forwarder;
+class RootLeadership;
+
 struct ApiRequest {
   std::string method;  // "GET", "POST", "PUT", "DELETE"
   std::string target;  // path and query
@@ -38,6 +41,10 @@ struct ApiRequest {
   std::string csrf_token;  // X-Stub-CSRF
   std::string if_none_match;
   std::string accept_encoding;
+  std::string content_type;
+  // Carried x-stub-forwarded: another instance forwarded it to this one as the root's leader
+  // (http/forwarder.hpp); it is committed here, never forwarded again.
+  bool forwarded = false;
 };
 
 // A body produced while it is sent (GET /v1/export): the server sends each piece next() returns
@@ -57,6 +64,8 @@ struct ApiReply {
   std::string route;  // the route template, for metrics and logs
   std::vector<std::pair<std::string, std::string>> headers = {};  // extra response headers
   std::shared_ptr<BodyStream> stream = {};  // set: `body` is empty and this is sent chunked
+  // The answer of the root's leader, relayed as it came (its 5xx bodies already redacted there).
+  bool relayed = false;
 };
 
 struct ApiContext {
@@ -73,6 +82,9 @@ struct ApiContext {
   const checkpoints::VerifyingKey* checkpoint_key = nullptr;
   // Seals vendor credentials (proxy/secret_box.hpp); null: vendors cannot be given one.
   const proxy::SecretBox* secret_box = nullptr;
+  // Which contended roots have a leader elsewhere (http/root_leadership.hpp); null: this
+  // instance never forwards.
+  RootLeadership* leadership = nullptr;
 };
 
 // Which committed entries an event stream sends.
@@ -102,6 +114,9 @@ class Api {
   // or returns the reply to send instead.
   boost::asio::awaitable<Result<EventFilter>> open_event_stream(const ApiRequest& request);
   ApiContext& context() { return context_; }
+  // Forwards writes to root leaders; set by the server before it accepts (null: none).
+  void set_forwarder(Forwarder* forwarder) { forwarder_ = forwarder; }
+  Forwarder* forwarder() const { return forwarder_; }
   HoldWaiters& waiters() { return waiters_; }
   // Whether key `key_id` may still act (not revoked, not expired), read from the store.
   boost::asio::awaitable<Status> key_still_usable(const std::string& key_id);
@@ -109,6 +124,7 @@ class Api {
  private:
   ApiContext context_;
   HoldWaiters waiters_;
+  Forwarder* forwarder_ = nullptr;
 };
 
 // The reply for an error, with the status from the one mapping table.

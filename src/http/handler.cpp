@@ -8,8 +8,10 @@
 #include <charconv>
 
 #include "http/async_bridge.hpp"
+#include "http/forwarder.hpp"
 #include "http/request_auth.hpp"
 #include "http/request_fields.hpp"
+#include "http/root_leadership.hpp"
 #include "http/text_checks.hpp"
 #include "ledger/budget_path.hpp"
 #include "ledger/canonical_json.hpp"
@@ -176,6 +178,10 @@ awaitable<ApiReply> Handler::route() {
           Error::invalid("invalid_idempotency_key",
                          "Idempotency-Key must be valid UTF-8 without control characters."));
     }
+    // A write for a root led elsewhere goes there before its body is parsed: the leader
+    // parses and checks it, and this instance only does so if it commits the write itself.
+    if (auto relayed = co_await forward_to_leader())
+      co_return std::move(*relayed);
     auto body = parse_request_body(request_.body);
     if (!body.ok())
       co_return error_reply(body.error());
@@ -231,6 +237,50 @@ Status Handler::require_idempotency_key() const {
   return Error::invalid("idempotency_key_required",
                         "This call moves or reserves money: send an Idempotency-Key header "
                         "(one per logical call, reused on every retry).");
+}
+
+awaitable<std::optional<ApiReply>> Handler::forward_to_leader() {
+  RootLeadership* leadership = context_.leadership;
+  Forwarder* forwarder = api_.forwarder();
+  // Without an Idempotency-Key a write could not be committed here after a lost answer; a
+  // forwarded one stops here (no loops, whatever two instances think of each other); a browser
+  // session has no header to forward.
+  if (leadership == nullptr || forwarder == nullptr || principal_.admin || principal_.session ||
+      request_.forwarded || request_.idempotency_key.empty() || request_.authorization.empty()) {
+    co_return std::nullopt;
+  }
+  // Only the data plane's writes: POST /v1/spends, /v1/holds, /v1/holds/{id}/capture|void.
+  const auto& s = target_.segments;
+  const bool write = request_.method == "POST" &&
+                     ((s.size() == 2 && (s[1] == "spends" || s[1] == "holds")) ||
+                      (s.size() == 4 && s[1] == "holds" && (s[3] == "capture" || s[3] == "void")));
+  if (!write)
+    co_return std::nullopt;
+  const std::string root = BudgetPath::parse(principal_.key.budget)->root();
+  const std::optional<std::string> leader = leadership->forward_target(root);
+  if (!leader)
+    co_return std::nullopt;
+  std::optional<ForwardedReply> answer = co_await forwarder->forward(*leader, request_);
+  if (!answer) {
+    leadership->report_unreachable(root);
+    context_.metrics.record_forward_fallback("unreachable");
+    co_return std::nullopt;
+  }
+  if (answer->status == 503) {
+    // The leader cannot commit now (its database is unreachable, it is shutting down or
+    // overloaded): this instance may still, and the key makes trying safe.
+    context_.metrics.record_forward_fallback("leader_unavailable");
+    co_return std::nullopt;
+  }
+  context_.metrics.record_forwarded();
+  ApiReply reply;
+  reply.status = answer->status;
+  reply.body = std::move(answer->body);
+  if (!answer->content_type.empty())
+    reply.content_type = std::move(answer->content_type);
+  reply.headers = std::move(answer->headers);
+  reply.relayed = true;
+  co_return reply;
 }
 
 awaitable<ApiReply> Handler::execute(Command command) {

@@ -96,6 +96,11 @@ class Handler {
   // that a retry after a lost answer can never apply it twice.
   Status require_idempotency_key() const;
   awaitable<ApiReply> execute(Command command);
+  // A data-plane write (POST /v1/spends, /v1/holds, /v1/holds/{id}/capture|void) of an agent
+  // key whose root is contended and led by another instance is forwarded there and its answer
+  // relayed (http/root_leadership.hpp); nullopt: handle it here (not such a write, no leader
+  // elsewhere, no Idempotency-Key, already forwarded once, or no answer came).
+  awaitable<std::optional<ApiReply>> forward_to_leader();
   // ?root=R, defaulting to an agent key's own root; a key may name no other root.
   Result<std::string> root_query();
   Result<int64_t> integer_query(const std::string& name, int64_t fallback, int64_t minimum,

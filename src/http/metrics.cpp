@@ -57,7 +57,25 @@ Metrics::Metrics()
                         .Name("stub_store_events_total")
                         .Help("What the store did to commit: conflict retries, reconnects, "
                               "ambiguous commits (PostgreSQL)")
-                        .Register(*registry_)) {}
+                        .Register(*registry_)),
+      forwarded_(prometheus::BuildCounter()
+                     .Name("stub_forwarded_requests_total")
+                     .Help("Writes forwarded to their root's leader and answered by it")
+                     .Register(*registry_)
+                     .Add({})),
+      forward_fallbacks_(prometheus::BuildCounter()
+                             .Name("stub_forward_fallbacks_total")
+                             .Help("Writes meant for a root's leader and committed here instead")
+                             .Register(*registry_)),
+      leaderships_acquired_(prometheus::BuildCounter()
+                                .Name("stub_root_leaderships_acquired_total")
+                                .Help("Root leases this instance took (it then commits for them)")
+                                .Register(*registry_)
+                                .Add({})) {
+  // Both reasons show from the start, at zero, so a scrape can tell "none" from "unknown".
+  for (const char* reason : {"unreachable", "leader_unavailable"})
+    forward_fallbacks_.Add({{"reason", reason}});
+}
 
 void Metrics::record_request(const std::string& route, int status, double seconds) {
   requests_.Add({{"route", route}, {"status", std::to_string(status)}}).Increment();
@@ -80,6 +98,18 @@ void Metrics::record_store_events(const std::vector<store::Store::EventCount>& t
       counter.Increment(static_cast<double>(total - seen));
     seen = total;
   }
+}
+
+void Metrics::record_forwarded() {
+  forwarded_.Increment();
+}
+
+void Metrics::record_forward_fallback(const std::string& reason) {
+  forward_fallbacks_.Add({{"reason", reason}}).Increment();
+}
+
+void Metrics::record_leaderships_acquired(uint64_t count) {
+  leaderships_acquired_.Increment(static_cast<double>(count));
 }
 
 std::string Metrics::render() const {

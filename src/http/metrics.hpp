@@ -26,6 +26,13 @@ class Metrics {
   // Brings stub_store_events_total up to the store's running totals. One caller at a time
   // (the committer's batch hook).
   void record_store_events(const std::vector<store::Store::EventCount>& totals);
+  // Root leadership and forwarding (docs/postgres.md, "Root leaders"): a write answered by the
+  // root's leader; a write that was to be forwarded and was committed here instead, and why
+  // ("unreachable": no answer came; "leader_unavailable": the leader answered 503); leases
+  // this instance took.
+  void record_forwarded();
+  void record_forward_fallback(const std::string& reason);
+  void record_leaderships_acquired(uint64_t count);
   std::string render() const;
 
  private:
@@ -39,6 +46,9 @@ class Metrics {
   prometheus::Histogram& batch_commands_;
   prometheus::Histogram& commit_seconds_;
   prometheus::Family<prometheus::Counter>& store_events_;
+  prometheus::Counter& forwarded_;
+  prometheus::Family<prometheus::Counter>& forward_fallbacks_;
+  prometheus::Counter& leaderships_acquired_;
   std::map<std::string, uint64_t> store_events_seen_;  // committer thread only
 };
 

@@ -17,6 +17,7 @@
 #include <boost/json/serialize.hpp>
 
 #include "http/async_bridge.hpp"
+#include "http/forwarder.hpp"
 #include "ledger/budget_path.hpp"
 #include "ledger/chain.hpp"
 
@@ -155,6 +156,8 @@ class Server::Session : public std::enable_shared_from_this<Server::Session> {
       api_request.csrf_token = std::string(request["X-Stub-CSRF"]);
       api_request.if_none_match = std::string(request[bhttp::field::if_none_match]);
       api_request.accept_encoding = std::string(request[bhttp::field::accept_encoding]);
+      api_request.content_type = std::string(request[bhttp::field::content_type]);
+      api_request.forwarded = !request[forwarded_header].empty();
 
       if (api_request.method == "GET" &&
           (api_request.target == "/v1/events" || api_request.target.starts_with("/v1/events?"))) {
@@ -410,6 +413,10 @@ Result<uint16_t> Server::start() {
                      ": " + error.message()};
   }
   const uint16_t port = acceptor_.local_endpoint().port();
+  if (api_.context().leadership != nullptr) {
+    forwarder_ = std::make_unique<Forwarder>(io_.get_executor(), options_.forwarding);
+    api_.set_forwarder(forwarder_.get());
+  }
   if (options_.proxy_enabled) {
     try {
       proxy_ = std::make_unique<Proxy>(api_, options_.proxy, io_.get_executor());
@@ -471,6 +478,7 @@ void Server::stop(std::chrono::milliseconds deadline) {
     if (thread.joinable())
       thread.join();
   }
+  api_.set_forwarder(nullptr);
 }
 
 }  // namespace stub::http

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "http/api.hpp"
+#include "http/forwarder.hpp"
 #include "http/proxy.hpp"
 
 namespace stub::http {
@@ -35,6 +36,8 @@ struct ServerOptions {
   // The metering proxy under /proxy/ (docs/proxy.md); its requests may be larger.
   bool proxy_enabled = true;
   ProxyOptions proxy;
+  // Writes forwarded to a root's leader (when the API has a RootLeadership).
+  ForwarderOptions forwarding;
 };
 
 class Server {
@@ -61,6 +64,7 @@ class Server {
   std::atomic<size_t> connections_{0};
   std::atomic<size_t> requests_in_flight_{0};
   std::unique_ptr<Proxy> proxy_;
+  std::unique_ptr<Forwarder> forwarder_;
 };
 
 }  // namespace stub::http

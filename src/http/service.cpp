@@ -2,6 +2,8 @@
 
 #include "http/render.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/thread_pool.hpp>
 
 namespace stub::http {
@@ -29,6 +31,12 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
     if (user_hook)
       user_hook(stats);
   };
+  if (options.forward && options.listen) {
+    service->leadership_ = std::make_unique<RootLeadership>(*metrics, options.leadership);
+    RootLeadership* leadership = service->leadership_.get();
+    service->store_->watch_foreign_writes(
+        [leadership](const std::string& root) { leadership->note_foreign_write(root); });
+  }
   // The HTTP edge renders what the core answers: the sequencer renders each answer with it
   // before the batch commits, so that idempotency records keep the bytes callers were sent.
   options.sequencer.render = render_answer;
@@ -59,13 +67,15 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
       *service->store_, *service->sequencer_, service->events_, *service->authenticator_,
       service->metrics_, *service->read_pool_, options.clock, *service->sessions_,
       service->replays_.get(), service->signer_ ? &service->signer_->public_key() : nullptr,
-      service->secret_box_ ? &*service->secret_box_ : nullptr});
+      service->secret_box_ ? &*service->secret_box_ : nullptr, service->leadership_.get()});
   if (options.listen) {
     service->server_ = std::make_unique<Server>(*service->api_, options.server);
     auto port = service->server_->start();
     if (!port.ok())
       return port.error();
     service->port_ = *port;
+    if (service->leadership_)
+      service->start_leadership(options.advertise_url, options.server.address);
     if (service->replays_) {
       // Replays reach this server over loopback when it listens on every address.
       const std::string host = options.server.address == "0.0.0.0" ? "127.0.0.1"
@@ -77,12 +87,41 @@ Result<std::unique_ptr<Service>> Service::start(ServiceOptions options) {
   return service;
 }
 
+void Service::start_leadership(const std::string& advertise_url, const std::string& address) {
+  std::string url = advertise_url;
+  boost::system::error_code error;
+  const auto bound = boost::asio::ip::make_address(address, error);
+  if (url.empty() && !error && bound.is_loopback()) {
+    url = "http://" + (bound.is_v6() ? "[" + address + "]" : address) + ":" + std::to_string(port_);
+  }
+  if (url.empty()) {
+    spdlog::info(
+        "root leadership off: no --advertise-url (and not listening on a loopback address), so "
+        "this instance neither leads nor forwards");
+    return;
+  }
+  const std::string instance = "inst_" + random_hex(8);
+  auto leases = store_->open_root_leases(instance, url);
+  if (!leases.ok()) {
+    spdlog::warn("root leadership off: {}", leases.error().message);
+    return;
+  }
+  if (!leases.value())
+    return;  // The store has none (SQLite: one writer).
+  advertised_url_ = url;
+  leadership_->start(std::move(leases).value());
+  spdlog::info("root leadership on: instance {} takes forwarded writes at {}", instance, url);
+}
+
 void Service::stop() {
   // Replays are clients of this server: they finish (cancelled) before it stops.
   if (replays_)
     replays_->stop();
   if (server_)
     server_->stop();
+  // No request forwards any more: the leases go, and the others take the roots over.
+  if (leadership_)
+    leadership_->stop();
   sweeper_.reset();
   pruner_.reset();
   dispatcher_.reset();

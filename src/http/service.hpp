@@ -18,6 +18,7 @@
 #include "http/credentials.hpp"
 #include "http/metrics.hpp"
 #include "http/replays.hpp"
+#include "http/root_leadership.hpp"
 #include "http/server.hpp"
 #include "http/sessions.hpp"
 #include "store/store.hpp"
@@ -45,6 +46,13 @@ struct ServiceOptions {
   checkpoints::SignerOptions checkpoints;
   // Seals vendor credentials at rest (docs/proxy.md); none: vendors cannot be given one.
   std::optional<proxy::SecretBox> secret_box;
+  // Root leadership (docs/postgres.md, "Root leaders"): with several instances on one
+  // PostgreSQL, one instance commits for each contended root and the others forward its writes
+  // to it at this URL. Empty: http://ADDRESS:PORT when listening on a loopback address, else no
+  // leadership at all (this instance neither leads nor forwards).
+  std::string advertise_url;
+  bool forward = true;  // false: every write commits here, as before leadership existed
+  LeadershipOptions leadership;
 };
 
 class Service {
@@ -58,6 +66,8 @@ class Service {
   const std::string& admin_token() const { return admin_token_; }
   bool admin_token_generated() const { return admin_token_generated_; }
   store::Store& store() { return *store_; }
+  // The URL this instance takes forwarded writes at; empty when it has no leadership.
+  const std::string& advertised_url() const { return advertised_url_; }
   engine::Sequencer& sequencer() { return *sequencer_; }
   engine::EventBus& events() { return events_; }
   // The checkpoint signer's public key; null when no key was given.
@@ -69,6 +79,8 @@ class Service {
 
  private:
   Service() = default;
+  // Opens the root leases and starts the lookups, once the port is known.
+  void start_leadership(const std::string& advertise_url, const std::string& address);
 
   std::string admin_token_;
   bool admin_token_generated_ = false;
@@ -77,6 +89,9 @@ class Service {
   engine::EventBus events_;
   Metrics metrics_;
   std::optional<proxy::SecretBox> secret_box_;
+  // Before the sequencer: its committer reports foreign writes to it until it stops.
+  std::unique_ptr<RootLeadership> leadership_;
+  std::string advertised_url_;
   std::unique_ptr<engine::Sequencer> sequencer_;
   std::unique_ptr<engine::HoldSweeper> sweeper_;
   std::unique_ptr<engine::IdempotencyPruner> pruner_;

@@ -20,6 +20,7 @@
 #include "ledger/model.hpp"
 #include "ledger/result.hpp"
 #include "query/compiled_query.hpp"
+#include "store/root_leases.hpp"
 
 namespace stub::store {
 
@@ -235,6 +236,24 @@ class Store {
   // anything (PostgreSQL reconnects a lost writer and settles a commit left unknown). The
   // sequencer asks while degraded, with no batch in flight, so writes resume without a caller.
   virtual Status probe() { return Status::success(); }
+
+  // ---- Contended roots and their leaders (store/root_leases.hpp). Only a store that other
+  // processes write at the same time (PostgreSQL) has either. ---------------------------------
+  //
+  // Called on the committing thread with a root each time a commit finds rows of it that
+  // another writer changed since this store last wrote or read them. Set before the first
+  // commit; it must not block.
+  using ForeignWriteListener = std::function<void(const std::string& root)>;
+  virtual void watch_foreign_writes(ForeignWriteListener listener) { (void)listener; }
+  // Leases on a connection of their own, for instance `instance` taking forwarded requests at
+  // `url`; nullptr when the store has no such thing (SQLite has one writer) or the database
+  // cannot hold them (an engine without advisory locks): then every instance commits for itself.
+  virtual Result<std::unique_ptr<RootLeases>> open_root_leases(const std::string& instance,
+                                                               const std::string& url) {
+    (void)instance;
+    (void)url;
+    return std::unique_ptr<RootLeases>();
+  }
 };
 
 struct StoreOptions {

@@ -22,6 +22,7 @@
 #include "engine/sequencer.hpp"
 #include "pg_store_fixture.hpp"
 #include "postgres_fixture.hpp"
+#include "store/postgres/pg_root_leases.hpp"
 #include "store/postgres/pg_store.hpp"
 
 namespace stub::store::conformance {
@@ -108,6 +109,24 @@ TEST(PgSqlSubset, MigrationsAndEveryStatementStayInTheSubset) {
   for (const postgres::Sql* sql : PgStore::statements()) {
     for (const std::string& problem : subset_violations(sql->text))
       ADD_FAILURE() << sql->name << ": " << problem;
+  }
+}
+
+// Root leases (pg_root_leases.hpp) are the one use of advisory locks, and nothing else of the
+// subset's rules bends for them: they decide no ledger state.
+TEST(PgSqlSubset, RootLeaseStatementsLeaveTheSubsetOnlyForAdvisoryLocks) {
+  const std::vector<const postgres::Sql*> statements = postgres::PgRootLeases::statements();
+  EXPECT_GE(statements.size(), 4u);
+  for (const postgres::Sql* sql : statements) {
+    for (const std::string& problem : subset_violations(sql->text)) {
+      if (!problem.starts_with("coordination outside rows"))
+        ADD_FAILURE() << sql->name << ": " << problem;
+    }
+  }
+  // ... and they stay off the ledger's own list.
+  for (const postgres::Sql* sql : PgStore::statements()) {
+    for (const postgres::Sql* lease : statements)
+      EXPECT_NE(std::string_view(sql->name), std::string_view(lease->name));
   }
 }
 
@@ -477,6 +496,101 @@ TEST_F(PgStoreTest, IdempotencyRecordsArePrunedOldestFirstInBoundedSteps) {
   EXPECT_FALSE(store->get_idempotency("acme", scope + "old0").value().has_value());
   EXPECT_FALSE(store->get_idempotency("acme", scope + "old4").value().has_value());
   EXPECT_TRUE(store->get_idempotency("acme", scope + "new").value().has_value());
+}
+
+// Two instances committing one Idempotency-Key at the same moment (a follower that gave up on
+// the leader's answer and commits the forwarded write itself, while the leader commits it too):
+// the root's row lock orders them, the second reads the first's record and replays it, so the
+// spend is applied once and both callers get the same answer. Both isolation levels; under READ
+// COMMITTED through the speculative path as well (the record's primary key catches it).
+TEST_F(PgStoreTest, TwoInstancesCommittingOneIdempotencyKeyAtOnceApplyItOnce) {
+  constexpr int rounds = 40;
+  int64_t applied = 0;
+  for (const std::string isolation : {"read-committed", "serializable"}) {
+    auto first = open_pg(isolation);
+    auto second = open_pg(isolation);
+    ASSERT_NE(first, nullptr);
+    ASSERT_NE(second, nullptr);
+    engine::Sequencer one(*first, fixed_clock(), edge_options(), nullptr);
+    engine::Sequencer other(*second, fixed_clock(), edge_options(), nullptr);
+    if (isolation == "read-committed")
+      create_tree(one);
+    for (int round = 0; round < rounds; ++round) {
+      const std::string key = isolation + "-dup-" + std::to_string(round);
+      std::latch start(2);
+      const auto submit = [&](engine::Sequencer& sequencer, const std::string& hold_id) {
+        return std::async(std::launch::async, [&sequencer, &start, key, hold_id] {
+          start.arrive_and_wait();
+          return sequencer.execute(
+              with_key(spend("acme/team/agent", units(1), hold_id), key, "same-request"));
+        });
+      };
+      auto a = submit(one, "hold_" + key + "_a");
+      auto b = submit(other, "hold_" + key + "_b");
+      const ledger::Outcome from_one = a.get();
+      const ledger::Outcome from_other = b.get();
+      ASSERT_TRUE(from_one.ok()) << from_one.error().message;
+      ASSERT_TRUE(from_other.ok()) << from_other.error().message;
+      EXPECT_EQ(from_one->rendered.status, 201);
+      EXPECT_EQ(from_one->rendered.status, from_other->rendered.status);
+      EXPECT_EQ(from_one->rendered.body, from_other->rendered.body) << key;
+    }
+    applied += rounds;
+    EXPECT_EQ(count_spends(*first), applied) << isolation;
+  }
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->get_budget("acme").value()->spent, units(2 * rounds));
+  EXPECT_TRUE(store->verify("acme", nullptr)->ok);
+}
+
+// The first instance to ask takes a root's lease; the others find it in root_leaders; when its
+// session ends (a crash), the next lookup takes the root over.
+TEST_F(PgStoreTest, ARootLeaseIsTakenOnceAndFreedWithItsSession) {
+  auto store = open_pg();
+  ASSERT_NE(store, nullptr);
+  auto first = store->open_root_leases("inst_first", "http://127.0.0.1:1001");
+  auto second = store->open_root_leases("inst_second", "http://127.0.0.1:1002");
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_NE(first.value(), nullptr);
+  auto led = first.value()->look_up({"acme", "globex"});
+  ASSERT_TRUE(led.ok()) << led.error().message;
+  ASSERT_EQ(led->size(), 2u);
+  EXPECT_TRUE((*led)[0].self && (*led)[1].self);
+  EXPECT_EQ(first.value()->acquired_total(), 2u);
+
+  auto followed = second.value()->look_up({"acme"});
+  ASSERT_TRUE(followed.ok());
+  EXPECT_FALSE(followed->front().self);
+  ASSERT_TRUE(followed->front().other.has_value());
+  EXPECT_EQ(followed->front().other->url, "http://127.0.0.1:1001");
+  EXPECT_EQ(followed->front().other->instance, "inst_first");
+  EXPECT_EQ(second.value()->acquired_total(), 0u);
+  // Asking again changes nothing, on either side.
+  EXPECT_TRUE(first.value()->look_up({"acme"})->front().self);
+  EXPECT_EQ(first.value()->acquired_total(), 2u);
+  EXPECT_FALSE(second.value()->look_up({"acme"})->front().self);
+
+  first.value().reset();  // The session ends, and its advisory locks with it.
+  auto taken = second.value()->look_up({"acme"});
+  ASSERT_TRUE(taken.ok());
+  EXPECT_TRUE(taken->front().self);
+  EXPECT_EQ(second.value()->acquired_total(), 1u);
+  auto third = store->open_root_leases("inst_third", "http://127.0.0.1:1003");
+  ASSERT_TRUE(third.ok());
+  auto now_led = third.value()->look_up({"acme", "globex"});
+  ASSERT_TRUE(now_led.ok());
+  EXPECT_EQ(now_led->front().other->instance, "inst_second");
+  EXPECT_TRUE((*now_led)[1].self);  // globex's leader is gone: the row was stale
+
+  // A graceful stop deletes the instance's rows and frees its leases.
+  second.value()->release_all();
+  auto after = third.value()->look_up({"acme"});
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->front().self);
+  // The same root in another schema (another ledger on the same database) is another lock.
+  EXPECT_NE(postgres::PgRootLeases::lock_key("a", "acme"),
+            postgres::PgRootLeases::lock_key("b", "acme"));
 }
 
 TEST_F(PgStoreTest, WritersPinSynchronousCommitAndEveryConnectionHasAStatementTimeout) {

@@ -199,14 +199,28 @@ PgStore::AttemptResult PgStore::attempt(size_t index, const ledger::ReadSet& rea
   // contending, and a speculative batch would race a writer that holds the row's lock (costing
   // both the lock timeout when their inserts cross). Stay on the locked path, which waits its
   // turn, until the locked path has not seen such a write for a while.
-  if (isolation_ == Isolation::read_committed) {
+  // Each root found written that way is reported (store/root_leases.hpp: the instances may
+  // then choose one of them to commit for it), under both isolation levels.
+  {
+    std::string reported;  // a batch is mostly one root: skip repeats of the last one
+    bool foreign = false;
     for (const auto& [path, row_stamp] : existing.budgets) {
       const auto cached = cache_.find(path);
-      if (cached != cache_.end() && cached->second.stamp != row_stamp) {
-        counters_.foreign_writes.fetch_add(1, std::memory_order_relaxed);
-        speculation_paused_ = std::max(speculation_paused_, contended_pause);
+      if (cached == cache_.end() || cached->second.stamp == row_stamp)
+        continue;
+      foreign = true;
+      if (!foreign_write_listener_)
         break;
+      const std::string_view root = std::string_view(path).substr(0, path.find('/'));
+      if (root != reported) {
+        reported = root;
+        foreign_write_listener_(reported);
       }
+    }
+    if (foreign) {
+      counters_.foreign_writes.fetch_add(1, std::memory_order_relaxed);
+      if (isolation_ == Isolation::read_committed)
+        speculation_paused_ = std::max(speculation_paused_, contended_pause);
     }
   }
   for (const auto& [name, webhook] : state.webhooks)

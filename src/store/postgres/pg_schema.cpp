@@ -187,6 +187,15 @@ const std::vector<Migration>& migrations() {
             "settings TEXT NOT NULL, credential TEXT NOT NULL, created_at BIGINT NOT NULL, "
             "updated_at BIGINT NOT NULL)"},
        }},
+      // Root leaders (store/root_leases.hpp): where the instance holding a contended root's
+      // lease takes forwarded requests. Not ledger state: a row may name a dead instance
+      // (whose lease went with its session) until another takes the root over.
+      {13,
+       {
+           {"m13_root_leaders",
+            "CREATE TABLE IF NOT EXISTS root_leaders (root TEXT PRIMARY KEY, url TEXT NOT NULL, "
+            "instance TEXT NOT NULL, since TIMESTAMPTZ NOT NULL)"},
+       }},
   };
   return all;
 }

@@ -126,6 +126,12 @@ class PgStore final : public Store {
   size_t max_rows_per_commit() const override { return 2'500; }
 
   std::vector<EventCount> event_counts() const override;
+  void watch_foreign_writes(ForeignWriteListener listener) override {
+    foreign_write_listener_ = std::move(listener);
+  }
+  // PgRootLeases (pg_root_leases.hpp) on a connection of its own.
+  Result<std::unique_ptr<RootLeases>> open_root_leases(const std::string& instance,
+                                                       const std::string& url) override;
   const CommitCounters& counters() const { return counters_; }
   // Deletes up to `limit` commit markers older than `older_than` (they only matter while an
   // ambiguous COMMIT is resolved, seconds after it). The committing thread, or no sequencer.
@@ -206,6 +212,7 @@ class PgStore final : public Store {
   // Batches kept on the locked path after one found a row another instance wrote.
   static constexpr size_t contended_pause = 64;
   size_t commits_since_prune_ = 0;
+  ForeignWriteListener foreign_write_listener_;  // set before the first commit
   CommitCounters counters_;
   Faults faults_;
 };
